@@ -1,0 +1,493 @@
+"""Read SEM images and focus series (TIFF stacks, single files, folders of frames) into a :class:`FocusSeries`.
+
+Supported: TIFF (8/16/32-bit integer, float, palette, RGB; single or multi-page), PNG, JPEG, BMP, and folders of
+such frames, read as one series. Frames are loaded lazily, one at a time, so a large stack never has to fit in
+memory; napari wraps :meth:`FocusSeries.raw_frame` in a dask array.
+
+Intensity rule (:meth:`FocusSeries.frame`): every frame becomes float32 in [0, 1] by one linear map per series,
+never by per-frame stretching, so that brightness differences between frames survive and nothing is clipped:
+
+- unsigned integers are divided by the series' *white level* ``2**b - 1``, where ``b`` is the smallest of
+  8, 10, 12, 14, 16, 24, 32 (not above the dtype's bits) such that no pixel of the series exceeds ``2**b - 1``.
+  So 8-bit data is divided by 255, 12-bit data stored as uint16 by 4095 and full-range 16-bit data by 65535:
+  16-bit data is never squeezed into an 8-bit range.
+- signed integers are shifted by the dtype minimum first, unless the series has no negative pixel;
+- floats already inside [0, 1] are kept; other floats are min-max scaled over the whole series (with a note);
+- NaN or infinite pixels raise :class:`~napari_sem_focus.errors.InvalidImageError`.
+
+The burned-in data bar (see :mod:`napari_sem_focus.databar`) is removed from the region that ``frame`` returns;
+``FocusSeries.scored_region`` reports the crop.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .databar import detect_databar_rows
+from .errors import InvalidImageError, SeriesError, UnreadableImageError
+from .metadata import SemMetadata, read_sidecar, read_tiff_metadata
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+OTHER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = TIFF_SUFFIXES + OTHER_SUFFIXES
+
+#: The smallest scored region (rows and columns, pixels) any score or metric accepts.
+MIN_SIZE_PX = 16
+
+#: Key of the JSON ImageDescription that our simulator writes into each TIFF page.
+DESCRIPTION_KEY = "napari_sem_focus"
+
+_BIT_DEPTHS = (8, 10, 12, 14, 16, 24, 32)
+
+
+@dataclass
+class FocusSeries:
+    """A focus series: N frames of one field of view, with per-frame metadata. Frames load lazily.
+
+    Attributes:
+        source: the file or folder it was read from.
+        frame_paths: the file of each frame (a multi-page TIFF repeats its path).
+        metadata: per-frame :class:`SemMetadata`.
+        shape: (rows, columns) of a raw frame, data bar included.
+        dtype: stored dtype of the frames (after grey conversion).
+        databar_rows: rows at the bottom excluded from scoring.
+        databar_source: "metadata", "detected", "user" or "none".
+        truth: per-frame ground truth written by our simulator ({} for real data), e.g. ``defocus_um``, ``score``.
+        notes: conversions applied (RGB -> grey, palette, float scaling...), for the user to see.
+    """
+
+    source: Path
+    frame_paths: list[Path]
+    metadata: list[SemMetadata]
+    shape: tuple[int, int]
+    dtype: np.dtype
+    databar_rows: int = 0
+    databar_source: str = "none"
+    truth: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _loader: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
+    _intensity: tuple[float, float] | None = field(default=None, repr=False)
+
+    # --- access -----------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.frame_paths)
+
+    def raw_frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` as stored (grey, full frame including the data bar)."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"frame {index} out of range for a series of {len(self)} frames")
+        assert self._loader is not None
+        return self._loader(index % len(self))
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` as float32 in [0, 1] (the module's intensity rule), data bar removed."""
+        raw = self.raw_frame(index)
+        _check_finite(raw, self.frame_paths[index % len(self)], index)
+        offset, scale = self.intensity_map
+        rows, cols = self.scored_region
+        out = (raw[rows, cols].astype(np.float32) - np.float32(offset)) * np.float32(1.0 / scale)
+        return np.clip(out, 0.0, 1.0, out=out)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """All frames in order, as :meth:`frame` returns them."""
+        for i in range(len(self)):
+            yield self.frame(i)
+
+    # --- derived facts ----------------------------------------------------------------------------------
+    @property
+    def scored_region(self) -> tuple[slice, slice]:
+        """Row and column slices of the region that is scored (everything above the data bar)."""
+        return slice(0, self.shape[0] - self.databar_rows), slice(0, self.shape[1])
+
+    @property
+    def scored_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the scored region."""
+        return self.shape[0] - self.databar_rows, self.shape[1]
+
+    @property
+    def working_distance_mm(self) -> list[float | None]:
+        """Working distance of each frame in mm (None where unknown)."""
+        return [m.working_distance_mm for m in self.metadata]
+
+    @property
+    def magnification(self) -> float | None:
+        """The vendor magnification of the first frame that states one."""
+        return next((m.magnification for m in self.metadata if m.magnification), None)
+
+    @property
+    def pixel_size_nm(self) -> float | None:
+        """The pixel size (nm) of the first frame that states one."""
+        return next((m.pixel_size_nm for m in self.metadata if m.pixel_size_nm), None)
+
+    @property
+    def reference_magnification(self) -> float | None:
+        """Vendor-independent magnification from the pixel size (see ``SemMetadata.reference_magnification``)."""
+        meta = next((m for m in self.metadata if m.pixel_size_nm), None)
+        return meta.reference_magnification(self.shape[1]) if meta else None
+
+    @property
+    def intensity_map(self) -> tuple[float, float]:
+        """(offset, scale) with ``float = (raw - offset) / scale``; computed once per series."""
+        if self._intensity is None:
+            self._intensity = self._compute_intensity_map()
+        return self._intensity
+
+    def _compute_intensity_map(self) -> tuple[float, float]:
+        dtype = np.dtype(self.dtype)
+        if dtype == np.bool_:
+            return 0.0, 1.0
+        lo, hi = np.inf, -np.inf
+        for i in range(len(self)):
+            raw = self.raw_frame(i)
+            _check_finite(raw, self.frame_paths[i], i)
+            lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
+        if np.issubdtype(dtype, np.integer):
+            offset = 0.0
+            if lo < 0:  # signed data with negative values: shift by the dtype minimum
+                offset = float(np.iinfo(dtype).min)
+                hi -= offset
+            bits = next((b for b in _BIT_DEPTHS if b <= dtype.itemsize * 8 and hi <= 2**b - 1), 32)
+            return offset, float(2**bits - 1)
+        if lo >= 0.0 and hi <= 1.0:
+            return 0.0, 1.0
+        self.notes.append(f"float data in [{lo:.4g}, {hi:.4g}] min-max scaled to [0, 1] over the series")
+        return lo, (hi - lo) if hi > lo else 1.0
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the series (for ``sem-focus info`` and napari ``layer.metadata``)."""
+        first = self.metadata[0] if self.metadata else SemMetadata()
+        return {
+            "source": str(self.source),
+            "frames": len(self),
+            "shape": list(self.shape),
+            "dtype": str(np.dtype(self.dtype)),
+            "databar_rows": self.databar_rows,
+            "databar_source": self.databar_source,
+            "scored_region_rows": [0, self.shape[0] - self.databar_rows],
+            "metadata": first.to_dict(),
+            "reference_magnification": self.reference_magnification,
+            "working_distance_mm": self.working_distance_mm,
+            "notes": list(self.notes),
+        }
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _check_finite(raw: np.ndarray, path: Path, index: int) -> None:
+    if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
+        bad = int((~np.isfinite(raw)).sum())
+        raise InvalidImageError(f"'{path}' frame {index}: {bad} pixels are NaN or infinite")
+
+
+def natural_key(path: Path) -> list[Any]:
+    """Sort key that orders ``frame_2`` before ``frame_10`` and ``-5`` before ``+5`` in file names."""
+    parts = re.split(r"([-+]?\d+(?:\.\d+)?)", path.name)
+    key: list[Any] = []
+    for part in parts:
+        try:
+            key.append((0, float(part), ""))
+        except ValueError:
+            key.append((1, 0.0, part.lower()))
+    return key
+
+
+def to_grey(image: np.ndarray, path: Path, notes: list[str]) -> np.ndarray:
+    """A 2D grey image from 2D grey, (H, W, 3|4) colour, or (H, W, 1) data; notes what was done."""
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        rgb = image[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            _note(notes, "colour file(s) with identical R, G, B channels read as grey")
+            return np.ascontiguousarray(rgb[..., 0])
+        _note(notes, f"'{path.name}': RGB converted to grey (ITU-R BT.601 luma)")
+        luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        if np.issubdtype(image.dtype, np.integer):
+            return np.rint(luma).astype(image.dtype)
+        return luma
+    if image.ndim != 2:
+        raise InvalidImageError(f"'{path}': expected a 2D grey or RGB image, got an array of shape {image.shape}")
+    return image
+
+
+def _note(notes: list[str], text: str) -> None:
+    if text not in notes:
+        notes.append(text)
+
+
+def _palette_to_grey(index: np.ndarray, colormap: np.ndarray, path: Path, notes: list[str]) -> np.ndarray:
+    """Apply a TIFF palette (3 x 2**bits, uint16) and return grey values."""
+    cmap = np.asarray(colormap, dtype=np.float64)
+    n = cmap.shape[1]
+    ramp = np.arange(n) * (65535.0 / (n - 1))
+    if np.allclose(cmap, ramp[None, :], atol=257):  # a plain grey ramp: the indices are the grey values
+        return index
+    _note(notes, f"'{path.name}': palette image with coloured entries converted to grey (BT.601 luma)")
+    lut = np.array([0.299, 0.587, 0.114]) @ cmap / 65535.0 * (n - 1)
+    return np.rint(lut[index]).astype(index.dtype)
+
+
+# --- readers ------------------------------------------------------------------------------------------------
+
+
+def _open_tiff(path: Path) -> Any:
+    import tifffile
+
+    try:
+        return tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError, EOFError) as err:
+        raise UnreadableImageError(path, f"not a readable TIFF ({err})") from err
+
+
+def _tiff_pages(tif: Any) -> list[Any]:
+    """Full-resolution pages of a TIFF (thumbnails and reduced images skipped)."""
+    pages = [p for p in tif.pages if not getattr(p, "is_reduced", False)]
+    if not pages:
+        raise UnreadableImageError(tif.filename, "corrupt TIFF: no readable image pages")
+    first = pages[0].shape
+    return [p for p in pages if p.shape == first]
+
+
+def _page_truth(page: Any) -> dict[str, Any]:
+    """Per-frame facts our simulator stores as JSON in the page's ImageDescription."""
+    desc = page.description if hasattr(page, "description") else ""
+    if not desc or DESCRIPTION_KEY not in desc:
+        return {}
+    try:
+        data = json.loads(desc)
+    except json.JSONDecodeError:
+        return {}
+    return data.get(DESCRIPTION_KEY, {}) if isinstance(data, dict) else {}
+
+
+def _with_truth(meta: SemMetadata, truth: dict[str, Any]) -> SemMetadata:
+    """Fill metadata fields that the simulator stated in the page description."""
+    known = {k: truth[k] for k in ("magnification", "pixel_size_nm", "working_distance_mm") if k in truth}
+    if not known:
+        return meta
+    return replace(meta, vendor=meta.vendor or "napari-sem-focus simulator", **known)
+
+
+def _read_tiff_page(path: Path, page_index: int, notes: list[str]) -> np.ndarray:
+    tif = _open_tiff(path)
+    with tif:
+        page = _tiff_pages(tif)[page_index]
+        try:
+            data = page.asarray()
+        except Exception as err:  # tifffile raises many types for damaged data
+            raise UnreadableImageError(path, f"page {page_index} is truncated or corrupt ({err})") from err
+        if page.photometric == 3 and page.colormap is not None:  # PALETTE
+            data = _palette_to_grey(data, page.colormap, path, notes)
+    return to_grey(data, path, notes)
+
+
+def _read_other(path: Path, notes: list[str]) -> np.ndarray:
+    import cv2
+
+    buffer = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    if image is None:
+        raise UnreadableImageError(path, "not a readable PNG/JPEG/BMP image (empty, truncated or corrupt)")
+    if image.ndim == 3:
+        order = [2, 1, 0, 3][: image.shape[-1]]
+        image = image[..., order]  # OpenCV's BGR(A) -> RGB(A)
+    return to_grey(image, path, notes)
+
+
+@dataclass
+class _FileFrames:
+    """The frames of one file: (path, page index) pairs plus their metadata."""
+
+    path: Path
+    pages: int
+    shape: tuple[int, int]
+    dtype: np.dtype
+    metadata: list[SemMetadata]
+    truth: list[dict[str, Any]]
+
+
+def _inspect_file(path: Path, notes: list[str]) -> _FileFrames:
+    """Read a file's header and first frame: frame count, shape, dtype, metadata."""
+    if not path.exists():
+        raise UnreadableImageError(path, "no such file")
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        tif = _open_tiff(path)
+        with tif:
+            pages = _tiff_pages(tif)
+            meta = read_tiff_metadata(tif)
+            truths = [_page_truth(p) for p in pages]
+        first = _read_tiff_page(path, 0, notes)
+        n = len(pages)
+    elif path.suffix.lower() in OTHER_SUFFIXES:
+        first, meta, n = _read_other(path, notes), SemMetadata(), 1
+        truths = [{}]
+    else:
+        raise UnreadableImageError(path, f"unsupported file type '{path.suffix}' (use {', '.join(IMAGE_SUFFIXES)})")
+    if meta == SemMetadata():
+        meta = read_sidecar(path, first.shape[1]) or meta
+    metas = [_with_truth(meta, t) for t in truths]
+    return _FileFrames(path, n, first.shape, first.dtype, metas, truths)
+
+
+def _center_crop(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    r0 = (image.shape[0] - shape[0]) // 2
+    c0 = (image.shape[1] - shape[1]) // 2
+    return image[r0 : r0 + shape[0], c0 : c0 + shape[1]]
+
+
+def list_frame_files(folder: Path) -> list[Path]:
+    """Image files of a folder (not recursive, hidden files skipped), in natural filename order."""
+    files = [
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    ]
+    return sorted(files, key=natural_key)
+
+
+def read_series(
+    source: str | Path | Sequence[str | Path],
+    *,
+    databar_rows: int | None = None,
+    common_crop: bool = False,
+) -> FocusSeries:
+    """Read a focus series from a file (single or multi-page), a folder of frames, or a list of files.
+
+    Args:
+        source: a file, a folder, or a list of files forming one series.
+        databar_rows: data-bar rows to exclude; None = from metadata, else detected from the pixels.
+        common_crop: allow frames of different sizes by centre-cropping all to the smallest common size
+            (otherwise mixed sizes raise :class:`SeriesError`).
+
+    Folder and list series are ordered by working distance when every frame states one (and they differ),
+    otherwise by natural filename order.
+    """
+    notes: list[str] = []
+    if isinstance(source, str | Path):
+        src = Path(source)
+        if src.is_dir():
+            files = list_frame_files(src)
+            if not files:
+                raise SeriesError(f"'{src}': the folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        elif src.exists():
+            files = [src]
+        else:
+            raise UnreadableImageError(src, "no such file or folder")
+    else:
+        files = [Path(p) for p in source]
+        if not files:
+            raise SeriesError("no files given")
+        src = files[0].parent
+    infos = [_inspect_file(f, notes) for f in files]
+
+    shapes = {i.shape for i in infos}
+    target = infos[0].shape
+    if len(shapes) > 1:
+        if not common_crop:
+            other = next(i for i in infos if i.shape != target)
+            raise SeriesError(
+                f"frames differ in size: '{infos[0].path.name}' is {target[1]}x{target[0]} but "
+                f"'{other.path.name}' is {other.shape[1]}x{other.shape[0]} px; "
+                "use common_crop=True (CLI: --common-crop) to centre-crop them to a common size"
+            )
+        target = (min(s[0] for s in shapes), min(s[1] for s in shapes))
+        notes.append(f"frames of different sizes centre-cropped to {target[1]}x{target[0]} px")
+    dtypes = {np.dtype(i.dtype) for i in infos}
+    dtype = np.result_type(*dtypes) if len(dtypes) > 1 else dtypes.pop()
+
+    entries = [(info, page) for info in infos for page in range(info.pages)]
+    metas = [info.metadata[page] for info, page in entries]
+    wds = [m.working_distance_mm for m in metas]
+    if len(files) > 1 and all(w is not None for w in wds) and len(set(wds)) > 1:
+        order = sorted(range(len(entries)), key=lambda k: wds[k])  # type: ignore[arg-type, return-value]
+        entries = [entries[k] for k in order]
+        notes.append("frames ordered by working distance")
+
+    def load(index: int) -> np.ndarray:
+        info, page = entries[index]
+        if info.path.suffix.lower() in TIFF_SUFFIXES:
+            image = _read_tiff_page(info.path, page, notes)
+        else:
+            image = _read_other(info.path, notes)
+        if image.shape != target:
+            if not common_crop:
+                raise SeriesError(f"'{info.path}': frame size changed since the series was opened")
+            image = _center_crop(image, target)
+        return image.astype(dtype, copy=False)
+
+    series = FocusSeries(
+        source=src,
+        frame_paths=[info.path for info, _ in entries],
+        metadata=[info.metadata[page] for info, page in entries],
+        shape=target,
+        dtype=dtype,
+        truth=[info.truth[page] for info, page in entries],
+        notes=notes,
+        _loader=load,
+    )
+    _set_databar(series, databar_rows)
+    rows, cols = series.scored_shape
+    if rows < MIN_SIZE_PX or cols < MIN_SIZE_PX:
+        raise InvalidImageError(
+            f"'{series.frame_paths[0]}': the scored region is {cols}x{rows} px, smaller than the "
+            f"{MIN_SIZE_PX}x{MIN_SIZE_PX} px minimum"
+        )
+    return series
+
+
+def _set_databar(series: FocusSeries, databar_rows: int | None) -> None:
+    height = series.shape[0]
+    if databar_rows is not None:
+        if not 0 <= databar_rows < height:
+            raise InvalidImageError(f"data-bar rows must be in [0, {height - 1}], got {databar_rows}")
+        series.databar_rows, series.databar_source = int(databar_rows), "user"
+        return
+    stated = series.metadata[0].databar_rows
+    if stated and 0 < stated < height:
+        series.databar_rows, series.databar_source = int(stated), "metadata"
+        return
+    detected = detect_databar_rows(series.raw_frame(0))
+    if detected:
+        series.databar_rows, series.databar_source = detected, "detected"
+
+
+def read_image(path: str | Path, **kwargs: Any) -> FocusSeries:
+    """Alias of :func:`read_series` for a single image file (a 1-frame series)."""
+    return read_series(path, **kwargs)
+
+
+def write_series_tiff(
+    path: str | Path,
+    frames: Sequence[np.ndarray] | np.ndarray,
+    frame_facts: Sequence[dict[str, Any]],
+) -> Path:
+    """Write frames as a multi-page TIFF whose pages carry ``frame_facts`` as JSON descriptions.
+
+    The write goes to a temporary file that replaces ``path`` only when complete (atomic).
+    ``frame_facts`` entries may hold ``magnification``, ``pixel_size_nm``, ``working_distance_mm``,
+    ``defocus_um``, ``score``; :func:`read_series` reads them back as metadata and ``truth``.
+    """
+    import tifffile
+
+    from .atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp) as writer:
+        for frame, facts in zip(frames, frame_facts, strict=True):
+            pixel_nm = facts.get("pixel_size_nm")
+            resolution = (1e7 / pixel_nm, 1e7 / pixel_nm) if pixel_nm else None  # pixels per cm
+            writer.write(
+                np.asarray(frame),
+                description=json.dumps({DESCRIPTION_KEY: facts}),
+                metadata=None,
+                resolution=resolution,
+                resolutionunit="CENTIMETER" if resolution else None,
+                contiguous=False,
+            )
+    return path

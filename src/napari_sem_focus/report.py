@@ -1,0 +1,148 @@
+"""Per-frame result tables (text, CSV, JSON) and the score-vs-focus plot, shared by the CLI and the widgets.
+
+A result table is a list of row dicts with the same keys, e.g.
+``{"frame": 0, "file": "a.tif", "working_distance_mm": 5.0, "score": 8.7, "tenengrad": 0.012}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_path, atomic_write_text
+from .focus_curve import FocusPeak
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if value == 0 or 1e-3 <= abs(value) < 1e5:
+            return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 100 else f"{value:.1f}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A plain-text table with aligned columns (numbers right-aligned); columns empty in every row are left out."""
+    if not rows:
+        return "(no rows)"
+    cols = [c for c in (columns or rows[0].keys()) if any(r.get(c) is not None for r in rows)]
+    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    numeric = [all(isinstance(r.get(c), int | float) or r.get(c) is None for r in rows) for c in cols]
+    header = "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cols, widths, numeric, strict=True))
+    lines = [header, "  ".join("-" * w for w in widths)]
+    for row in cells:
+        lines.append("  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(row, widths, numeric, strict=True)))
+    return "\n".join(lines)
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """CSV text with a header row (full float precision)."""
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write rows as CSV atomically."""
+    return atomic_write_text(path, to_csv(rows))
+
+
+def to_json(payload: Any) -> str:
+    """JSON text (NaN written as null)."""
+
+    def clean(obj: Any) -> Any:
+        if isinstance(obj, float) and not math.isfinite(obj):
+            return None
+        if isinstance(obj, dict):
+            return {k: clean(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [clean(v) for v in obj]
+        return obj
+
+    return json.dumps(clean(payload), indent=2)
+
+
+def focus_positions(rows: Sequence[dict[str, Any]]) -> tuple[list[float], str]:
+    """x positions for a focus curve: working distance (mm) when every row has one, else the frame index."""
+    wds = [r.get("working_distance_mm") for r in rows]
+    if rows and all(w is not None for w in wds) and len(set(wds)) > 1:
+        return [float(w) for w in wds], "working distance (mm)"  # type: ignore[arg-type]
+    return [float(r["frame"]) for r in rows], "frame"
+
+
+def plot_focus_curve(
+    ax: Any,
+    rows: Sequence[dict[str, Any]],
+    score_key: str,
+    peak: FocusPeak | None = None,
+    extra_keys: Sequence[str] = (),
+    current_frame: int | None = None,
+) -> None:
+    """Draw ``score_key`` against focus position on a matplotlib Axes; other keys normalised to its range.
+
+    The best frame is marked with a star and the fitted sub-step focus with a vertical line (+- 1 sigma band).
+    Points are pickable (``picker=5``) so a GUI can jump to a clicked frame.
+    """
+    xs, xlabel = focus_positions(rows)
+    ys = [float(r[score_key]) for r in rows]
+    ax.plot(xs, ys, "o-", color="C0", label=score_key, picker=5, zorder=3)
+    finite = [y for y in ys if math.isfinite(y)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    for i, key in enumerate(extra_keys):
+        vals = [float(r[key]) for r in rows]
+        vmin, vmax = min(vals), max(vals)
+        span = (vmax - vmin) or 1.0
+        scaled = [lo + (v - vmin) / span * ((hi - lo) or 1.0) for v in vals]
+        ax.plot(xs, scaled, ".--", color=f"C{i + 2}", alpha=0.7, label=f"{key} (scaled)")
+    if peak is not None:
+        ax.plot([xs[peak.index]], [ys[peak.index]], "*", ms=16, color="C3", label="best frame", zorder=4)
+        if peak.method == "parabola":
+            ax.axvline(peak.position, color="C3", lw=1, ls=":")
+            ax.axvspan(
+                peak.position - peak.position_sigma,
+                peak.position + peak.position_sigma,
+                color="C3",
+                alpha=0.1,
+            )
+    if current_frame is not None and 0 <= current_frame < len(xs):
+        ax.axvline(xs[current_frame], color="0.5", lw=1, label="current frame")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(score_key)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+
+
+def save_focus_plot(
+    path: str | Path,
+    rows: Sequence[dict[str, Any]],
+    score_key: str,
+    peak: FocusPeak | None = None,
+    extra_keys: Sequence[str] = (),
+    title: str | None = None,
+) -> Path:
+    """Render :func:`plot_focus_curve` to a PNG file (headless, Agg backend), atomically."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.2), dpi=110)
+    ax = fig.add_subplot()
+    plot_focus_curve(ax, rows, score_key, peak, extra_keys)
+    if title:
+        ax.set_title(title, fontsize="medium")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+    return path

@@ -1,0 +1,75 @@
+"""The ``sem-focus`` CLI as a user calls it: tables, CSV/JSON, plots, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_sem_focus.cli import main
+from napari_sem_focus.io import write_series_tiff
+
+from .conftest import shared, texture
+
+
+@pytest.fixture
+def blur_stack(tmp_path):
+    """5 frames, blur 4, 2, 0, 2, 4 px, working distances 4.98 ... 5.02 mm: the sharpest is frame 2."""
+    blurs = [4.0, 2.0, 0.0, 2.0, 4.0]
+    frames = [(texture((80, 100), blur_px=b) * 255).astype(np.uint8) for b in blurs]
+    facts = [{"working_distance_mm": 4.98 + 0.01 * i} for i in range(5)]
+    return write_series_tiff(tmp_path / "stack.tif", frames, facts)
+
+
+def test_metrics_table_best_frame_and_plot(blur_stack, tmp_path, capsys):
+    plot = tmp_path / "curve.png"
+    assert main(["metrics", str(blur_stack), "--rank-by", "tenengrad", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "tenengrad" in out and "working_distance_mm" in out
+    assert "best frame by tenengrad: 2 (stack.tif)" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+def test_metrics_json_and_csv_outputs(blur_stack, tmp_path, capsys):
+    assert main(["metrics", str(blur_stack), "--json", "--metric", "brenner"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["best_frame"] == 2 and payload["position_unit"] == "mm"
+    assert len(payload["rows"]) == 5 and set(payload["rows"][0]) >= {"frame", "brenner"}
+    out_csv = tmp_path / "t.csv"
+    assert main(["metrics", str(blur_stack), "--csv", "--out", str(out_csv)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("frame,file,working_distance_mm,absolute_variance")
+    assert len(printed) == 6
+    assert out_csv.read_text().splitlines()[0] == printed[0]
+
+
+def test_info_on_real_fei_file(capsys):
+    assert main(["info", str(shared("fei_sem2surface/P33_scale1_detectorA.tif"))]) == 0
+    out = capsys.readouterr().out
+    assert "data bar: 79 rows (metadata)" in out
+    assert "pixel_size_nm: 325.521" in out
+    assert main(["info", "--json", str(shared("vendor_metadata/zeiss/zeiss_example_sem.tif"))]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["metadata"]["vendor"] == "Zeiss" and facts["databar_source"] == "detected"
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda d: d / "missing.tif", "no such file"),
+        (lambda d: (d / "bad.tif").write_bytes(b"II*\x00junk") and d / "bad.tif", "cannot read"),
+        (lambda d: d, "no image files"),
+    ],
+)
+def test_bad_input_one_line_exit_2(tmp_path, setup, message):
+    path = setup(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_sem_focus.cli", "metrics", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sem-focus: error:") and message in lines[0]
+    assert "Traceback" not in proc.stderr

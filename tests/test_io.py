@@ -1,0 +1,193 @@
+"""Reading files, stacks and folders; the intensity rule; every bad input gives a clear SemFocusError."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sem_focus.errors import InvalidImageError, SemFocusError, SeriesError, UnreadableImageError
+from napari_sem_focus.io import read_series, write_series_tiff
+
+from .conftest import shared, texture
+
+
+def _write(path, array):
+    tifffile.imwrite(path, array)
+    return path
+
+
+def test_uint8_divides_by_255(tmp_path):
+    img = (texture() * 200).astype(np.uint8)
+    series = read_series(_write(tmp_path / "a.tif", img))
+    np.testing.assert_allclose(series.frame(0), img / 255.0, atol=1e-6)
+
+
+def test_uint16_full_range_not_squeezed_to_8_bit(tmp_path):
+    img = (texture() * 65535).astype(np.uint16)
+    frame = read_series(_write(tmp_path / "a.tif", img)).frame(0)
+    np.testing.assert_allclose(frame, img / 65535.0, atol=1e-6)
+    assert len(np.unique(frame)) > 256  # the 16-bit precision survives
+
+
+def test_12_bit_data_in_uint16_uses_4095(tmp_path):
+    img = (texture() * 4000).astype(np.uint16)
+    series = read_series(_write(tmp_path / "a.tif", img))
+    assert series.intensity_map == (0.0, 4095.0)
+    assert series.frame(0).max() == pytest.approx(4000 / 4095, abs=1e-3)
+
+
+def test_white_level_is_shared_by_the_whole_stack(tmp_path):
+    stack = np.stack([(texture(seed=i) * (60 + 100 * i)).astype(np.uint8) for i in range(2)])
+    series = read_series(_write(tmp_path / "s.tif", stack))
+    assert series.frame(0).max() < series.frame(1).max()  # no per-frame stretch
+
+
+def test_float_inside_unit_range_kept_and_outside_scaled(tmp_path):
+    img = texture()
+    np.testing.assert_allclose(read_series(_write(tmp_path / "a.tif", img)).frame(0), img, atol=1e-6)
+    series = read_series(_write(tmp_path / "b.tif", img * 1000 - 50))
+    frame = series.frame(0)
+    assert frame.min() == 0.0 and frame.max() == pytest.approx(1.0)
+    assert any("min-max" in n for n in series.notes)
+
+
+def test_signed_integers(tmp_path):
+    img = (texture() * 2000 - 1000).astype(np.int16)
+    frame = read_series(_write(tmp_path / "a.tif", img)).frame(0)
+    assert 0.0 <= frame.min() < frame.max() <= 1.0
+
+
+def test_rgb_converted_to_grey_with_note(tmp_path):
+    grey = (texture() * 255).astype(np.uint8)
+    rgb = np.stack([grey, grey // 2, grey // 3], axis=-1)
+    cv2.imwrite(str(tmp_path / "c.png"), rgb[..., ::-1])
+    series = read_series(tmp_path / "c.png")
+    assert series.frame(0).ndim == 2
+    assert any("RGB converted to grey" in n for n in series.notes)
+
+
+def test_multipage_stack_with_frame_facts_round_trip(tmp_path):
+    frames = [(texture(seed=i) * 255).astype(np.uint8) for i in range(3)]
+    facts = [
+        {
+            "working_distance_mm": 5.0 + i * 0.01,
+            "magnification": 5000.0,
+            "pixel_size_nm": 25.4,
+            "defocus_um": (i - 1) * 10.0,
+        }
+        for i in range(3)
+    ]
+    path = write_series_tiff(tmp_path / "s.tif", frames, facts)
+    series = read_series(path)
+    assert len(series) == 3
+    assert series.working_distance_mm == pytest.approx([5.0, 5.01, 5.02])
+    assert series.magnification == 5000.0
+    assert [t["defocus_um"] for t in series.truth] == [-10.0, 0.0, 10.0]
+    np.testing.assert_array_equal(series.raw_frame(2), frames[2])
+
+
+def test_folder_natural_order_and_wd_order(tmp_path):
+    for i in (10, 2, 1):
+        cv2.imwrite(str(tmp_path / f"frame_{i}.png"), (texture(seed=i) * 255).astype(np.uint8))
+    assert [p.name for p in read_series(tmp_path).frame_paths] == [
+        "frame_1.png",
+        "frame_2.png",
+        "frame_10.png",
+    ]
+    wd_dir = tmp_path / "wd"
+    wd_dir.mkdir()
+    for name, wd in (("a.tif", 5.2), ("b.tif", 5.0), ("c.tif", 5.1)):
+        write_series_tiff(wd_dir / name, [(texture() * 255).astype(np.uint8)], [{"working_distance_mm": wd}])
+    series = read_series(wd_dir)
+    assert [p.name for p in series.frame_paths] == ["b.tif", "c.tif", "a.tif"]
+    assert "frames ordered by working distance" in series.notes
+
+
+def test_real_palette_png_series_with_common_crop():
+    folder = shared("optical_through_focus")
+    with pytest.raises(SeriesError, match="differ in size"):
+        read_series(folder)
+    series = read_series(folder, common_crop=True)
+    assert len(series) == 19
+    assert series.shape == (286, 330)
+
+
+def test_deepfocus_png_reads_as_uint8_grey():
+    series = read_series(shared("deepfocus"))
+    assert len(series) == 3 and series.shape == (768, 1024) and series.dtype == np.uint8
+
+
+# --- bad input -----------------------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UnreadableImageError, match="no such file"):
+        read_series(tmp_path / "nope.tif")
+
+
+def test_corrupt_tiff(tmp_path):
+    path = tmp_path / "bad.tif"
+    path.write_bytes(b"II*\x00garbage" * 10)
+    with pytest.raises(UnreadableImageError, match=r"bad\.tif"):
+        read_series(path)
+
+
+def test_truncated_tiff(tmp_path):
+    good = _write(tmp_path / "good.tif", (texture((256, 256)) * 255).astype(np.uint8))
+    data = good.read_bytes()
+    bad = tmp_path / "truncated.tif"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SemFocusError, match=r"truncated\.tif"):
+        series = read_series(bad)
+        series.frame(0)
+
+
+def test_corrupt_png(tmp_path):
+    path = tmp_path / "bad.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    with pytest.raises(UnreadableImageError, match=r"bad\.png"):
+        read_series(path)
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(SeriesError, match="no image files"):
+        read_series(tmp_path)
+
+
+def test_mixed_sizes(tmp_path):
+    _write(tmp_path / "a.tif", np.zeros((64, 64), np.uint8))
+    _write(tmp_path / "b.tif", np.zeros((64, 80), np.uint8))
+    with pytest.raises(SeriesError, match="differ in size"):
+        read_series(tmp_path)
+
+
+def test_nan_and_inf(tmp_path):
+    img = texture()
+    img[5, 5] = np.nan
+    img[6, 6] = np.inf
+    series = read_series(_write(tmp_path / "nan.tif", img))
+    with pytest.raises(InvalidImageError, match="2 pixels are NaN or infinite"):
+        series.frame(0)
+
+
+def test_tiny_image(tmp_path):
+    with pytest.raises(InvalidImageError, match="minimum"):
+        read_series(_write(tmp_path / "tiny.tif", np.zeros((8, 8), np.uint8)))
+
+
+def test_unsupported_suffix(tmp_path):
+    path = tmp_path / "x.gif"
+    path.write_bytes(b"GIF89a")
+    with pytest.raises(UnreadableImageError, match="unsupported file type"):
+        read_series(path)
+
+
+def test_json_description_of_foreign_tiff_is_ignored(tmp_path):
+    path = tmp_path / "d.tif"
+    tifffile.imwrite(path, np.zeros((32, 32), np.uint8), description=json.dumps({"other": 1}), metadata=None)
+    assert read_series(path).truth == [{}]
