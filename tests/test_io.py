@@ -191,3 +191,17 @@ def test_json_description_of_foreign_tiff_is_ignored(tmp_path):
     path = tmp_path / "d.tif"
     tifffile.imwrite(path, np.zeros((32, 32), np.uint8), description=json.dumps({"other": 1}), metadata=None)
     assert read_series(path).truth == [{}]
+
+
+def test_series_from_stack_refuses_empty_and_converts_rgb():
+    from napari_sem_focus.io import series_from_stack
+
+    with pytest.raises(InvalidImageError, match="empty"):
+        series_from_stack(np.zeros((0, 64), np.uint8))
+    with pytest.raises(InvalidImageError, match="2D image or a 3D"):
+        series_from_stack(np.zeros((2, 3, 64, 64), np.uint8))
+    rgb = np.zeros((3, 40, 50, 3), np.uint8)
+    rgb[..., 0] = 200
+    series = series_from_stack(rgb, rgb=True)
+    assert len(series) == 3 and series.frame(1).shape == (40, 50)
+    assert series.frame(0).max() == pytest.approx(round(200 * 0.299) / 255, abs=1e-6)

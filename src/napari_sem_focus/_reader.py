@@ -35,6 +35,7 @@ def series_layer_data(series: Any) -> tuple[Any, dict[str, Any], str]:
         da.from_delayed(dask.delayed(series.raw_frame)(i), shape=series.shape, dtype=series.dtype)
         for i in range(len(series))
     ]
+    name = Path(series.source).name or str(series.source)
     data = frames[0] if len(frames) == 1 else da.stack(frames)
     pixel_nm = series.pixel_size_nm
     scale = (pixel_nm, pixel_nm) if pixel_nm else (1.0, 1.0)
@@ -42,7 +43,7 @@ def series_layer_data(series: Any) -> tuple[Any, dict[str, Any], str]:
         scale = (1.0, *scale)
     offset, white = series.intensity_map
     kwargs: dict[str, Any] = {
-        "name": Path(series.source).name or str(series.source),
+        "name": name,
         "scale": scale,
         "contrast_limits": [offset, offset + white] if np.issubdtype(series.dtype, np.integer) else None,
         "metadata": {"sem_focus": series.describe(), "focus_series": series},

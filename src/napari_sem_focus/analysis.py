@@ -34,3 +34,27 @@ def series_metrics(
         if should_stop is not None and should_stop():
             raise CancelledError(f"stopped after {i} of {len(series)} frames")
         yield frame_row(series, i) | compute_metrics(series.frame(i), chosen, smooth_sigma_px)
+
+
+def score_rows(
+    series: FocusSeries,
+    weights: str | None = None,
+    magnification: float | None = None,
+    mode: str = "tiles",
+    device: str = "cpu",
+    metrics: Iterable[str] | None = (),
+    smooth_sigma_px: float = 0.0,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[tuple[dict[str, Any], Any]]:
+    """Yield ``(row, FrameScore)`` per frame: :func:`frame_row` + learned ``score`` (+ classic ``metrics``).
+
+    ``metrics=None`` adds every classic metric, ``()`` none.
+    """
+    from .infer import score_series
+
+    names = None if metrics is None else list(metrics)
+    for result in score_series(series, weights, magnification, mode, device, should_stop=should_stop):
+        row = frame_row(series, result.frame) | {"score": round(result.score, 4)}
+        if names is None or names:
+            row |= compute_metrics(series.frame(result.frame), names, smooth_sigma_px)
+        yield row, result

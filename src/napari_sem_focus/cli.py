@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,86 @@ def build_parser() -> argparse.ArgumentParser:
     _add_series_options(metrics)
     _add_output_options(metrics)
     metrics.set_defaults(func=_cmd_metrics)
+
+    _add_score_parser(sub)
+    _add_simulate_parser(sub)
+    _add_train_parser(sub)
     return parser
+
+
+def _add_score_parser(sub: Any) -> None:
+    from .infer import MODES
+    from .samples import SAMPLES
+
+    score = sub.add_parser("score", help="learned focus score (0-10) per frame, best frame, focus curve")
+    score.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="images, stacks or folders")
+    score.add_argument("--sample", choices=list(SAMPLES), help="score a bundled (simulated) sample series")
+    score.add_argument("--weights", default=None, help="'default' (bundled) or a .safetensors file")
+    score.add_argument(
+        "--mag", type=float, default=None, help="magnification for the model (default: from the pixel size / metadata)"
+    )
+    score.add_argument(
+        "--mode",
+        default=MODES[0],
+        choices=list(MODES),
+        help="tiles: p75 over a grid of 320x240 tiles; center: the paper's centre crop",
+    )
+    score.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    score.add_argument("--metrics", action="store_true", help="add the classic focus metrics as columns")
+    _add_series_options(score)
+    _add_output_options(score)
+    score.set_defaults(func=_cmd_score)
+
+
+def _add_simulate_parser(sub: Any) -> None:
+    from .simulate import SPECIMENS
+
+    simulate = sub.add_parser("simulate", help="simulate SEM focus series and labelled datasets")
+    sim_sub = simulate.add_subparsers(dest="what", required=True, metavar="WHAT")
+    series = sim_sub.add_parser("series", help="a through-focus series: multi-page TIFF + labels CSV")
+    series.add_argument("--specimen", default="tinball", choices=list(SPECIMENS))
+    series.add_argument("--mag", type=float, default=5000.0, help="magnification (127 mm over 1024 px)")
+    series.add_argument("--steps", type=int, default=21, help="number of focus steps")
+    series.add_argument("--size", type=int, nargs=2, default=(1024, 768), metavar=("W", "H"), help="frame size px")
+    series.add_argument("--seed", type=int, default=0)
+    series.add_argument("--astig", type=float, default=0.0, metavar="UM", help="astigmatism (µm)")
+    series.add_argument("--dose", type=float, default=200.0, metavar="E_PER_PX", help="electrons per pixel")
+    series.add_argument("--noisy-frame", type=int, default=None, help="index of one very noisy fast-scan frame")
+    series.add_argument("--offset", type=float, default=0.0, help="best focus offset in steps (sub-step)")
+    series.add_argument("--out", type=Path, required=True, help="output folder")
+    series.add_argument("--name", default="series", help="file stem (default: series)")
+    series.set_defaults(func=_cmd_simulate_series)
+    dataset = sim_sub.add_parser("dataset", help="a labelled dataset (PNG frames + labels.csv)")
+    dataset.add_argument("--n", type=int, required=True, help="number of frames")
+    dataset.add_argument("--split", default="train", choices=["train", "val", "test", "heldout"])
+    dataset.add_argument("--start", type=int, default=0, help="first frame index of the split")
+    dataset.add_argument("--size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"))
+    dataset.add_argument("--out", type=Path, required=True)
+    dataset.set_defaults(func=_cmd_simulate_dataset)
+
+
+def _add_train_parser(sub: Any) -> None:
+    train = sub.add_parser("train", help="train or fine-tune the focus-score network")
+    train.add_argument("--labels", type=Path, nargs="+", help="labels CSV file(s) to train on")
+    train.add_argument("--simulate", type=int, metavar="N", help="train on N frames simulated on the fly")
+    train.add_argument("--val", type=Path, nargs="*", default=None, help="validation labels CSV file(s)")
+    train.add_argument("--recipe", default="fast", choices=["fast", "paper"])
+    train.add_argument("--init", default=None, help="start from weights: 'default' or a .safetensors file")
+    train.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50"])
+    train.add_argument("--no-magnification", action="store_true", help="train without the magnification input")
+    train.add_argument("--epochs", type=int, help="epochs (recipe default otherwise)")
+    train.add_argument("--steps", type=int, help="stop after this many optimiser steps")
+    train.add_argument("--max-minutes", type=float, help="stop after this many minutes")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--crop", type=int, nargs=2, metavar=("W", "H"), help="training crop size")
+    train.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
+    train.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    train.add_argument("--preload", action="store_true", help="decode all training frames into memory first")
+    train.add_argument("--checkpoint", type=Path, help="checkpoint file (written atomically during training)")
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    train.add_argument("--out", type=Path, required=True, help="output weights (.safetensors, fp16)")
+    train.set_defaults(func=_cmd_train)
 
 
 # --- commands -----------------------------------------------------------------------------------------------
@@ -190,6 +270,170 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     if args.out:
         write_csv(args.out, all_rows)
         print(f"table written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from .analysis import score_rows
+    from .infer import interpret_score, model_magnification
+    from .report import save_focus_plot, write_csv
+    from .samples import sample_series
+    from .train import select_device
+
+    if not args.paths and not args.sample:
+        raise SemFocusError("give one or more PATHs or --sample NAME")
+    device = str(select_device(args.device))
+    sources: list[tuple[str, Any]] = [(f"sample:{args.sample}", None)] if args.sample else []
+    sources += [(str(p), p) for p in args.paths]
+    all_rows: list[dict[str, Any]] = []
+    for n, (label, path) in enumerate(sources):
+        series = sample_series(args.sample) if path is None else _read(path, args)
+        mag, mag_source = model_magnification(series, args.mag)
+        rows = [
+            row
+            for row, _ in score_rows(series, args.weights, mag, args.mode, device, metrics=None if args.metrics else ())
+        ]
+        peak, summary = _peak_summary(rows, "score")
+        summary |= {"model_magnification": mag, "magnification_source": mag_source, "mode": args.mode}
+        if len(sources) > 1:
+            rows = [{"series": label} | r for r in rows]
+        _print_rows(args, rows, summary)
+        if not (args.csv or args.json):
+            print(f"model magnification: {mag:.0f}x ({mag_source}); mode: {args.mode}")
+            _print_best(summary)
+            if len(rows) == 1:
+                print(f"score {rows[0]['score']:.2f}/10: {interpret_score(rows[0]['score'])}")
+            if len(sources) > 1:
+                print()
+        if args.plot:
+            plot = args.plot if len(sources) == 1 else args.plot.with_stem(f"{args.plot.stem}_{n}")
+            extra = [k for k in rows[0] if k not in ("series", "frame", "file", "working_distance_mm", "score")]
+            save_focus_plot(plot, rows, "score", peak, extra, title=label)
+            print(f"plot written to {plot}", file=sys.stderr)
+        all_rows += rows
+    if args.out:
+        write_csv(args.out, all_rows)
+        print(f"table written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_simulate_series(args: argparse.Namespace) -> int:
+    from .report import format_table
+    from .simulate import simulate_series, write_series
+
+    width, height = args.size
+    frames, wds = simulate_series(
+        args.specimen,
+        args.mag,
+        args.steps,
+        shape=(height, width),
+        seed=args.seed,
+        focus_offset_steps=args.offset,
+        noisy_frame=args.noisy_frame,
+        astig_um=args.astig,
+        electrons_per_px=args.dose,
+    )
+    path = write_series(args.out, frames, wds, args.name)
+    rows = [
+        {"frame": i, "working_distance_mm": wd, "defocus_um": round(f.params.defocus_um, 4), "score": round(f.score, 3)}
+        for i, (f, wd) in enumerate(zip(frames, wds, strict=True))
+    ]
+    print(format_table(rows))
+    print(f"series written to {path} (labels: {path.with_name(args.name + '_labels.csv')})")
+    return 0
+
+
+def _cmd_simulate_dataset(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .simulate import write_dataset
+
+    width, height = args.size
+    with tqdm(total=args.n, unit="frame", disable=None) as bar:
+        csv_path = write_dataset(
+            args.out, args.n, args.split, (height, width), args.start, progress=lambda i, n: bar.update(1)
+        )
+    print(f"{args.n} frames written; labels: {csv_path}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .data import LabelledImages, SimulatedFrames
+    from .train import TrainEvent, recipe, train
+    from .weights import load_model, save_weights
+
+    if not args.labels and not args.simulate:
+        raise SemFocusError("give --labels CSV... or --simulate N as training data")
+    overrides: dict[str, Any] = {
+        "device": args.device,
+        "arch": args.arch,
+        "num_workers": args.workers,
+        "use_magnification": not args.no_magnification,
+    }
+    for key, value in (
+        ("epochs", args.epochs),
+        ("max_steps", args.steps),
+        ("max_minutes", args.max_minutes),
+        ("batch_size", args.batch_size),
+        ("lr", args.lr),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if args.crop:
+        overrides["crop"] = (args.crop[1], args.crop[0])
+    config = recipe(args.recipe, **overrides)
+    if args.labels:
+        train_data: Any = LabelledImages(args.labels, config.crop, train=True, preload=args.preload, seed=config.seed)
+    else:
+        train_data = SimulatedFrames("train", args.simulate, crop_size=config.crop)
+    if args.val:
+        val_data: Any = LabelledImages(args.val, config.eval_crop, train=False, preload=args.preload)
+    elif args.val is None and not args.labels:
+        val_data = SimulatedFrames("val", 256, crop_size=config.eval_crop)
+    else:
+        val_data = None
+    init = load_model(args.init) if args.init else None
+    started = time.time()
+    with tqdm(total=1, unit="step", disable=None, dynamic_ncols=True) as bar:
+
+        def report(event: TrainEvent) -> None:
+            bar.total = event.total
+            bar.n = event.step
+            post = {"loss": f"{event.loss:.3f}", "lr": f"{event.lr:.2g}"}
+            if event.val_rmse is not None:
+                post["val_rmse"] = f"{event.val_rmse:.3f}"
+            if event.val_rmse is not None or bar.disable:  # no terminal: one log line per event
+                val = f" val_rmse {event.val_rmse:.4f}" if event.val_rmse is not None else ""
+                print(
+                    f"step {event.step}/{event.total} loss {event.loss:.4f} lr {event.lr:.3g}{val} "
+                    f"({event.elapsed_s / 60:.1f} min)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            bar.set_postfix(post, refresh=True)
+
+        result = train(
+            config,
+            train_data,
+            val_data,
+            checkpoint=args.checkpoint,
+            resume=args.resume,
+            init_model=init,
+            progress=report,
+        )
+    facts = {
+        "recipe": config.to_dict(),
+        "steps": result.step,
+        "train_frames": len(train_data),
+        "init": str(args.init),
+        "minutes": round((time.time() - started) / 60, 1),
+        **result.metrics,
+        "data": [str(p) for p in args.labels] if args.labels else f"simulated train split, {args.simulate}",
+    }
+    save_weights(result.model, args.out, facts)
+    print(f"weights written to {args.out} (steps {result.step}, val RMSE {result.metrics.get('val_rmse', 'n/a')})")
     return 0
 
 

@@ -457,6 +457,81 @@ def _set_databar(series: FocusSeries, databar_rows: int | None) -> None:
         series.databar_rows, series.databar_source = detected, "detected"
 
 
+def series_from_arrays(
+    frames: Sequence[np.ndarray] | np.ndarray,
+    frame_facts: Sequence[dict[str, Any]] | None = None,
+    name: str = "in-memory series",
+    databar_rows: int | None = 0,
+) -> FocusSeries:
+    """A :class:`FocusSeries` over frames already in memory (2D grey arrays of one shape and dtype).
+
+    ``frame_facts`` may give per-frame ``magnification``, ``pixel_size_nm``, ``working_distance_mm`` (and any
+    ground truth, kept in ``truth``). Used for napari layers, simulated samples and tests.
+    """
+    arrays = [np.asarray(f) for f in frames]
+    if not arrays:
+        raise SeriesError(f"{name}: no frames")
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1 or arrays[0].ndim != 2:
+        raise SeriesError(f"{name}: frames must be 2D and of one size, got shapes {sorted(shapes)}")
+    facts = list(frame_facts) if frame_facts is not None else [{} for _ in arrays]
+    series = FocusSeries(
+        source=Path(name),
+        frame_paths=[Path(name)] * len(arrays),
+        metadata=[_with_truth(SemMetadata(), f) for f in facts],
+        shape=arrays[0].shape,
+        dtype=np.result_type(*arrays),
+        truth=facts,
+        _loader=lambda i: arrays[i],
+    )
+    _set_databar(series, databar_rows)
+    return series
+
+
+def series_from_stack(
+    data: Any,
+    rgb: bool = False,
+    frame_facts: Sequence[dict[str, Any]] | None = None,
+    name: str = "layer",
+    databar_rows: int | None = None,
+) -> FocusSeries:
+    """A lazy :class:`FocusSeries` over an array-like (numpy, dask...): (H, W), (N, H, W), or with ``rgb``
+    a trailing colour axis, converted to grey. Frames are read by indexing ``data`` only when needed, so the
+    caller's reference to ``data`` fixes what is scored even if a viewer layer changes meanwhile.
+    """
+    shape = tuple(int(s) for s in getattr(data, "shape", ()))
+    core = shape[:-1] if rgb else shape
+    if any(s == 0 for s in shape) or len(core) not in (2, 3):
+        raise InvalidImageError(
+            f"{name}: expected a 2D image or a 3D (frames, rows, cols) stack, got shape {shape}"
+            + (" (empty)" if any(s == 0 for s in shape) else "")
+        )
+    n = core[0] if len(core) == 3 else 1
+    notes: list[str] = []
+
+    def load(index: int) -> np.ndarray:
+        frame = np.asarray(data[index] if len(core) == 3 else data)
+        return to_grey(frame, Path(name), notes) if rgb else frame
+
+    first = load(0)
+    facts = list(frame_facts) if frame_facts is not None else [{} for _ in range(n)]
+    series = FocusSeries(
+        source=Path(name),
+        frame_paths=[Path(name)] * n,
+        metadata=[_with_truth(SemMetadata(), f) for f in facts],
+        shape=first.shape,
+        dtype=first.dtype,
+        truth=facts,
+        notes=notes,
+        _loader=load,
+    )
+    _set_databar(series, databar_rows)
+    rows, cols = series.scored_shape
+    if rows < MIN_SIZE_PX or cols < MIN_SIZE_PX:
+        raise InvalidImageError(f"{name}: the image is {cols}x{rows} px, smaller than {MIN_SIZE_PX}x{MIN_SIZE_PX}")
+    return series
+
+
 def read_image(path: str | Path, **kwargs: Any) -> FocusSeries:
     """Alias of :func:`read_series` for a single image file (a 1-frame series)."""
     return read_series(path, **kwargs)

@@ -101,6 +101,9 @@ def plot_focus_curve(
     ax.plot(xs, ys, "o-", color="C0", label=score_key, picker=5, zorder=3)
     finite = [y for y in ys if math.isfinite(y)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    if score_key == "score":  # the learned score lives on the paper's fixed 0-10 scale
+        lo, hi = 0.0, 10.0
+        ax.set_ylim(-0.3, 10.5)
     for i, key in enumerate(extra_keys):
         vals = [float(r[key]) for r in rows]
         vmin, vmax = min(vals), max(vals)
@@ -122,7 +125,7 @@ def plot_focus_curve(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(score_key)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
 
 
 def save_focus_plot(
@@ -136,7 +139,7 @@ def save_focus_plot(
     """Render :func:`plot_focus_curve` to a PNG file (headless, Agg backend), atomically."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.2), dpi=110)
+    fig = Figure(figsize=(8.5, 4.2), dpi=110)
     ax = fig.add_subplot()
     plot_focus_curve(ax, rows, score_key, peak, extra_keys)
     if title:

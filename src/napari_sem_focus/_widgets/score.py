@@ -1,0 +1,353 @@
+"""The "Score stack" dock widget: choose an image layer, score every frame in a worker, plot and table the
+focus curve, jump to the best frame, keep it, show the focus map, export CSV.
+
+All computing is done by core functions (:func:`~napari_sem_focus.analysis.score_rows`,
+:func:`~napari_sem_focus.focus_curve.find_best_focus`, :func:`~napari_sem_focus.report.write_csv`...).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import SemFocusError
+from ..focus_curve import FocusPeak, find_best_focus
+from ..infer import MODES, interpret_score, model_magnification
+from ..report import focus_positions, write_csv
+from .plot import FocusPlot
+
+if TYPE_CHECKING:
+    import napari
+
+
+def series_for_layer(layer: Any) -> Any:
+    """The :class:`FocusSeries` behind a napari layer: the reader's lazy series when the layer came from our
+    reader or sample data, else a lazy series over ``layer.data`` (captured now)."""
+    import napari
+
+    from ..io import series_from_stack
+
+    if not isinstance(layer, napari.layers.Image):
+        raise SemFocusError(f"'{layer.name}' is a {type(layer).__name__} layer; choose an image layer")
+    series = layer.metadata.get("focus_series")
+    if series is not None:
+        return series
+    facts = layer.metadata.get("frame_facts")
+    return series_from_stack(layer.data, rgb=bool(layer.rgb), frame_facts=facts, name=layer.name)
+
+
+class ScoreStackWidget(QWidget):
+    """Dock widget: score a focus series (or one image) with the learned model and classic metrics."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.weights: str | None = None  # None = bundled default; a path after fine-tuning
+        self.rows: list[dict[str, Any]] = []
+        self.results: dict[int, Any] = {}
+        self.peak: FocusPeak | None = None
+        self.series: Any = None
+        self.layer: Any = None
+        self.worker: Any = None
+        self._stop = threading.Event()
+
+        self.layer_box = QComboBox()
+        self.mag_box = QDoubleSpinBox()
+        self.mag_box.setRange(10, 2_000_000)
+        self.mag_box.setDecimals(0)
+        self.mag_box.setValue(5000)
+        self.mag_box.setSuffix(" x")
+        self.mag_info = QLabel("")
+        self.mag_info.setWordWrap(True)
+        self.device_box = QComboBox()
+        self.device_box.addItems(["auto", "cpu", "cuda"])
+        self.mode_box = QComboBox()
+        self.mode_box.addItems(list(MODES))
+        self.weights_edit = QLineEdit()
+        self.weights_edit.setPlaceholderText("bundled default")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(self._browse_weights)
+        weights_row = QHBoxLayout()
+        weights_row.addWidget(self.weights_edit)
+        weights_row.addWidget(browse)
+        self.metrics_check = QCheckBox("classic metrics too")
+        self.metrics_check.setChecked(True)
+
+        form = QFormLayout()
+        form.addRow("image", self.layer_box)
+        form.addRow("magnification", self.mag_box)
+        form.addRow("", self.mag_info)
+        form.addRow("device", self.device_box)
+        form.addRow("mode", self.mode_box)
+        form.addRow("weights", weights_row)
+        form.addRow("", self.metrics_check)
+
+        self.score_button = QPushButton("Score stack")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.best_button = QPushButton("Go to best")
+        self.keep_button = QPushButton("Keep best")
+        self.map_button = QPushButton("Focus map")
+        self.export_button = QPushButton("Export CSV")
+        for b in (self.best_button, self.keep_button, self.map_button, self.export_button):
+            b.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.score_button)
+        buttons.addWidget(self.cancel_button)
+        actions = QHBoxLayout()
+        for b in (self.best_button, self.keep_button, self.map_button, self.export_button):
+            actions.addWidget(b)
+
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.plot = FocusPlot(on_pick=self.go_to_frame)
+        self.table = QTableWidget(0, 0)
+        self.table.setMinimumHeight(150)
+        self.table.cellClicked.connect(lambda row, _col: self.go_to_frame(int(self.rows[row]["frame"])))
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot)
+        layout.addLayout(actions)
+        layout.addWidget(self.table)
+
+        self.score_button.clicked.connect(self.start_scoring)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.best_button.clicked.connect(self.go_to_best)
+        self.keep_button.clicked.connect(self.keep_best)
+        self.map_button.clicked.connect(self.show_focus_map)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.layer_box.currentTextChanged.connect(self._layer_changed)
+        viewer.layers.events.inserted.connect(self._refresh_layers)
+        viewer.layers.events.removed.connect(self._refresh_layers)
+        viewer.dims.events.current_step.connect(self._dims_changed)
+        self._refresh_layers()
+
+    # --- layer choice and magnification ------------------------------------------------------------------
+    def _refresh_layers(self, event: Any = None) -> None:
+        import napari
+
+        current = self.layer_box.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
+        self.layer_box.blockSignals(True)
+        self.layer_box.clear()
+        self.layer_box.addItems(names)
+        if current in names:
+            self.layer_box.setCurrentText(current)
+        self.layer_box.blockSignals(False)
+        self._layer_changed(self.layer_box.currentText())
+
+    def selected_layer(self) -> Any:
+        name = self.layer_box.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _layer_changed(self, name: str) -> None:
+        layer = self.selected_layer()
+        if layer is None:
+            self.mag_info.setText("")
+            return
+        try:
+            series = series_for_layer(layer)
+        except SemFocusError as err:
+            self.mag_info.setText(str(err))
+            return
+        mag, source = model_magnification(series)
+        if mag is not None:
+            self.mag_box.setValue(mag)
+            self.mag_info.setText(f"from {source}")
+        else:
+            self.mag_info.setText("not in the metadata: set it")
+
+    def set_weights(self, path: str | Path | None) -> None:
+        """Use these weights for the next scoring (None = the bundled default); used by the training widget."""
+        self.weights = None if path is None else str(path)
+        self.weights_edit.setText("" if path is None else str(path))
+
+    def _browse_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model weights", "", "safetensors (*.safetensors)")
+        if path:
+            self.set_weights(path)
+
+    # --- scoring ------------------------------------------------------------------------------------------
+    def start_scoring(self) -> Any:
+        """Score the chosen layer in a worker thread; returns the worker (None when the input is refused)."""
+        from napari.qt.threading import create_worker
+        from napari.utils.notifications import show_error, show_info
+
+        from ..analysis import score_rows
+        from ..train import select_device
+
+        layer = self.selected_layer()
+        if layer is None:
+            show_error("Open or choose an image layer first.")
+            return None
+        try:
+            series = series_for_layer(layer)
+            device = str(select_device(self.device_box.currentText()))
+        except SemFocusError as err:
+            show_error(str(err))
+            return None
+        for note in series.notes:
+            show_info(note)
+        self.layer, self.series = layer, series
+        self.rows, self.results, self.peak = [], {}, None
+        weights = self.weights_edit.text().strip() or None
+        self._stop.clear()
+
+        def job() -> Any:
+            rows = score_rows(
+                series,
+                weights,
+                float(self.mag_box.value()),
+                self.mode_box.currentText(),
+                device,
+                metrics=None if self.metrics_check.isChecked() else (),
+                should_stop=self._stop.is_set,
+            )
+            yield from rows
+
+        self.worker = create_worker(job, _progress={"total": len(series), "desc": "Scoring frames"})
+        self.worker.yielded.connect(self._on_result)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.score_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"scoring {len(series)} frame(s)…")
+        self.worker.start()
+        return self.worker
+
+    def cancel(self) -> None:
+        self._stop.set()
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_result(self, item: tuple[dict[str, Any], Any]) -> None:
+        row, result = item
+        self.rows.append(row)
+        self.results[row["frame"]] = result
+        self._update_views()
+
+    def _on_error(self, err: Exception) -> None:
+        from napari.utils.notifications import show_error
+
+        if isinstance(err, SemFocusError):
+            show_error(str(err))
+        else:
+            show_error(f"scoring failed: {type(err).__name__}: {err}")
+
+    def _on_finished(self) -> None:
+        self.score_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        done = len(self.rows)
+        total = len(self.series) if self.series is not None else 0
+        if done < total:
+            self.status.setText(f"stopped after {done} of {total} frames")
+        self._update_views()
+
+    def _update_views(self) -> None:
+        if not self.rows:
+            return
+        xs, _ = focus_positions(self.rows)
+        self.peak = find_best_focus([r["score"] for r in self.rows], xs)
+        extra = [k for k in self.rows[0] if k not in ("frame", "file", "working_distance_mm", "score")]
+        self.plot.set_data(self.rows, self.peak, extra)
+        best = self.rows[self.peak.index]
+        if len(self.rows) == 1 and (self.series is None or len(self.series) == 1):
+            self.status.setText(f"score {best['score']:.2f} / 10: {interpret_score(best['score'])}")
+        else:
+            unit = "mm" if xs != [float(r["frame"]) for r in self.rows] else "frame"
+            self.status.setText(
+                f"best frame {best['frame']} (score {best['score']:.2f}); fitted best focus "
+                f"{self.peak.position:.5g} ± {self.peak.position_sigma:.2g} {unit}"
+            )
+        self._fill_table(extra)
+        for b in (self.best_button, self.keep_button, self.map_button, self.export_button):
+            b.setEnabled(True)
+
+    def _fill_table(self, extra: list[str]) -> None:
+        columns = ["frame", "working_distance_mm", "score", *extra]
+        self.table.setColumnCount(len(columns))
+        self.table.setHorizontalHeaderLabels(["frame", "WD (mm)", "score", *extra])
+        self.table.setRowCount(len(self.rows))
+        for i, row in enumerate(self.rows):
+            for j, key in enumerate(columns):
+                value = row.get(key)
+                text = "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+                item = QTableWidgetItem(text)
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+                if self.peak is not None and i == self.peak.index:
+                    item.setBackground(Qt.GlobalColor.darkGreen)
+                self.table.setItem(i, j, item)
+
+    # --- actions ------------------------------------------------------------------------------------------
+    def go_to_frame(self, frame: int) -> None:
+        """Move the viewer's first (focus) axis to ``frame``."""
+        if self.layer is not None and self.layer.ndim - (1 if self.layer.rgb else 0) >= 3:
+            self.viewer.dims.set_current_step(0, int(frame))
+
+    def go_to_best(self) -> None:
+        if self.peak is not None:
+            self.go_to_frame(int(self.rows[self.peak.index]["frame"]))
+
+    def keep_best(self) -> Any:
+        """Add the best frame as a new image layer."""
+        if self.peak is None or self.series is None:
+            return None
+        frame = int(self.rows[self.peak.index]["frame"])
+        scale = tuple(self.layer.scale[-2:]) if self.layer is not None else (1.0, 1.0)
+        return self.viewer.add_image(
+            self.series.raw_frame(frame), name=f"{self.layer.name} best (frame {frame})", scale=scale
+        )
+
+    def current_frame(self) -> int:
+        if self.layer is not None and self.layer.ndim - (1 if self.layer.rgb else 0) >= 3:
+            return int(self.viewer.dims.current_step[0])
+        return 0
+
+    def show_focus_map(self) -> Any:
+        """Per-tile scores of the current frame as a semi-transparent layer over the image."""
+        result = self.results.get(self.current_frame())
+        if result is None or self.series is None:
+            return None
+        fmap = result.focus_map(self.series.scored_shape)
+        name = f"{self.layer.name} focus map"
+        scale = tuple(self.layer.scale[-2:])
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = fmap
+            return self.viewer.layers[name]
+        return self.viewer.add_image(
+            fmap, name=name, colormap="turbo", contrast_limits=(0, 10), opacity=0.35, scale=scale, blending="additive"
+        )
+
+    def export_csv(self, path: str | Path) -> Path:
+        return write_csv(path, self.rows)
+
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export scores", "focus_scores.csv", "CSV (*.csv)")
+        if path:
+            self.export_csv(path)
+
+    def _dims_changed(self, event: Any = None) -> None:
+        if self.rows:
+            self.plot.set_current_frame(self.current_frame())

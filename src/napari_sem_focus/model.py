@@ -1,0 +1,118 @@
+"""The paper's network: ResNet trunk + normalised magnification -> three FC layers with ReLU -> score in [0, 10].
+
+``FocusScoreNet`` (Yang et al., Fig. 1):
+
+- trunk: torchvision ``resnet18(weights=None)`` (or ``resnet50`` for the paper's baseline [2]); nothing is
+  downloaded. SEM images are grey: the stem convolution takes **one channel** (``conv1`` is rebuilt with
+  ``in_channels=1``; otherwise identical), which is what a 3-channel stem fed three copies of the grey image
+  computes after summing its kernels over the channels, at a third of the cost.
+- input scaling: pixels in [0, 1] (the :mod:`napari_sem_focus.io` rule) mapped by ``(x - 0.5) / 0.25``. No
+  per-image normalisation: a black, white or flat frame must stay recognisable as such (score 0).
+- global-average-pooled trunk features (512 for ResNet18) concatenated with the normalised magnification
+  (:func:`normalize_magnification`), then ``Linear(513, 256) - ReLU - Linear(256, 64) - ReLU - Linear(64, 1)``,
+  and ``10 * sigmoid`` maps the output to [0, 10].
+- ``use_magnification=False`` drops the magnification input (the paper's ablation / ResNet50 baseline).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+#: The paper's magnification range, mapped to [0, 1] on a log scale.
+MAG_RANGE = (500.0, 10_000.0)
+#: Normalised values are clamped to this interval (200x ... ~360,000x).
+MAG_NORM_CLAMP = (-0.3, 3.0)
+#: Magnifications the default weights were trained on (warn outside).
+TRAINED_MAG_RANGE = (200.0, 100_000.0)
+
+
+def normalize_magnification(magnification: float | torch.Tensor) -> torch.Tensor:
+    """Map magnification to the network's input: ``log(M / 500) / log(10000 / 500)``, clamped.
+
+    500x -> 0, 10,000x -> 1 (the paper's [0, 1] range), log-linear in between and beyond, clamped to
+    :data:`MAG_NORM_CLAMP`. The magnification is the vendor-independent one (127 mm over a 1024-px frame) that
+    :func:`napari_sem_focus.simulate.optics.magnification_from_pixel_size` gives.
+    """
+    m = torch.as_tensor(magnification, dtype=torch.float32)
+    lo, hi = MAG_RANGE
+    norm = torch.log(m.clamp_min(1.0) / lo) / math.log(hi / lo)
+    return norm.clamp(*MAG_NORM_CLAMP)
+
+
+def check_magnification(magnification: float) -> str | None:
+    """A warning text when ``magnification`` lies outside the trained range, else None."""
+    lo, hi = TRAINED_MAG_RANGE
+    if not lo <= magnification <= hi:
+        text = f"magnification {magnification:.0f}x is outside the trained range {lo:.0f}-{hi:.0f}x"
+        warnings.warn(text, stacklevel=2)
+        return text
+    return None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a :class:`FocusScoreNet` (stored with weights and checkpoints)."""
+
+    arch: str = "resnet18"
+    use_magnification: bool = True
+    hidden: tuple[int, int] = (256, 64)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(
+            arch=d.get("arch", "resnet18"),
+            use_magnification=bool(d.get("use_magnification", True)),
+            hidden=tuple(d.get("hidden", (256, 64))),
+        )  # type: ignore[arg-type]
+
+
+class FocusScoreNet(nn.Module):
+    """ResNet trunk -> [features, normalised magnification] -> 3 FC layers with ReLU -> score in [0, 10]."""
+
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        import torchvision
+
+        self.config = config or ModelConfig()
+        builders = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50}
+        if self.config.arch not in builders:
+            raise ValueError(f"unknown arch '{self.config.arch}'; choose from {list(builders)}")
+        trunk = builders[self.config.arch](weights=None)
+        trunk.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        n_features = trunk.fc.in_features
+        trunk.fc = nn.Identity()
+        self.trunk = trunk
+        extra = 1 if self.config.use_magnification else 0
+        h1, h2 = self.config.hidden
+        self.head = nn.Sequential(
+            nn.Linear(n_features + extra, h1),
+            nn.ReLU(inplace=True),
+            nn.Linear(h1, h2),
+            nn.ReLU(inplace=True),
+            nn.Linear(h2, 1),
+        )
+
+    def forward(self, image: torch.Tensor, mag_norm: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores in [0, 10] for images (N, 1, H, W) in [0, 1] and normalised magnifications (N,)."""
+        features = self.trunk((image - 0.5) / 0.25)
+        if self.config.use_magnification:
+            if mag_norm is None:
+                raise ValueError("this model needs the normalised magnification of each image")
+            features = torch.cat([features, mag_norm.reshape(-1, 1).to(features.dtype)], dim=1)
+        return 10.0 * torch.sigmoid(self.head(features).squeeze(1).float())
+
+
+def build_focus_net(arch: str = "resnet18", use_magnification: bool = True) -> FocusScoreNet:
+    """Builder in torchvision's style: ``build_focus_net()`` is the paper's model, untrained."""
+    return FocusScoreNet(ModelConfig(arch=arch, use_magnification=use_magnification))

@@ -1,0 +1,106 @@
+"""Secondary-electron signal, detector noise and scan artefacts.
+
+1. SE yield from the surface (before the probe blur): ``Y = material * sec(theta)^0.8`` (yield grows with the
+   local tilt theta; ``sec theta = sqrt(1 + |grad h|^2)``, capped at 6), plus the *edge effect* — extra SE
+   escaping near steep edges, a halo ``edge_gain * blur(steep, edge_nm / p)`` of physical width ``edge_nm``
+   (10-150 nm), so edges are wide in pixels at high magnification even in perfect focus — plus detector
+   *shading* ``shade * (grad h . u) / sec theta`` from the Everhart-Thornley detector's side position ``u``.
+2. The probe blurs the yield map (:func:`~napari_sem_focus.simulate.optics.apply_probe`).
+3. Shot noise: ``n_e`` electrons per pixel on average; counts ~ Poisson(n_e * Y / mean Y) (Gaussian
+   approximation above 12 e/px), times an excess-noise factor (scintillator/PMT gain spread, 1-2.5).
+4. Detector bandwidth smooths along the scan line (horizontal Gaussian, sigma 0-1 px); each line gets a gain
+   error (sigma 0-4 %) and a horizontal jitter (sigma 0-0.7 px); slow drift shears the frame (0-2 px).
+5. Brightness/contrast: ``out = brightness + contrast * (signal - 1)``, clipped to [0, 1] (so a high contrast
+   saturates some pixels, as on a real SEM), quantised to 8 bits.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .specimens import Specimen
+
+
+def se_yield(
+    spec: Specimen, pixel_nm: float, edge_nm: float, edge_gain: float, shade: float, shade_angle: float
+) -> np.ndarray:
+    """Secondary-electron yield map of a specimen (float32, mean ~ material)."""
+    h = spec.height_px
+    gx = cv2.Sobel(h, cv2.CV_32F, 1, 0, ksize=3) * np.float32(0.125)
+    gy = cv2.Sobel(h, cv2.CV_32F, 0, 1, ksize=3) * np.float32(0.125)
+    sec = np.minimum(np.sqrt(1.0 + gx * gx + gy * gy), 6.0)
+    y = spec.material * sec**0.8
+    if edge_gain > 0:
+        steep = (sec > 1.6).astype(np.float32)
+        sigma = max(0.3, edge_nm / pixel_nm)
+        halo = cv2.GaussianBlur(steep, (0, 0), min(sigma, 0.2 * min(h.shape)))
+        y = y + np.float32(edge_gain) * halo * spec.material
+    if shade != 0:
+        ux, uy = np.cos(shade_angle), np.sin(shade_angle)
+        y = y * (1.0 + np.float32(shade) * np.clip((gx * ux + gy * uy) / sec, -1.0, 1.0))
+    return np.maximum(y, 0.005).astype(np.float32)
+
+
+def shot_noise(
+    rng: np.random.Generator, signal: np.ndarray, electrons_per_px: float, excess: float = 1.0
+) -> np.ndarray:
+    """Counts-like noisy signal normalised to mean ~1: Poisson(n_e * s / mean s) / n_e, noise std x sqrt(excess)."""
+    mean = float(signal.mean()) or 1.0
+    lam = signal * np.float32(electrons_per_px / mean)
+    if electrons_per_px < 12:
+        counts = rng.poisson(lam).astype(np.float32)
+        if excess > 1.0:
+            counts = lam + (counts - lam) * np.float32(np.sqrt(excess))
+    else:
+        noise = rng.standard_normal(lam.shape, dtype=np.float32)
+        counts = lam + np.sqrt(lam * np.float32(excess)) * noise
+    return counts / np.float32(electrons_per_px)
+
+
+def scan_artefacts(
+    rng: np.random.Generator,
+    signal: np.ndarray,
+    bandwidth_px: float,
+    line_gain: float,
+    line_jitter_px: float,
+    drift_px: float,
+) -> np.ndarray:
+    """Detector bandwidth (horizontal blur), per-line gain, per-line jitter and drift."""
+    out = signal
+    if bandwidth_px > 0.1:
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=bandwidth_px, sigmaY=0.01)
+    rows, cols = out.shape
+    if line_gain > 0:
+        out = out * (1.0 + np.float32(line_gain) * rng.standard_normal((rows, 1), dtype=np.float32))
+    if line_jitter_px > 0 or drift_px > 0:
+        shift = rng.normal(0, line_jitter_px, rows).astype(np.float32) if line_jitter_px > 0 else 0
+        shift = shift + np.linspace(0, drift_px, rows, dtype=np.float32)
+        map_x = np.arange(cols, dtype=np.float32)[None, :] + np.asarray(shift, np.float32).reshape(-1, 1)
+        map_y = np.repeat(np.arange(rows, dtype=np.float32)[:, None], cols, axis=1)
+        out = cv2.remap(out, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out
+
+
+def display(signal: np.ndarray, brightness: float, contrast: float) -> tuple[np.ndarray, float]:
+    """Brightness/contrast to [0, 1], 8-bit quantised; returns (image, fraction of clipped pixels)."""
+    out = np.float32(brightness) + np.float32(contrast) * (signal - np.float32(1.0))
+    clipped = float(np.count_nonzero((out <= 0.0) | (out >= 1.0))) / out.size
+    out = np.clip(out, 0.0, 1.0)
+    return np.round(out * 255.0).astype(np.uint8), clipped
+
+
+def blank_frame(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.ndarray:
+    """The paper's 0-score frames: 'noise', 'white', 'black' or 'flat' (near-constant grey), uint8."""
+    if kind == "noise":
+        electrons = float(np.exp(rng.uniform(np.log(1), np.log(50))))
+        sig = shot_noise(rng, np.ones(shape, np.float32), electrons, excess=rng.uniform(1, 2))
+        sig = scan_artefacts(rng, sig, rng.uniform(0, 1.0), rng.uniform(0, 0.04), 0.0, 0.0)
+        img, _ = display(sig, rng.uniform(0.2, 0.7), rng.uniform(0.05, 0.3))
+        return img
+    level = {"white": rng.uniform(0.93, 1.0), "black": rng.uniform(0.0, 0.06), "flat": rng.uniform(0.1, 0.9)}[kind]
+    noise = rng.normal(0, rng.uniform(0.0, 0.02), shape).astype(np.float32)
+    return np.round(np.clip(level + noise, 0, 1) * 255).astype(np.uint8)
+
+
+BLANK_KINDS = ("noise", "white", "black", "flat")

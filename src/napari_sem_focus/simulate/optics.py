@@ -1,0 +1,100 @@
+"""Electron-optical geometry: magnification <-> pixel size, probe size vs defocus, blur kernels.
+
+Formulas (units in names; see docs/simulator.md):
+
+- Horizontal field width ``HFW = W_ref / M`` with ``W_ref = 127 mm`` (the reference display width, as FEI/Thermo).
+  The simulator images a frame ``REFERENCE_FRAME_WIDTH_PX = 1024`` pixels wide, so the pixel size is
+  ``p = W_ref / (M * 1024)``: 24.8 nm at 5,000x, 248 nm at 500x, 1.24 nm at 100,000x.
+- Probe diameter vs defocus: ``d(df) = sqrt(d0^2 + (2 * alpha * df)^2)`` with in-focus probe size ``d0`` (nm)
+  and beam convergence semi-angle ``alpha`` (rad): a defocus ``df`` turns the focused spot into a disc of
+  diameter ``2 alpha df`` (geometric optics), added in quadrature to the in-focus size.
+- The probe profile is a Gaussian whose FWHM is ``d``: sigma_px = d / (2.3548 * p). Real probes have tails;
+  ``tail_fraction`` of the current goes into a Gaussian three times wider.
+- Astigmatism: two focal lines ``+- astig_um / 2`` around the mean focus, at angle ``astig_angle_deg``: the probe
+  is an ellipse with diameters ``d(df + a/2)`` and ``d(df - a/2)`` along the rotated axes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from ..metadata import REFERENCE_WIDTH_MM
+
+#: Frame width (pixels) that defines the pixel size of a magnification in the simulator and the model.
+REFERENCE_FRAME_WIDTH_PX = 1024
+
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
+
+
+def pixel_size_nm(magnification: float, frame_width_px: int = REFERENCE_FRAME_WIDTH_PX) -> float:
+    """Pixel size (nm) of a frame ``frame_width_px`` wide at magnification ``magnification`` (127 mm reference)."""
+    if magnification <= 0:
+        raise ValueError(f"magnification must be positive, got {magnification}")
+    return REFERENCE_WIDTH_MM * 1e6 / (magnification * frame_width_px)
+
+
+def magnification_from_pixel_size(pixel_nm: float, frame_width_px: int = REFERENCE_FRAME_WIDTH_PX) -> float:
+    """Inverse of :func:`pixel_size_nm`: the magnification whose ``frame_width_px``-wide frame has this pixel size."""
+    if pixel_nm <= 0:
+        raise ValueError(f"pixel size must be positive, got {pixel_nm}")
+    return REFERENCE_WIDTH_MM * 1e6 / (pixel_nm * frame_width_px)
+
+
+def probe_diameter_nm(defocus_um: float, d0_nm: float, alpha_mrad: float) -> float:
+    """Probe diameter (FWHM, nm) at defocus ``defocus_um`` (µm): sqrt(d0^2 + (2 alpha df)^2)."""
+    disc_nm = 2.0 * (alpha_mrad * 1e-3) * (defocus_um * 1e3)
+    return math.sqrt(d0_nm**2 + disc_nm**2)
+
+
+def defocus_for_diameter_um(diameter_nm: float, d0_nm: float, alpha_mrad: float) -> float:
+    """Defocus (µm, >= 0) at which the probe reaches ``diameter_nm``; 0 if that is below ``d0_nm``."""
+    if diameter_nm <= d0_nm:
+        return 0.0
+    return math.sqrt(diameter_nm**2 - d0_nm**2) / (2.0 * alpha_mrad * 1e-3) / 1e3
+
+
+def _gauss_blur(image: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
+    if sigma_x < 0.05 and sigma_y < 0.05:
+        return image
+    return cv2.GaussianBlur(
+        image, (0, 0), sigmaX=max(sigma_x, 0.05), sigmaY=max(sigma_y, 0.05), borderType=cv2.BORDER_REFLECT
+    )
+
+
+def _rotated_gauss_kernel(sigma_u: float, sigma_v: float, angle_deg: float) -> np.ndarray:
+    radius = int(math.ceil(3.5 * max(sigma_u, sigma_v, 0.5)))
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1].astype(np.float32)
+    t = math.radians(angle_deg)
+    u = x * math.cos(t) + y * math.sin(t)
+    v = -x * math.sin(t) + y * math.cos(t)
+    kernel = np.exp(-0.5 * ((u / max(sigma_u, 0.3)) ** 2 + (v / max(sigma_v, 0.3)) ** 2))
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def apply_probe(
+    image: np.ndarray,
+    diameter_u_px: float,
+    diameter_v_px: float | None = None,
+    angle_deg: float = 0.0,
+    tail_fraction: float = 0.0,
+) -> np.ndarray:
+    """Blur ``image`` with the probe: a Gaussian of FWHM ``diameter_u_px`` (x ``diameter_v_px`` when astigmatic,
+    rotated by ``angle_deg``), plus ``tail_fraction`` of the signal blurred three times wider."""
+    su = diameter_u_px / FWHM_PER_SIGMA
+    sv = su if diameter_v_px is None else diameter_v_px / FWHM_PER_SIGMA
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if abs(su - sv) < 0.05 * max(su, sv, 1e-6) or max(su, sv) < 0.3:
+        core = _gauss_blur(image, su, sv)
+        tail = _gauss_blur(image, 3 * su, 3 * sv) if tail_fraction > 0 else None
+    else:
+        # a rotated ellipse: OpenCV's filter2D switches to a DFT for large kernels
+        limit = 0.25 * min(image.shape)
+        su, sv = min(su, limit), min(sv, limit)
+        core = cv2.filter2D(image, -1, _rotated_gauss_kernel(su, sv, angle_deg), borderType=cv2.BORDER_REFLECT)
+        tail = _gauss_blur(image, 3 * math.sqrt(su * sv), 3 * math.sqrt(su * sv)) if tail_fraction > 0 else None
+    if tail is None:
+        return core
+    return (1.0 - tail_fraction) * core + tail_fraction * tail

@@ -1,0 +1,419 @@
+"""Training: one config, data, model, optimiser, loop, evaluation, atomic checkpoints and resume.
+
+Recipes (:func:`recipe`):
+
+- ``paper``: exactly Yang et al. — SGD lr 2e-4, momentum 0.9, batch 1, 100 epochs, 320x240 random crops with
+  horizontal/vertical flips, 320x240 centre crop for evaluation. Long (days on a CPU).
+- ``fast``: what fits a 2-core CPU in about an hour — AdamW lr 1e-3 with warm-up and cosine decay, batch 32,
+  192x144 random crops + flips, bf16 autocast and channels_last on CPU (AMP fp16 on CUDA). Evaluation still uses
+  the paper's 320x240 centre crop.
+
+Checkpoints (``torch.save`` of plain tensors and numbers only, so ``torch.load(weights_only=True)`` reads them):
+``model``, ``optimizer``, ``scheduler``, ``step``, ``config``, ``model_config``, ``metrics``. They are written
+atomically: a run stopped at any moment leaves the last good checkpoint intact. ``resume=True`` continues.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .atomic import atomic_path
+from .errors import CancelledError, SemFocusError
+from .model import FocusScoreNet, ModelConfig, normalize_magnification
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    recipe: str = "fast"
+    arch: str = "resnet18"
+    use_magnification: bool = True
+    optimizer: str = "adamw"  # "sgd" (paper) or "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    epochs: int = 100
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    warmup_steps: int = 200
+    schedule: str = "cosine"  # "cosine" or "constant" (paper)
+    crop: tuple[int, int] = (144, 192)
+    eval_crop: tuple[int, int] = (240, 320)
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    num_workers: int = 0
+    seed: int = 0
+    eval_every: int = 500
+    checkpoint_every: int = 200
+    log_every: int = 20
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["crop"], d["eval_crop"] = list(self.crop), list(self.eval_crop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("crop", "eval_crop"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+def recipe(name: str, **overrides: Any) -> TrainConfig:
+    """The named recipe ('paper' or 'fast'), with field overrides."""
+    if name == "paper":
+        base = TrainConfig(
+            recipe="paper",
+            optimizer="sgd",
+            lr=2e-4,
+            momentum=0.9,
+            weight_decay=0.0,
+            batch_size=1,
+            epochs=100,
+            warmup_steps=0,
+            schedule="constant",
+            crop=(240, 320),
+            amp=False,
+            channels_last=False,
+            eval_every=5000,
+            checkpoint_every=2000,
+        )
+    elif name == "fast":
+        base = TrainConfig()
+    else:
+        raise SemFocusError(f"unknown recipe '{name}'; choose 'paper' or 'fast'")
+    return replace(base, **overrides)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; otherwise the named device (checked to exist)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SemFocusError("device 'cuda' was asked for but no CUDA GPU is available")
+    return device
+
+
+def _autocast(device: torch.device, enabled: bool) -> Any:
+    if not enabled:
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _lr_factor(step: int, total: int, config: TrainConfig) -> float:
+    if config.warmup_steps and step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant" or total <= config.warmup_steps:
+        return 1.0
+    progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def predict(
+    model: FocusScoreNet, dataset: Dataset, batch_size: int = 64, device: str | torch.device = "cpu", amp: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(predictions, targets, normalised magnifications) over a dataset."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    preds, targets, mags = [], [], []
+    for images, mag, score in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        with _autocast(device, amp):
+            out = model(images.to(device), mag.to(device))
+        preds.append(out.float().cpu().numpy())
+        targets.append(score.numpy())
+        mags.append(mag.numpy())
+    model.train(was_training)
+    return np.concatenate(preds), np.concatenate(targets), np.concatenate(mags)
+
+
+def rmse(pred: np.ndarray, target: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred) - np.asarray(target)) ** 2))) if len(pred) else float("nan")
+
+
+def rmse_by_magnification(
+    pred: np.ndarray, target: np.ndarray, mag_norm: np.ndarray, magnifications: Sequence[float]
+) -> dict[str, float]:
+    """RMSE per magnification (frames within +-15 % of each) and in total."""
+    out: dict[str, float] = {}
+    mags = np.asarray(mag_norm)
+    for m in magnifications:
+        lo, hi = normalize_magnification(m * 0.85).item(), normalize_magnification(m * 1.15).item()
+        sel = (mags >= lo) & (mags <= hi)
+        out[f"{m:g}"] = rmse(pred[sel], target[sel])
+    out["total"] = rmse(pred, target)
+    return out
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: FocusScoreNet,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    config: TrainConfig,
+    metrics: dict[str, Any],
+) -> Path:
+    """Atomic checkpoint: the previous file stays intact until the new one is complete."""
+    state = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "config": config.to_dict(),
+        "model_config": model.config.to_dict(),
+        "metrics": metrics,
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint dict, loaded with ``weights_only=True`` (no code execution)."""
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise SemFocusError(f"checkpoint '{path}' does not exist") from err
+    except Exception as err:
+        raise SemFocusError(f"cannot load checkpoint '{path}': {err}") from err
+
+
+# --- the loop -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainEvent:
+    """A progress record the loop emits (for a progress bar, a log file or a live loss plot)."""
+
+    step: int
+    total: int
+    loss: float
+    val_rmse: float | None = None
+    lr: float = 0.0
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    model: FocusScoreNet
+    step: int
+    history: list[TrainEvent] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def train(
+    config: TrainConfig,
+    train_data: Dataset,
+    val_data: Dataset | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    init_model: FocusScoreNet | None = None,
+    progress: Callable[[TrainEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a :class:`FocusScoreNet` (new, or a copy of ``init_model``) on ``train_data``.
+
+    ``should_stop()`` is checked every step: when it turns true the loop raises :class:`CancelledError` and the
+    caller's model (``init_model``) is untouched, since training works on a copy.
+    """
+    import copy
+
+    torch.manual_seed(config.seed)
+    device = select_device(config.device)
+    if init_model is not None:
+        model = copy.deepcopy(init_model).float()
+    else:
+        model = FocusScoreNet(ModelConfig(arch=config.arch, use_magnification=config.use_magnification))
+    optimizer = make_optimizer(model, config)
+    step = 0
+    metrics: dict[str, Any] = {}
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint)
+        model = FocusScoreNet(ModelConfig.from_dict(state["model_config"]))
+        model.load_state_dict(state["model"])
+        optimizer = make_optimizer(model, config)
+        optimizer.load_state_dict(state["optimizer"])
+        step, metrics = int(state["step"]), dict(state.get("metrics", {}))
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp = config.amp and device.type in ("cpu", "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+
+    steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+    total = config.max_steps or config.epochs * steps_per_epoch
+    loader = DataLoader(
+        train_data,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(train_data) > config.batch_size,
+        num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(config.seed + step),
+    )
+    history: list[TrainEvent] = []
+    start = time.monotonic()
+    running = None
+    model.train()
+    while step < total:
+        if hasattr(train_data, "epoch"):
+            train_data.epoch = step // steps_per_epoch  # type: ignore[attr-defined]
+        for images, mag, score in loader:
+            if should_stop is not None and should_stop():
+                raise CancelledError(f"training cancelled at step {step}")
+            lr = config.lr * _lr_factor(step, total, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = images.to(device)
+            if config.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp):
+                pred = model(images, mag.to(device))
+            loss = torch.nn.functional.mse_loss(pred.float(), score.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            value = float(loss.detach())
+            running = value if running is None else 0.95 * running + 0.05 * value
+            elapsed = time.monotonic() - start
+            event = TrainEvent(step, total, running, None, lr, elapsed)
+            timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
+            last = step >= total or timed_out
+            if val_data is not None and (step % config.eval_every == 0 or last):
+                pred_v, target_v, _ = predict(model, val_data, device=device, amp=amp)
+                event.val_rmse = rmse(pred_v, target_v)
+                metrics["val_rmse"] = event.val_rmse
+            if step % config.log_every == 0 or event.val_rmse is not None or last:
+                history.append(event)
+                if progress is not None:
+                    progress(event)
+            if checkpoint is not None and (step % config.checkpoint_every == 0 or last):
+                metrics["train_loss"] = running
+                save_checkpoint(checkpoint, model, optimizer, step, config, metrics)
+            if last:
+                total = step
+                break
+    model.eval().to(memory_format=torch.contiguous_format)
+    return TrainResult(model.cpu(), step, history, metrics)
+
+
+# --- fine-tuning entry point (used by the napari training widget and `sem-focus train --labels`) -----------
+
+
+class _InMemoryLabels(Dataset):
+    def __init__(
+        self, samples: Sequence[tuple[np.ndarray, float, float]], crop_size: tuple[int, int], train: bool, seed: int = 0
+    ):
+        self.samples, self.crop_size, self.train, self.seed, self.epoch = list(samples), crop_size, train, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from .data import augment
+
+        image, magnification, score = self.samples[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
+        return (
+            augment(np.asarray(image, np.float32), self.crop_size, rng),
+            normalize_magnification(magnification),
+            torch.tensor(float(score), dtype=torch.float32),
+        )
+
+
+def fine_tune(
+    model: FocusScoreNet,
+    samples: Sequence[tuple[np.ndarray, float, float]],
+    steps: int = 200,
+    crop_size: tuple[int, int] = (144, 192),
+    batch_size: int = 8,
+    lr: float = 1e-4,
+    val_fraction: float = 0.2,
+    device: str = "auto",
+    progress: Callable[[TrainEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    seed: int = 0,
+) -> TrainResult:
+    """Fine-tune a copy of ``model`` on ``(image float [0,1], magnification, score)`` samples.
+
+    With at least 10 samples, ``val_fraction`` of them (every k-th) is held out for the validation RMSE.
+    Returns the new model and RMSE on all samples before/after (``metrics['rmse_before'/'rmse_after']``).
+    Cancelling (``should_stop``) raises :class:`CancelledError`; ``model`` itself is never modified.
+    """
+    if not samples:
+        raise SemFocusError("no labelled frames to fine-tune on")
+    samples = list(samples)
+    val_idx = set(range(0, len(samples), max(2, round(1 / val_fraction)))) if len(samples) >= 10 else set()
+    train_set = [s for i, s in enumerate(samples) if i not in val_idx] or samples
+    val_set = [s for i, s in enumerate(samples) if i in val_idx]
+    eval_all = _InMemoryLabels(samples, crop_size, train=False)
+    before = rmse(*predict(model, eval_all)[:2])
+    config = recipe(
+        "fast",
+        lr=lr,
+        batch_size=min(batch_size, len(train_set)),
+        max_steps=steps,
+        warmup_steps=0,
+        crop=crop_size,
+        device=device,
+        eval_every=max(1, steps // 5),
+        checkpoint_every=10**9,
+        log_every=1,
+        seed=seed,
+        schedule="constant",
+        amp=False,
+        channels_last=False,
+    )
+    result = train(
+        config,
+        _InMemoryLabels(train_set, crop_size, True, seed),
+        _InMemoryLabels(val_set, crop_size, False) if val_set else None,
+        init_model=model,
+        progress=progress,
+        should_stop=should_stop,
+    )
+    result.metrics.update(
+        {
+            "rmse_before": before,
+            "rmse_after": rmse(*predict(result.model, eval_all)[:2]),
+            "n_train": len(train_set),
+            "n_val": len(val_set),
+        }
+    )
+    return result

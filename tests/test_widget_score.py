@@ -1,0 +1,103 @@
+"""The Score-stack widget under Xvfb: reader -> worker -> plot/table -> best frame, clicks, cancel, bad layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sem_focus.simulate import simulate_series, write_series
+from napari_sem_focus.weights import bundled_weights_path
+
+pytestmark = pytest.mark.gui
+napari = pytest.importorskip("napari")
+
+
+@pytest.fixture
+def series_path(tmp_path):
+    frames, wds = simulate_series("tinball", 5000.0, steps=7, shape=(240, 320), seed=2)
+    return write_series(tmp_path, frames, wds)
+
+
+@pytest.fixture
+def widget(make_napari_viewer):
+    from napari_sem_focus._widgets.score import ScoreStackWidget
+
+    viewer = make_napari_viewer()
+    w = ScoreStackWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    return viewer, w
+
+
+def _run(qtbot, w, timeout=60_000):
+    worker = w.start_scoring()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+    return worker
+
+
+@pytest.mark.skipif(not bundled_weights_path().is_file(), reason="bundled weights not built")
+def test_reader_widget_best_frame_and_clicks(widget, qtbot, series_path):
+    viewer, w = widget
+    viewer.open(str(series_path), plugin="napari-sem-focus")
+    layer = viewer.layers[0]
+    assert layer.data.shape == (7, 240, 320)
+    assert layer.metadata["sem_focus"]["working_distance_mm"][3] == pytest.approx(5.0)
+    assert w.layer_box.currentText() == layer.name
+    assert w.mag_box.value() == pytest.approx(5000, rel=1e-3)  # from the pixel size in the file
+    _run(qtbot, w)
+    assert len(w.rows) == 7
+    truth = [t["score"] for t in layer.metadata["focus_series"].truth]
+    assert w.peak.index == int(np.argmax(truth)) == 3
+    assert len(w.plot.axes.lines[0].get_xdata()) == 7
+    assert w.table.rowCount() == 7
+    w.go_to_best()
+    assert viewer.dims.current_step[0] == 3
+    w.plot.on_pick(5)  # what a click on the 6th point does
+    assert viewer.dims.current_step[0] == 5
+    assert w.plot.current_frame == 5
+    kept = w.keep_best()
+    assert kept.data.shape == (240, 320)
+    fmap = w.show_focus_map()
+    assert fmap.data.shape == (240, 320)
+
+
+def test_cancel_stops_early_without_error(widget, qtbot, tmp_path, monkeypatch):
+    from napari_sem_focus.model import build_focus_net
+    from napari_sem_focus.weights import save_weights
+
+    viewer, w = widget
+    weights = save_weights(build_focus_net(), tmp_path / "w.safetensors")
+    frames, wds = simulate_series("grid", 1000.0, steps=40, shape=(240, 320), seed=1)
+    viewer.add_image(np.stack([f.image for f in frames]), name="long")
+    w.set_weights(weights)
+    worker = w.start_scoring()
+    errors = []
+    worker.errored.connect(errors.append)
+    qtbot.waitUntil(lambda: len(w.rows) >= 1, timeout=60_000)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        w.cancel()
+    assert 1 <= len(w.rows) < 40
+    assert not errors
+    assert w.score_button.isEnabled()
+
+
+def test_bad_layers_give_messages(widget, qtbot, monkeypatch):
+    from napari_sem_focus._widgets import score
+
+    viewer, w = widget
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda msg: shown.append(msg))
+    assert w.start_scoring() is None  # no layer at all
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="labels")
+    with pytest.raises(score.SemFocusError, match="Labels layer"):
+        score.series_for_layer(viewer.layers["labels"])
+    viewer.add_image(np.zeros((4, 10, 10), np.uint8), name="tiny")  # napari refuses empty layers itself
+    w.layer_box.setCurrentText("tiny")
+    assert w.start_scoring() is None
+    assert any("smaller than 16x16" in m for m in shown)
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    viewer.add_image(rgb, name="rgb", rgb=True)
+    series = score.series_for_layer(viewer.layers["rgb"])
+    assert series.frame(0).shape == (64, 80)
+    assert any("RGB" in n for n in series.notes)
