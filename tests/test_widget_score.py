@@ -68,7 +68,7 @@ def test_cancel_stops_early_without_error(widget, qtbot, tmp_path, monkeypatch):
 
     viewer, w = widget
     weights = save_weights(build_focus_net(), tmp_path / "w.safetensors")
-    frames, wds = simulate_series("grid", 1000.0, steps=40, shape=(240, 320), seed=1)
+    frames, _wds = simulate_series("grid", 1000.0, steps=40, shape=(240, 320), seed=1)
     viewer.add_image(np.stack([f.image for f in frames]), name="long")
     w.set_weights(weights)
     worker = w.start_scoring()

@@ -185,7 +185,7 @@ def score_series(
     """Score every frame of a :class:`FocusSeries` with the given (default: bundled) weights."""
     from .weights import load_model
 
-    mag, source = model_magnification(series, magnification)
+    mag, _source = model_magnification(series, magnification)
     if mag is None:
         raise SemFocusError(
             f"the magnification of '{series.source}' is unknown (no pixel size or magnification in its "

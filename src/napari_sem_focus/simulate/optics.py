@@ -65,7 +65,7 @@ def _gauss_blur(image: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray
 
 
 def _rotated_gauss_kernel(sigma_u: float, sigma_v: float, angle_deg: float) -> np.ndarray:
-    radius = int(math.ceil(3.5 * max(sigma_u, sigma_v, 0.5)))
+    radius = math.ceil(3.5 * max(sigma_u, sigma_v, 0.5))
     y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1].astype(np.float32)
     t = math.radians(angle_deg)
     u = x * math.cos(t) + y * math.sin(t)

@@ -68,7 +68,7 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def _sphere_patch(radius_px: float) -> tuple[np.ndarray, int]:
-    r = int(math.ceil(radius_px))
+    r = math.ceil(radius_px)
     y, x = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
     return np.sqrt(np.maximum(radius_px**2 - x * x - y * y, 0.0)), r
 
@@ -145,7 +145,7 @@ def particles(rng: np.random.Generator, shape: tuple[int, int], pixel_nm: float,
         n_vertices = int(rng.integers(5, 10))
         angles = np.sort(rng.uniform(0, 2 * math.pi, n_vertices))
         radii = size / 2 * rng.uniform(0.6, 1.0, n_vertices)
-        r_int = int(math.ceil(size / 2)) + 1
+        r_int = math.ceil(size / 2) + 1
         pts = np.stack([r_int + radii * np.cos(angles), r_int + radii * np.sin(angles)], axis=1)
         mask = np.zeros((2 * r_int + 1, 2 * r_int + 1), np.uint8)
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
