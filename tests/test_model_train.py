@@ -1,0 +1,147 @@
+"""Model, training loop, checkpoints, fine-tuning, weights files: small and fast (tiny crops, few steps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sem_focus.errors import CancelledError, WeightsError
+from napari_sem_focus.model import build_focus_net, check_magnification, normalize_magnification
+from napari_sem_focus.train import fine_tune, load_checkpoint, predict, recipe, rmse, train
+from napari_sem_focus.weights import load_model, read_weights_info, save_weights
+
+from .conftest import texture
+
+
+def test_output_shape_range_and_one_channel_stem():
+    net = build_focus_net().eval()
+    assert net.trunk.conv1.in_channels == 1
+    out = net(torch.rand(3, 1, 64, 96), normalize_magnification(torch.tensor([500.0, 5000.0, 1e5])))
+    assert out.shape == (3,) and bool(((out >= 0) & (out <= 10)).all())
+
+
+def test_magnification_changes_output_and_ablation_ignores_it():
+    torch.manual_seed(0)
+    net = build_focus_net().eval()
+    x = torch.rand(1, 1, 64, 64).repeat(2, 1, 1, 1)
+    out = net(x, normalize_magnification(torch.tensor([500.0, 10000.0])))
+    assert abs(float(out[0] - out[1])) > 1e-4
+    plain = build_focus_net(use_magnification=False).eval()
+    assert plain(x).shape == (2,)
+    with pytest.raises(ValueError, match="magnification"):
+        net(x)
+
+
+def test_magnification_normalisation_anchors_and_warning():
+    assert float(normalize_magnification(500.0)) == pytest.approx(0.0)
+    assert float(normalize_magnification(10_000.0)) == pytest.approx(1.0)
+    assert float(normalize_magnification(1e9)) == pytest.approx(3.0)  # clamped
+    with pytest.warns(UserWarning, match="outside the trained range"):
+        assert check_magnification(50.0) is not None
+    assert check_magnification(5000.0) is None
+
+
+class _Tiny(torch.utils.data.Dataset):
+    """8 frames: sharp textures labelled 9, blurred ones labelled 2."""
+
+    def __init__(self):
+        self.items = []
+        for i in range(8):
+            sharp = i % 2 == 0
+            img = texture((64, 64), seed=i, blur_px=0.0 if sharp else 3.0)
+            self.items.append(
+                (torch.from_numpy(img)[None], normalize_magnification(2000.0), torch.tensor(9.0 if sharp else 2.0))
+            )
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _config(**kw):
+    base = dict(
+        max_steps=2,
+        batch_size=4,
+        crop=(64, 64),
+        warmup_steps=0,
+        amp=False,
+        channels_last=False,
+        eval_every=1000,
+        checkpoint_every=1,
+        log_every=1,
+        device="cpu",
+    )
+    return recipe("fast", **(base | kw))
+
+
+def test_a_few_steps_lower_the_loss():
+    data = _Tiny()
+    torch.manual_seed(0)
+    net = build_focus_net()
+    before = rmse(*predict(net, data)[:2])
+    result = train(_config(max_steps=25, lr=1e-3), data, init_model=net)
+    after = rmse(*predict(result.model, data)[:2])
+    assert after < before
+
+
+def test_checkpoint_round_trip_and_resume(tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    first = train(_config(max_steps=2), _Tiny(), checkpoint=ckpt)
+    state = load_checkpoint(ckpt)  # weights_only=True inside
+    assert state["step"] == 2 and state["config"]["max_steps"] == 2
+    assert torch.equal(state["model"]["head.2.weight"], first.model.state_dict()["head.2.weight"])
+    resumed = train(_config(max_steps=4), _Tiny(), checkpoint=ckpt, resume=True)
+    assert resumed.step == 4
+    assert load_checkpoint(ckpt)["step"] == 4
+
+
+def test_cancel_keeps_previous_model_and_weights_file(tmp_path):
+    net = build_focus_net()
+    path = save_weights(net, tmp_path / "current.safetensors")
+    before_bytes = path.read_bytes()
+    before_state = {k: v.clone() for k, v in net.state_dict().items()}
+    samples = [(texture((80, 80), seed=i), 2000.0, float(i % 10)) for i in range(12)]
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(CancelledError):
+        fine_tune(net, samples, steps=50, crop_size=(64, 64), batch_size=4, device="cpu", should_stop=stop)
+    assert all(torch.equal(before_state[k], v) for k, v in net.state_dict().items())
+    assert path.read_bytes() == before_bytes
+
+
+def test_fine_tune_reports_before_and_after(tmp_path):
+    samples = [
+        (texture((80, 80), seed=i, blur_px=0.0 if i % 2 else 3.0), 2000.0, 9.0 if i % 2 else 1.0) for i in range(10)
+    ]
+    result = fine_tune(build_focus_net(), samples, steps=3, crop_size=(64, 64), batch_size=4, lr=1e-3, device="cpu")
+    assert result.metrics["n_val"] == 2 and result.metrics["n_train"] == 8
+    assert np.isfinite(result.metrics["rmse_before"]) and np.isfinite(result.metrics["rmse_after"])
+    assert result.step == 3
+
+
+def test_safetensors_round_trip_fp16_and_facts(tmp_path):
+    net = build_focus_net().eval()
+    path = save_weights(net, tmp_path / "m.safetensors", {"val_rmse": 0.3})
+    info = read_weights_info(path)
+    assert info.model_config["arch"] == "resnet18" and info.facts["val_rmse"] == 0.3
+    loaded = load_model(path)
+    assert load_model(path) is loaded  # cached
+    x, m = torch.rand(2, 1, 64, 64), normalize_magnification(torch.tensor([1000.0, 2000.0]))
+    with torch.inference_mode():
+        assert torch.allclose(net(x, m), loaded(x, m), atol=0.05)
+
+
+def test_bad_weights_files(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(WeightsError):
+        load_model(bad)
