@@ -62,7 +62,7 @@ def test_model_magnification_sources():
     unknown = series_from_arrays([img])
     assert model_magnification(unknown) == (None, "unknown")
     assert model_magnification(unknown, 3000.0) == (3000.0, "given")
-    with pytest.raises(SemFocusError, match="magnification .* is unknown"):
+    with pytest.raises(SemFocusError, match=r"magnification .* is unknown"):
         next(score_series(unknown))
 
 

@@ -175,7 +175,7 @@ def test_cli_simulate_dataset_and_torch_dataset(tmp_path):
         main(["simulate", "dataset", "--n", "6", "--split", "val", "--size", "96", "64", "--out", str(tmp_path)]) == 0
     )
     data = LabelledImages(tmp_path / "labels.csv", crop_size=(48, 64), train=True)
-    image, mag, score = data[0]
+    image, _mag, score = data[0]
     assert image.shape == (1, 48, 64) and 0.0 <= float(score) <= 10.0
     sim = SimulatedFrames("train", length=3, shape=(64, 96), crop_size=(48, 64))
     image, _mag, score = sim[1]
