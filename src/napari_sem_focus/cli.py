@@ -87,7 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_parser(sub)
     _add_simulate_parser(sub)
     _add_train_parser(sub)
+    _add_eval_parser(sub)
+    export = sub.add_parser("export", help="turn a training checkpoint into a .safetensors weights file")
+    export.add_argument("checkpoint", type=Path)
+    export.add_argument("--out", type=Path, required=True)
+    export.set_defaults(func=_cmd_export)
     return parser
+
+
+def _add_eval_parser(sub: Any) -> None:
+    ev = sub.add_parser("eval", help="the paper's Tables 1 and 2 on labelled test frames, and real-series picks")
+    ev.add_argument("--weights", default=None, help="the model to evaluate ('default' or .safetensors)")
+    ev.add_argument("--test", type=Path, nargs="+", required=True, help="labels CSV(s) of the test split")
+    ev.add_argument("--heldout", type=Path, nargs="*", default=[], help="labels CSV(s) of the held-out family")
+    ev.add_argument("--train", type=Path, nargs="*", default=[],
+                    help="training labels CSV(s) to fit the absolute-variance baseline")
+    ev.add_argument("--compare", nargs="*", default=[], metavar="NAME=WEIGHTS",
+                    help="other models for the tables, e.g. 'ResNet50=r50.safetensors'")
+    ev.add_argument("--real", type=Path, default=None, help="folder with the real series (../shared/data)")
+    ev.add_argument("--real-mag", type=float, nargs="*", default=[5000.0, 20000.0],
+                    help="magnifications assumed for real series without metadata")
+    ev.add_argument("--json", type=Path, help="also write all figures as JSON to this file")
+    ev.set_defaults(func=_cmd_eval)
 
 
 def _add_score_parser(sub: Any) -> None:
@@ -434,6 +455,56 @@ def _cmd_train(args: argparse.Namespace) -> int:
     }
     save_weights(result.model, args.out, facts)
     print(f"weights written to {args.out} (steps {result.step}, val RMSE {result.metrics.get('val_rmse', 'n/a')})")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .model import FocusScoreNet, ModelConfig
+    from .train import load_checkpoint
+    from .weights import save_weights
+
+    state = load_checkpoint(args.checkpoint)
+    model = FocusScoreNet(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    facts = {"recipe": state.get("config"), "steps": state.get("step"), **state.get("metrics", {}),
+             "from_checkpoint": str(args.checkpoint)}
+    save_weights(model, args.out, facts)
+    print(f"weights of step {state.get('step')} written to {args.out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import RmseTable, absolute_variance_rmse, model_rmse, real_series_picks
+    from .report import format_table, to_json
+
+    results: dict[str, Any] = {}
+    columns: dict[str, dict[str, float]] = {}
+    if args.train:
+        columns["Absolute Variance"] = absolute_variance_rmse(args.train, args.test)
+    for item in args.compare:
+        name, _, path = item.partition("=")
+        columns[name] = model_rmse(path, args.test)
+    columns["Proposed (ResNet18 + mag)"] = model_rmse(args.weights, args.test)
+    table = RmseTable(columns)
+    print("Table 1. RMSE averaged over the magnifications 500-10,000 (simulated test split)")
+    for name, col in columns.items():
+        print(f"  {name:28s} {col['total']:.4f}")
+    print("\nTable 2. RMSE per magnification (simulated test split)")
+    print(table.format())
+    results["table2"] = columns
+    if args.heldout:
+        held = model_rmse(args.weights, args.heldout)
+        results["heldout"] = held
+        print(f"\nHeld-out specimen family (fibres): RMSE {held['total']:.4f}")
+    if args.real is not None:
+        picks = real_series_picks(args.weights, args.real, args.real_mag)
+        results["real"] = picks
+        print("\nReal series with a known order (picked frame; Spearman with the known sharpness order)")
+        print(format_table([{k: v for k, v in r.items() if k != "scores"} for r in picks]))
+    if args.json:
+        from .atomic import atomic_write_text
+
+        atomic_write_text(args.json, to_json(results))
     return 0
 
 

@@ -19,9 +19,9 @@ class FocusPlot(QWidget):
 
     def __init__(self, on_pick: Callable[[int], None] | None = None, parent: QWidget | None = None):
         super().__init__(parent)
-        self.figure = Figure(figsize=(5, 3), dpi=90, constrained_layout=True)
+        self.figure = Figure(figsize=(5, 3.6), dpi=90, constrained_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(260)
+        self.canvas.setMinimumHeight(320)
         self.axes = self.figure.add_subplot()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -46,7 +46,8 @@ class FocusPlot(QWidget):
         self.axes.clear()
         if self.rows:
             plot_focus_curve(self.axes, self.rows, "score", self.peak, self.extra_keys, self.current_frame)
-            self.axes.legend(loc="lower center", fontsize="x-small", ncols=2)
+            self.axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="x-small", ncols=3,
+                             frameon=False)
         else:
             self.axes.text(
                 0.5,

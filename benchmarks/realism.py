@@ -1,0 +1,99 @@
+"""Realism check: simulated vs real SEM frames, by three image statistics.
+
+1. slope of the radially averaged power spectrum (log-log fit over 0.02-0.25 cycles/px): how fast detail fades
+   with spatial frequency;
+2. noise level: Immerkaer's fast noise estimate (sigma of the pixel noise, image scaled to [0, 1]) and the
+   signal-to-noise ratio std(image)/sigma;
+3. histogram shape: skewness and excess kurtosis of the grey values.
+
+Real frames: every image in ../shared/data/{fei_sem2surface,deepfocus,vendor_metadata} (scored region, data bar
+excluded). Simulated: in-focus and defocused frames of every family at the paper's magnifications, at low
+(5 e/px), medium (100 e/px) and high (5000 e/px) dose.
+Run: python benchmarks/realism.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from napari_sem_focus.io import read_series
+from napari_sem_focus.simulate import SPECIMENS, FrameParams, simulate_frame
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def spectrum_slope(img: np.ndarray) -> float:
+    img = img - img.mean()
+    rows, cols = img.shape
+    window = np.outer(np.hanning(rows), np.hanning(cols)).astype(np.float32)
+    power = np.abs(np.fft.fftshift(np.fft.fft2(img * window))) ** 2
+    y, x = np.indices(power.shape)
+    r = np.hypot((y - rows / 2) / rows, (x - cols / 2) / cols)
+    bins = np.geomspace(0.02, 0.25, 15)
+    idx = np.digitize(r.ravel(), bins)
+    radial = np.array([power.ravel()[idx == i].mean() for i in range(1, len(bins))])
+    centres = np.sqrt(bins[1:] * bins[:-1])
+    return float(np.polyfit(np.log(centres), np.log(radial), 1)[0])
+
+
+def noise_sigma(img: np.ndarray) -> float:
+    """Immerkaer (1996): sigma = sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N|."""
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    conv = cv2.filter2D(img.astype(np.float32), -1, kernel)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) * np.abs(conv).mean() / 6)
+
+
+def stats(img: np.ndarray) -> dict[str, float]:
+    x = img.astype(np.float64).ravel()
+    z = (x - x.mean()) / (x.std() + 1e-12)
+    sigma = noise_sigma(img)
+    return {"slope": spectrum_slope(img), "noise": sigma, "snr": float(img.std() / max(sigma, 1e-6)),
+            "skew": float((z**3).mean()), "kurt": float((z**4).mean() - 3)}
+
+
+def real_frames() -> list[tuple[str, np.ndarray]]:
+    out = []
+    for folder in ("fei_sem2surface", "deepfocus", "vendor_metadata"):
+        for path in sorted((DATA / folder).rglob("*")):
+            if path.suffix.lower() in (".tif", ".png"):
+                series = read_series(path)
+                out.append((f"{folder}/{path.name}"[:44], series.frame(0)))
+    return out
+
+
+def simulated_frames() -> list[tuple[str, np.ndarray]]:
+    out = []
+    for family in SPECIMENS:
+        for mag, dose, defocus in ((500.0, 100.0, 0.0), (5000.0, 5.0, 0.0), (5000.0, 5000.0, 0.0),
+                                   (10000.0, 100.0, 3.0)):
+            p = FrameParams(family=family, magnification=mag, electrons_per_px=dose, defocus_um=defocus, seed=3)
+            out.append((f"sim {family} {mag:g}x {dose:g}e df{defocus:g}", simulate_frame(p, (768, 1024)).image / 255.0))
+    return out
+
+
+def main() -> None:
+    header = f"{'frame':46s} {'PSD slope':>9s} {'noise':>7s} {'SNR':>6s} {'skew':>6s} {'kurt':>6s}"
+    groups = {}
+    for title, frames in (("REAL", real_frames() if DATA.exists() else []), ("SIMULATED", simulated_frames())):
+        print(f"\n{title}\n{header}")
+        rows = []
+        for name, img in frames:
+            s = stats(img.astype(np.float32))
+            rows.append(s)
+            print(f"{name:46s} {s['slope']:9.2f} {s['noise']:7.4f} {s['snr']:6.1f} {s['skew']:6.2f} {s['kurt']:6.2f}")
+        groups[title] = rows
+    print("\nranges (min .. median .. max)")
+    for key in ("slope", "noise", "snr", "skew", "kurt"):
+        line = f"{key:6s}"
+        for title, rows in groups.items():
+            if rows:
+                v = np.array([r[key] for r in rows])
+                line += f"   {title.lower():9s} {v.min():7.3f} .. {np.median(v):7.3f} .. {v.max():7.3f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The paper's evaluation: RMSE per magnification (Tables 1 and 2), the absolute-variance baseline mapped to the
+score scale, the held-out specimen family, and best-frame picks on real series with a known order.
+
+Absolute-variance baseline (the paper's [3], Groen 1985): the metric of the 320x240 centre crop is mapped to the
+0-10 scale by a monotone (isotonic, pool-adjacent-violators) least-squares fit on training frames, then scored
+like a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .simulate import PAPER_MAGNIFICATIONS
+
+
+def isotonic_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-decreasing least-squares fit of y on x (pool adjacent violators); returns (knots x, fitted y)."""
+    order = np.argsort(x, kind="stable")
+    xs, ys = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    values, weights, ends = [], [], []
+    for i, v in enumerate(ys):
+        values.append(v)
+        weights.append(1.0)
+        ends.append(i)
+        while len(values) > 1 and values[-2] > values[-1]:
+            w = weights[-2] + weights[-1]
+            v2 = (values[-2] * weights[-2] + values[-1] * weights[-1]) / w
+            values[-2:], weights[-2:], ends[-2:] = [v2], [w], [ends[-1]]
+    fitted = np.repeat(values, np.diff([-1, *ends]))
+    return xs, fitted
+
+
+def isotonic_predict(knots: tuple[np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
+    return np.interp(x, knots[0], knots[1])
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+
+    def ranks(v: Sequence[float]) -> np.ndarray:
+        v = np.asarray(v, float)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):
+            tie = v == value
+            r[tie] = r[tie].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@dataclass
+class RmseTable:
+    """RMSE per magnification and in total for named methods (rows: magnifications, columns: methods)."""
+
+    columns: dict[str, dict[str, float]]
+
+    def format(self, magnifications: Sequence[float] = PAPER_MAGNIFICATIONS) -> str:
+        names = list(self.columns)
+        width = max(14, *(len(n) + 2 for n in names))
+        lines = ["Magnification".ljust(14) + "".join(n.rjust(width) for n in names)]
+        for key in [f"{m:g}" for m in magnifications] + ["total"]:
+            label = f"{float(key):,.0f}" if key != "total" else "Total"
+            cells = []
+            for n in names:
+                v = self.columns[n].get(key, float("nan"))
+                cells.append(("-" if np.isnan(v) else f"{v:.4f}").rjust(width))
+            lines.append(label.ljust(14) + "".join(cells))
+        return "\n".join(lines)
+
+
+def model_rmse(weights: str | Path | None, csv_paths: Sequence[str | Path], batch_size: int = 64) -> dict[str, float]:
+    """RMSE of a weights file per paper magnification on labelled frames (centre 320x240 crop, the paper's test)."""
+    from .data import LabelledImages
+    from .train import predict, rmse_by_magnification
+    from .weights import load_model
+
+    data = LabelledImages(list(csv_paths), crop_size=(240, 320), train=False)
+    pred, target, mag = predict(load_model(weights), data, batch_size=batch_size)
+    return rmse_by_magnification(pred, target, mag, PAPER_MAGNIFICATIONS)
+
+
+def absolute_variance_rmse(train_csv: Sequence[str | Path], test_csv: Sequence[str | Path],
+                           n_fit: int = 4000) -> dict[str, float]:
+    """The absolute-variance baseline's RMSE per magnification (isotonic map fitted on ``n_fit`` train frames)."""
+    from .data import LabelledImages
+    from .metrics import absolute_variance
+    from .model import normalize_magnification
+    from .train import rmse_by_magnification
+
+    def features(csvs: Sequence[str | Path], limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        data = LabelledImages(list(csvs), crop_size=(240, 320), train=False)
+        rows = data.rows[:limit] if limit else data.rows
+        av = np.array([absolute_variance(data.image(i)) for i in range(len(rows))])
+        scores = np.array([r.score for r in rows])
+        mags = np.array([float(normalize_magnification(r.magnification)) for r in rows])
+        return av, scores, mags
+
+    av_train, s_train, _ = features(train_csv, n_fit)
+    knots = isotonic_fit(av_train, s_train)
+    av_test, s_test, m_test = features(test_csv, None)
+    return rmse_by_magnification(isotonic_predict(knots, av_test), s_test, m_test, PAPER_MAGNIFICATIONS)
+
+
+#: Real series with a known order in ../shared/data: (name, files sharpest-first, common crop).
+def real_series(data_dir: Path) -> list[tuple[str, list[Path], list[float], bool]]:
+    """(name, files in physical order, known sharpness rank per file (1 = sharpest), needs common crop)."""
+    out = []
+    deep = data_dir / "deepfocus"
+    if deep.is_dir():
+        stem = "series_0_def-13324_astx-466_asty219_"
+        files = [deep / f"{stem}{s}.png" for s in ("pert-5000", "base", "pert5000")]  # WD -5, 0, +5 µm
+        out.append(("deepfocus (WD -5, 0, +5 µm)", files, [3.0, 2.0, 1.0], False))
+    optical = data_dir / "optical_through_focus"
+    if optical.is_dir():
+        names = [f"smear_defocus_m{n:02d}.png" for n in range(9, 0, -1)] + [
+            f"smear_defocus_p{n:02d}.png" for n in range(10)]
+        ranks = [1.0 + abs(n) for n in range(-9, 10)]
+        out.append(("optical smear (defocus -9 ... +9)", [optical / n for n in names], ranks, True))
+    return out
+
+
+def real_series_picks(weights: str | Path | None, data_dir: Path, magnifications: Sequence[float],
+                      mode: str = "tiles") -> list[dict[str, Any]]:
+    """For each real series and assumed magnification: the picked frame, whether it is the sharpest, and the
+    Spearman correlation of the scores with the known sharpness order (also for two classic metrics)."""
+    from .infer import score_series
+    from .io import read_series
+    from .metrics import METRICS
+
+    rows = []
+    for name, files, ranks, common in real_series(data_dir):
+        series = read_series(files, common_crop=common)
+        sharp = -np.asarray(ranks)  # higher = sharper
+        truth_best = int(np.argmax(sharp))
+        frames = list(series.frames())
+        for metric in ("variance_of_laplacian", "normalized_variance"):
+            values = [METRICS[metric](f) for f in frames]
+            rows.append({"series": name, "method": metric, "magnification": None,
+                         "picked": int(np.argmax(values)), "correct": int(np.argmax(values)) == truth_best
+                         or sharp[int(np.argmax(values))] == sharp.max(), "spearman": spearman(values, sharp)})
+        for mag in magnifications:
+            scores = [r.score for r in score_series(series, weights, mag, mode)]
+            pick = int(np.argmax(scores))
+            rows.append({"series": name, "method": f"learned ({mode})", "magnification": mag, "picked": pick,
+                         "correct": bool(sharp[pick] == sharp.max()), "spearman": spearman(scores, sharp),
+                         "scores": [round(s, 2) for s in scores]})
+    return rows
