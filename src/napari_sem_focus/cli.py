@@ -100,13 +100,24 @@ def _add_eval_parser(sub: Any) -> None:
     ev.add_argument("--weights", default=None, help="the model to evaluate ('default' or .safetensors)")
     ev.add_argument("--test", type=Path, nargs="+", required=True, help="labels CSV(s) of the test split")
     ev.add_argument("--heldout", type=Path, nargs="*", default=[], help="labels CSV(s) of the held-out family")
-    ev.add_argument("--train", type=Path, nargs="*", default=[],
-                    help="training labels CSV(s) to fit the absolute-variance baseline")
-    ev.add_argument("--compare", nargs="*", default=[], metavar="NAME=WEIGHTS",
-                    help="other models for the tables, e.g. 'ResNet50=r50.safetensors'")
+    ev.add_argument(
+        "--train", type=Path, nargs="*", default=[], help="training labels CSV(s) to fit the absolute-variance baseline"
+    )
+    ev.add_argument(
+        "--compare",
+        nargs="*",
+        default=[],
+        metavar="NAME=WEIGHTS",
+        help="other models for the tables, e.g. 'ResNet50=r50.safetensors'",
+    )
     ev.add_argument("--real", type=Path, default=None, help="folder with the real series (../shared/data)")
-    ev.add_argument("--real-mag", type=float, nargs="*", default=[5000.0, 20000.0],
-                    help="magnifications assumed for real series without metadata")
+    ev.add_argument(
+        "--real-mag",
+        type=float,
+        nargs="*",
+        default=[5000.0, 20000.0],
+        help="magnifications assumed for real series without metadata",
+    )
     ev.add_argument("--json", type=Path, help="also write all figures as JSON to this file")
     ev.set_defaults(func=_cmd_eval)
 
@@ -466,8 +477,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     state = load_checkpoint(args.checkpoint)
     model = FocusScoreNet(ModelConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
-    facts = {"recipe": state.get("config"), "steps": state.get("step"), **state.get("metrics", {}),
-             "from_checkpoint": str(args.checkpoint)}
+    facts = {
+        "recipe": state.get("config"),
+        "steps": state.get("step"),
+        **state.get("metrics", {}),
+        "from_checkpoint": str(args.checkpoint),
+    }
     save_weights(model, args.out, facts)
     print(f"weights of step {state.get('step')} written to {args.out}")
     return 0

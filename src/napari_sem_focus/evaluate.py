@@ -89,8 +89,9 @@ def model_rmse(weights: str | Path | None, csv_paths: Sequence[str | Path], batc
     return rmse_by_magnification(pred, target, mag, PAPER_MAGNIFICATIONS)
 
 
-def absolute_variance_rmse(train_csv: Sequence[str | Path], test_csv: Sequence[str | Path],
-                           n_fit: int = 4000) -> dict[str, float]:
+def absolute_variance_rmse(
+    train_csv: Sequence[str | Path], test_csv: Sequence[str | Path], n_fit: int = 4000
+) -> dict[str, float]:
     """The absolute-variance baseline's RMSE per magnification (isotonic map fitted on ``n_fit`` train frames)."""
     from .data import LabelledImages
     from .metrics import absolute_variance
@@ -123,14 +124,16 @@ def real_series(data_dir: Path) -> list[tuple[str, list[Path], list[float], bool
     optical = data_dir / "optical_through_focus"
     if optical.is_dir():
         names = [f"smear_defocus_m{n:02d}.png" for n in range(9, 0, -1)] + [
-            f"smear_defocus_p{n:02d}.png" for n in range(10)]
+            f"smear_defocus_p{n:02d}.png" for n in range(10)
+        ]
         ranks = [1.0 + abs(n) for n in range(-9, 10)]
         out.append(("optical smear (defocus -9 ... +9)", [optical / n for n in names], ranks, True))
     return out
 
 
-def real_series_picks(weights: str | Path | None, data_dir: Path, magnifications: Sequence[float],
-                      mode: str = "tiles") -> list[dict[str, Any]]:
+def real_series_picks(
+    weights: str | Path | None, data_dir: Path, magnifications: Sequence[float], mode: str = "tiles"
+) -> list[dict[str, Any]]:
     """For each real series and assumed magnification: the picked frame, whether it is the sharpest, and the
     Spearman correlation of the scores with the known sharpness order (also for two classic metrics)."""
     from .infer import score_series
@@ -145,13 +148,28 @@ def real_series_picks(weights: str | Path | None, data_dir: Path, magnifications
         frames = list(series.frames())
         for metric in ("variance_of_laplacian", "normalized_variance"):
             values = [METRICS[metric](f) for f in frames]
-            rows.append({"series": name, "method": metric, "magnification": None,
-                         "picked": int(np.argmax(values)), "correct": int(np.argmax(values)) == truth_best
-                         or sharp[int(np.argmax(values))] == sharp.max(), "spearman": spearman(values, sharp)})
+            rows.append(
+                {
+                    "series": name,
+                    "method": metric,
+                    "magnification": None,
+                    "picked": int(np.argmax(values)),
+                    "correct": int(np.argmax(values)) == truth_best or sharp[int(np.argmax(values))] == sharp.max(),
+                    "spearman": spearman(values, sharp),
+                }
+            )
         for mag in magnifications:
             scores = [r.score for r in score_series(series, weights, mag, mode)]
             pick = int(np.argmax(scores))
-            rows.append({"series": name, "method": f"learned ({mode})", "magnification": mag, "picked": pick,
-                         "correct": bool(sharp[pick] == sharp.max()), "spearman": spearman(scores, sharp),
-                         "scores": [round(s, 2) for s in scores]})
+            rows.append(
+                {
+                    "series": name,
+                    "method": f"learned ({mode})",
+                    "magnification": mag,
+                    "picked": pick,
+                    "correct": bool(sharp[pick] == sharp.max()),
+                    "spearman": spearman(scores, sharp),
+                    "scores": [round(s, 2) for s in scores],
+                }
+            )
     return rows

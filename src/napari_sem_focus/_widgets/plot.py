@@ -46,8 +46,7 @@ class FocusPlot(QWidget):
         self.axes.clear()
         if self.rows:
             plot_focus_curve(self.axes, self.rows, "score", self.peak, self.extra_keys, self.current_frame)
-            self.axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="x-small", ncols=3,
-                             frameon=False)
+            self.axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="x-small", ncols=3, frameon=False)
         else:
             self.axes.text(
                 0.5,

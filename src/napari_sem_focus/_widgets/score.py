@@ -8,6 +8,7 @@ All computing is done by core functions (:func:`~napari_sem_focus.analysis.score
 from __future__ import annotations
 
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,10 +58,17 @@ def series_for_layer(layer: Any) -> Any:
 class ScoreStackWidget(QWidget):
     """Dock widget: score a focus series (or one image) with the learned model and classic metrics."""
 
+    _instances: weakref.WeakSet[ScoreStackWidget] = weakref.WeakSet()
+
+    @classmethod
+    def instances(cls) -> list[ScoreStackWidget]:
+        """Open Score-stack widgets (the training widget hot-swaps weights into them)."""
+        return list(cls._instances)
+
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
+        ScoreStackWidget._instances.add(self)
         self.viewer = viewer
-        self.weights: str | None = None  # None = bundled default; a path after fine-tuning
         self.rows: list[dict[str, Any]] = []
         self.results: dict[int, Any] = {}
         self.peak: FocusPeak | None = None
@@ -181,7 +189,6 @@ class ScoreStackWidget(QWidget):
 
     def set_weights(self, path: str | Path | None) -> None:
         """Use these weights for the next scoring (None = the bundled default); used by the training widget."""
-        self.weights = None if path is None else str(path)
         self.weights_edit.setText("" if path is None else str(path))
 
     def _browse_weights(self) -> None:
