@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -58,7 +58,7 @@ def series_for_layer(layer: Any) -> Any:
 class ScoreStackWidget(QWidget):
     """Dock widget: score a focus series (or one image) with the learned model and classic metrics."""
 
-    _instances: weakref.WeakSet[ScoreStackWidget] = weakref.WeakSet()
+    _instances: ClassVar[weakref.WeakSet[ScoreStackWidget]] = weakref.WeakSet()
 
     @classmethod
     def instances(cls) -> list[ScoreStackWidget]:
