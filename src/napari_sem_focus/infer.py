@@ -127,6 +127,20 @@ def pool(tile_scores: np.ndarray) -> float:
     return float(np.quantile(tile_scores, TILE_QUANTILE)) if tile_scores.size > 1 else float(tile_scores[0])
 
 
+def bf16_available(device: str) -> bool:
+    """Whether bfloat16 autocast is fast here: a CUDA device, or a CPU with native bf16 (AVX512-BF16/AMX)."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return True
+    if str(device) != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def score_frames(
     frames: Iterable[np.ndarray],
     magnification: float,
@@ -135,10 +149,13 @@ def score_frames(
     batch_size: int = 16,
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
+    bf16: bool | None = None,
 ) -> Iterator[FrameScore]:
     """Yield a :class:`FrameScore` per float [0, 1] frame, batching crops across frames.
 
-    Raises :class:`CancelledError` between batches when ``should_stop()`` turns true.
+    ``bf16``: bfloat16 autocast (None = when :func:`bf16_available`; about 2x faster on such CPUs, scores within
+    ~0.05 of float32 — see benchmarks/bench_inference.py). Raises :class:`CancelledError` between batches when
+    ``should_stop()`` turns true.
     """
     import torch
 
@@ -146,11 +163,15 @@ def score_frames(
 
     check_magnification(magnification)
     mag = normalize_magnification(magnification)
+    use_bf16 = bf16_available(device) if bf16 is None else bf16
+    autocast = torch.autocast(
+        "cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=use_bf16
+    )
     pending: list[tuple[int, np.ndarray, list]] = []
 
     def run(batch: list[tuple[int, np.ndarray, list]]) -> Iterator[FrameScore]:
         crops = np.concatenate([c for _, c, _ in batch])
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             x = torch.from_numpy(crops).to(device)[:, None]
             scores = model(x, mag.expand(len(crops)).to(device)).float().cpu().numpy()
         start = 0

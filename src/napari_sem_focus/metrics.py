@@ -35,17 +35,15 @@ def absolute_variance(image: np.ndarray, smooth_sigma_px: float = 0.0) -> float:
 def normalized_variance(image: np.ndarray, smooth_sigma_px: float = 0.0) -> float:
     """Normalised variance, F = (1/(N mu)) sum (I - mu)^2  (Groen et al. 1985). 0 for a black image."""
     img = _as_float(image, smooth_sigma_px)
-    mean, std = cv2.meanStdDev(img)
-    mu = float(mean[0, 0])
-    return float(std[0, 0]) ** 2 / mu if mu > 0 else 0.0
+    mu = float(img.mean())
+    return float(img.var()) / mu if mu > 0 else 0.0
 
 
 def variance_of_laplacian(image: np.ndarray, smooth_sigma_px: float = 0.0) -> float:
     """Variance of the Laplacian, F = Var(L * I) with the 3x3 kernel [[0,1,0],[1,-4,1],[0,1,0]]
     (Pech-Pacheco et al. 2000)."""
     img = _as_float(image, smooth_sigma_px)
-    _, std = cv2.meanStdDev(cv2.Laplacian(img, cv2.CV_32F, ksize=1))
-    return float(std[0, 0]) ** 2
+    return float(cv2.Laplacian(img, cv2.CV_32F, ksize=1).var())
 
 
 def tenengrad(image: np.ndarray, smooth_sigma_px: float = 0.0) -> float:
