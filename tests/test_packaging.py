@@ -42,6 +42,8 @@ def test_wheel_contains_manifest_and_bundled_files(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         assert "napari_sem_focus/napari.yaml" in names
+        assert "napari_sem_focus/weights/default.safetensors" in names
+        assert "napari_sem_focus/weights/MODEL_CARD.md" in names
         text = zf.read("napari_sem_focus/napari.yaml").decode()
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "napari_sem_focus:napari.yaml" in zf.read(entry).decode()

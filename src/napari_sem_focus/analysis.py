@@ -40,7 +40,7 @@ def score_rows(
     series: FocusSeries,
     weights: str | None = None,
     magnification: float | None = None,
-    mode: str = "tiles",
+    mode: str = "center",
     device: str = "cpu",
     metrics: Iterable[str] | None = (),
     smooth_sigma_px: float = 0.0,

@@ -132,7 +132,7 @@ def real_series(data_dir: Path) -> list[tuple[str, list[Path], list[float], bool
 
 
 def real_series_picks(
-    weights: str | Path | None, data_dir: Path, magnifications: Sequence[float], mode: str = "tiles"
+    weights: str | Path | None, data_dir: Path, magnifications: Sequence[float], mode: str = "center"
 ) -> list[dict[str, Any]]:
     """For each real series and assumed magnification: the picked frame, whether it is the sharpest, and the
     Spearman correlation of the scores with the known sharpness order (also for two classic metrics)."""

@@ -1,6 +1,7 @@
 """Scoring frames with the learned model: crops, tiles, pooling, batching; a generator that can be cancelled.
 
-Modes:
+Modes (``center`` is the default: on 18 simulated series and the 2 real series with a known order both modes
+picked every best frame, and ``center`` is 16x faster — 2.7 s for 100 frames of 1024x768 on 2 CPU cores):
 
 - ``center``: the paper's test protocol — one 320x240 centre crop per frame.
 - ``tiles``: a grid of 320x240 crops covering the whole scored field (evenly spaced, overlapping where the field
@@ -27,7 +28,7 @@ from .errors import CancelledError, SemFocusError
 
 CROP_SIZE = (240, 320)  # rows, cols: the paper's 320x240
 TILE_QUANTILE = 0.75
-MODES = ("tiles", "center")
+MODES = ("center", "tiles")  # the first is the default (see docs/benchmarks.md)
 
 
 def interpret_score(score: float) -> str:
@@ -145,7 +146,7 @@ def score_frames(
     frames: Iterable[np.ndarray],
     magnification: float,
     model: Any,
-    mode: str = "tiles",
+    mode: str = "center",
     batch_size: int = 16,
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
@@ -198,7 +199,7 @@ def score_series(
     series: Any,
     weights: str | None = None,
     magnification: float | None = None,
-    mode: str = "tiles",
+    mode: str = "center",
     device: str = "cpu",
     batch_size: int = 16,
     should_stop: Callable[[], bool] | None = None,

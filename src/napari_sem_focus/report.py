@@ -64,6 +64,8 @@ def to_json(payload: Any) -> str:
     """JSON text (NaN written as null)."""
 
     def clean(obj: Any) -> Any:
+        if hasattr(obj, "item") and not isinstance(obj, list | tuple | dict):  # numpy scalars
+            obj = obj.item()
         if isinstance(obj, float) and not math.isfinite(obj):
             return None
         if isinstance(obj, dict):

@@ -44,9 +44,14 @@ class FocusPlot(QWidget):
 
     def draw(self) -> None:
         self.axes.clear()
+        for legend in list(self.figure.legends):
+            legend.remove()
         if self.rows:
             plot_focus_curve(self.axes, self.rows, "score", self.peak, self.extra_keys, self.current_frame)
-            self.axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize="x-small", ncols=3, frameon=False)
+            handles, labels = self.axes.get_legend_handles_labels()
+            self.axes.get_legend().remove()
+            labels = [label.replace(" (scaled)", "").replace("_", " ") for label in labels]
+            self.figure.legend(handles, labels, loc="outside lower center", fontsize="xx-small", ncols=2, frameon=False)
         else:
             self.axes.text(
                 0.5,
