@@ -101,3 +101,41 @@ def test_bad_layers_give_messages(widget, qtbot, monkeypatch):
     series = score.series_for_layer(viewer.layers["rgb"])
     assert series.frame(0).shape == (64, 80)
     assert any("RGB" in n for n in series.notes)
+
+
+def _click_point(w, frame):
+    """A real matplotlib mouse press on the plotted point of ``frame``."""
+    from matplotlib.backend_bases import MouseEvent
+
+    w.plot.canvas.draw()
+    line = w.plot.axes.lines[0]
+    x, y = line.get_xdata()[frame], line.get_ydata()[frame]
+    px, py = w.plot.axes.transData.transform((x, y))
+    MouseEvent("button_press_event", w.plot.canvas, px, py, button=1)._process()
+
+
+@pytest.mark.skipif(not bundled_weights_path().is_file(), reason="bundled weights not built")
+def test_real_deepfocus_series_best_pick_and_click(widget, qtbot):
+    from .conftest import shared
+
+    viewer, w = widget
+    viewer.open(str(shared("deepfocus")), plugin="napari-sem-focus")
+    names = [p.name for p in viewer.layers[0].metadata["focus_series"].frame_paths]
+    w.mag_box.setValue(20000)  # the files carry no metadata
+    _run(qtbot, w)
+    assert names[w.peak.index].endswith("pert5000.png")  # WD +5 µm: the known sharpest frame
+    _click_point(w, 0)
+    assert viewer.dims.current_step[0] == 0
+
+
+@pytest.mark.skipif(not bundled_weights_path().is_file(), reason="bundled weights not built")
+def test_real_optical_folder_opens_cropped_and_picks_defocus_zero(widget, qtbot):
+    from .conftest import shared
+
+    viewer, w = widget
+    viewer.open(str(shared("optical_through_focus")), plugin="napari-sem-focus")
+    series = viewer.layers[0].metadata["focus_series"]
+    assert series.shape == (286, 330) and len(series) == 19
+    w.mag_box.setValue(5000)
+    _run(qtbot, w)
+    assert series.frame_paths[w.peak.index].name == "smear_defocus_p00.png"
