@@ -19,6 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .optics import gauss_blur
 from .specimens import Specimen
 
 
@@ -29,15 +30,15 @@ def se_yield(
     h = spec.height_px
     gx = cv2.Sobel(h, cv2.CV_32F, 1, 0, ksize=3) * np.float32(0.125)
     gy = cv2.Sobel(h, cv2.CV_32F, 0, 1, ksize=3) * np.float32(0.125)
-    sec = np.minimum(np.sqrt(1.0 + gx * gx + gy * gy), 6.0)
-    y = spec.material * sec**0.8
+    sec = np.minimum(np.sqrt(1.0 + gx * gx + gy * gy), np.float32(6.0))
+    y = spec.material * cv2.pow(sec, 0.8)
     if edge_gain > 0:
         steep = (sec > 1.6).astype(np.float32)
         sigma = max(0.3, edge_nm / pixel_nm)
-        halo = cv2.GaussianBlur(steep, (0, 0), min(sigma, 0.2 * min(h.shape)))
+        halo = gauss_blur(steep, min(sigma, 0.2 * min(h.shape)))
         y = y + np.float32(edge_gain) * halo * spec.material
     if shade != 0:
-        ux, uy = np.cos(shade_angle), np.sin(shade_angle)
+        ux, uy = float(np.cos(shade_angle)), float(np.sin(shade_angle))  # Python floats keep float32
         y = y * (1.0 + np.float32(shade) * np.clip((gx * ux + gy * uy) / sec, -1.0, 1.0))
     return np.maximum(y, 0.005).astype(np.float32)
 

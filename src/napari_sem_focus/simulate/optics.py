@@ -56,9 +56,22 @@ def defocus_for_diameter_um(diameter_nm: float, d0_nm: float, alpha_mrad: float)
     return math.sqrt(diameter_nm**2 - d0_nm**2) / (2.0 * alpha_mrad * 1e-3) / 1e3
 
 
-def _gauss_blur(image: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
+def gauss_blur(image: np.ndarray, sigma_x: float, sigma_y: float | None = None) -> np.ndarray:
+    """Gaussian blur (sigmas in px) that stays fast for wide kernels.
+
+    Above 3 px the image is first reduced by an integer factor k (area average), blurred with sigma/k, and
+    enlarged back (bilinear): the result differs from the direct blur by well under 1 % of the signal range,
+    at a fraction of the cost.
+    """
+    sigma_y = sigma_x if sigma_y is None else sigma_y
     if sigma_x < 0.05 and sigma_y < 0.05:
         return image
+    k = int(min(sigma_x, sigma_y) // 3)
+    rows, cols = image.shape
+    if k >= 2 and min(rows, cols) // k >= 16:
+        small = cv2.resize(image, (cols // k, rows // k), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), sigmaX=sigma_x / k, sigmaY=sigma_y / k, borderType=cv2.BORDER_REFLECT)
+        return cv2.resize(small, (cols, rows), interpolation=cv2.INTER_LINEAR)
     return cv2.GaussianBlur(
         image, (0, 0), sigmaX=max(sigma_x, 0.05), sigmaY=max(sigma_y, 0.05), borderType=cv2.BORDER_REFLECT
     )
@@ -87,14 +100,15 @@ def apply_probe(
     sv = su if diameter_v_px is None else diameter_v_px / FWHM_PER_SIGMA
     image = np.ascontiguousarray(image, dtype=np.float32)
     if abs(su - sv) < 0.05 * max(su, sv, 1e-6) or max(su, sv) < 0.3:
-        core = _gauss_blur(image, su, sv)
-        tail = _gauss_blur(image, 3 * su, 3 * sv) if tail_fraction > 0 else None
+        core = gauss_blur(image, su, sv)
+        # the tail (3x wider) = the core blurred by a further sqrt(8) x sigma: Gaussians add in quadrature
+        tail = gauss_blur(core, math.sqrt(8) * su, math.sqrt(8) * sv) if tail_fraction > 0 else None
     else:
         # a rotated ellipse: OpenCV's filter2D switches to a DFT for large kernels
         limit = 0.25 * min(image.shape)
         su, sv = min(su, limit), min(sv, limit)
         core = cv2.filter2D(image, -1, _rotated_gauss_kernel(su, sv, angle_deg), borderType=cv2.BORDER_REFLECT)
-        tail = _gauss_blur(image, 3 * math.sqrt(su * sv), 3 * math.sqrt(su * sv)) if tail_fraction > 0 else None
+        tail = gauss_blur(image, 3 * math.sqrt(su * sv)) if tail_fraction > 0 else None
     if tail is None:
         return core
     return (1.0 - tail_fraction) * core + tail_fraction * tail
