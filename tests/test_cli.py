@@ -73,3 +73,44 @@ def test_bad_input_one_line_exit_2(tmp_path, setup, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sem-focus: error:") and message in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_fine_tune_from_default_on_a_labels_csv(tmp_path, capsys):
+    from napari_sem_focus.label_store import LabelStore
+    from napari_sem_focus.simulate import simulate_series, write_series
+    from napari_sem_focus.weights import bundled_weights_path, read_weights_info
+
+    if not bundled_weights_path().is_file():
+        pytest.skip("bundled weights not built")
+    frames, wds = simulate_series("grid", 2000.0, steps=6, shape=(96, 128), seed=1)
+    stack = write_series(tmp_path, frames, wds)
+    store = LabelStore(tmp_path / "labels.csv")
+    for i, f in enumerate(frames):
+        store.set(stack, i, 2000.0, round(f.score))
+    out = tmp_path / "my_model.safetensors"
+    assert (
+        main(
+            [
+                "train",
+                "--labels",
+                str(store.path),
+                "--init",
+                "default",
+                "--steps",
+                "1",
+                "--batch-size",
+                "3",
+                "--crop",
+                "64",
+                "64",
+                "--val",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    facts = read_weights_info(out).facts
+    assert facts["steps"] == 1 and facts["init"] == "default" and facts["train_frames"] == 6

@@ -168,3 +168,21 @@ def test_tescan_tag_ignores_binary_thumbnail():
     fields = parse_tescan_tag(blob)
     assert fields["Magnification"] == "2000"
     assert "garbage" not in fields
+
+
+def test_hitachi_sidecar_next_to_a_tiff(tmp_path):
+    import numpy as np
+    import tifffile
+
+    image = tmp_path / "S4800_0001.tif"
+    tifffile.imwrite(image, np.zeros((64, 80), np.uint8))
+    image.with_suffix(".txt").write_text(
+        "[SemImageFile]\nInstructName=S-4800\nMagnification=30000\nPixelSize=4.134375\n"
+        "WorkingDistance=8600 um\nAcceleratingVoltage=5000 Volt\nSignalName=SE(U)\n",
+        encoding="latin-1",
+    )
+    meta = read_series(image).metadata[0]
+    assert meta.vendor == "Hitachi" and meta.instrument == "S-4800"
+    assert meta.magnification == 30000 and meta.pixel_size_nm == pytest.approx(4.134375)
+    assert meta.working_distance_mm == pytest.approx(8.6) and meta.high_voltage_kv == pytest.approx(5.0)
+    assert meta.detector == "SE(U)"

@@ -50,7 +50,18 @@ def test_label_fine_tune_and_hot_swap(setup, qtbot, tmp_path):
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         pass
     assert trainer.result is not None and trainer.result.step == 2
+    assert "before" in trainer.status.text() and "after" in trainer.status.text()
     assert len(trainer.history) >= 2 and trainer.axes.lines
+    scorer.mode_box.setCurrentText("center")
+    scorer.metrics_check.setChecked(False)
+
+    def score_now():
+        w = scorer.start_scoring()
+        with qtbot.waitSignal(w.finished, timeout=120_000):
+            pass
+
+    score_now()
+    scores_before = [r["score"] for r in scorer.rows]
     new_path = trainer.use_model(tmp_path / "tuned.safetensors")
     assert new_path.with_suffix(".json").is_file()
     assert scorer.weights_edit.text() == str(new_path)
@@ -59,11 +70,10 @@ def test_label_fine_tune_and_hot_swap(setup, qtbot, tmp_path):
     old = load_model(weights).state_dict()["head.0.weight"]
     new = load_model(new_path).state_dict()["head.0.weight"]
     assert not np.allclose(old.numpy(), new.numpy())  # the weights changed
-    scorer.mode_box.setCurrentText("center")
-    w = scorer.start_scoring()
-    with qtbot.waitSignal(w.finished, timeout=120_000):
-        pass
+    score_now()
     assert len(scorer.rows) == 20
+    scores_after = [r["score"] for r in scorer.rows]
+    assert scores_after != scores_before  # the hot-swapped model gives the widget new scores
 
 
 def test_cancel_leaves_weights_byte_identical(setup, qtbot):

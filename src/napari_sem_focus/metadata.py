@@ -13,7 +13,9 @@ Sources
 - Zeiss (SmartSEM): TIFF tag 34118, ``TiffFile.sem_metadata`` (``ap_mag``, ``ap_pixel_size``, ``ap_wd``...).
 - TESCAN: TIFF tag 50431, a JPEG-2000 thumbnail followed by ``Key=Value`` lines (``Magnification``,
   ``PixelSizeX`` in m, ``WD`` in m, ``HV`` in V, ``ImageStripSize`` = info-strip rows).
-- JEOL (and Hitachi-style) ``.txt`` sidecar next to the image: ``$CM_MAG``, ``$$SM_WD`` (mm), ``$CM_ACCEL_VOLT``
+- Hitachi ``.txt`` sidecar (``[SemImageFile]``, ``Key=Value``): ``Magnification``, ``PixelSize`` (nm),
+  ``WorkingDistance`` (µm), ``AcceleratingVoltage`` (V), ``SignalName``.
+- JEOL ``.txt`` sidecar next to the image: ``$CM_MAG``, ``$$SM_WD`` (mm), ``$CM_ACCEL_VOLT``
   (kV), ``$CM_FULL_SIZE``. JEOL's pixel size is derived as 128 mm / (magnification x image width in pixels)
   (JEOL's 128 mm reference photo width for 1280 px; this gives the 2 µm that JEOL's own software reports for the
   example file).
@@ -255,6 +257,44 @@ def parse_jeol_sidecar(text: str, width_px: int | None = None) -> SemMetadata:
     )
 
 
+_HITACHI_NUMBER = re.compile(r"^\s*([-+0-9.eE]+)\s*([A-Za-zµ]*)")
+_HITACHI_LENGTH_TO_MM = {"": 1e-3, "um": 1e-3, "µm": 1e-3, "mm": 1.0, "nm": 1e-6}
+_HITACHI_VOLT_TO_KV = {"": 1e-3, "volt": 1e-3, "v": 1e-3, "kv": 1.0}
+
+
+def _hitachi_value(text: str | None, units: dict[str, float] | None = None) -> float | None:
+    match = _HITACHI_NUMBER.match(text or "")
+    if not match:
+        return None
+    value = _num(match.group(1))
+    if value is None or units is None:
+        return value
+    unit = match.group(2).lower()
+    return value * units[unit] if unit in units else None
+
+
+def parse_hitachi_sidecar(text: str) -> SemMetadata:
+    """Parse a Hitachi ``[SemImageFile]`` sidecar (``Key=Value`` lines).
+
+    Used keys: ``InstructName``, ``Magnification``, ``PixelSize`` (nm), ``WorkingDistance`` (µm unless a unit
+    follows), ``AcceleratingVoltage`` (V unless a unit follows), ``SignalName``.
+    """
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return SemMetadata(
+        vendor="Hitachi",
+        instrument=fields.get("InstructName") or None,
+        magnification=_positive(_hitachi_value(fields.get("Magnification"))),
+        pixel_size_nm=_positive(_hitachi_value(fields.get("PixelSize"))),
+        working_distance_mm=_positive(_hitachi_value(fields.get("WorkingDistance"), _HITACHI_LENGTH_TO_MM)),
+        high_voltage_kv=_positive(_hitachi_value(fields.get("AcceleratingVoltage"), _HITACHI_VOLT_TO_KV)),
+        detector=fields.get("SignalName") or None,
+    )
+
+
 def find_sidecar(image_path: Path) -> Path | None:
     """A JEOL/Hitachi ``.txt`` sidecar with the image's stem next to it, if any."""
     for suffix in (".txt", ".TXT"):
@@ -265,14 +305,16 @@ def find_sidecar(image_path: Path) -> Path | None:
 
 
 def read_sidecar(image_path: Path, width_px: int | None) -> SemMetadata | None:
-    """Metadata from a JEOL-format sidecar, or None if there is none or it is not JEOL's format."""
+    """Metadata from a JEOL or Hitachi ``.txt`` sidecar, or None if there is none or its format is unknown."""
     sidecar = find_sidecar(image_path)
     if sidecar is None:
         return None
     text = sidecar.read_text(encoding="latin-1", errors="replace")
-    if "$CM_" not in text and "$$SM_" not in text:
-        return None
-    return parse_jeol_sidecar(text, width_px)
+    if "$CM_" in text or "$$SM_" in text:
+        return parse_jeol_sidecar(text, width_px)
+    if "[SemImageFile]" in text:
+        return parse_hitachi_sidecar(text)
+    return None
 
 
 def read_tiff_metadata(tif: Any) -> SemMetadata:

@@ -365,11 +365,13 @@ class TrainWidget(QWidget):
         ax = self.axes
         ax.clear()
         if self.history:
-            ax.plot([e.step for e in self.history], [e.loss for e in self.history], label="training loss (MSE)")
-            val = [(e.step, e.val_rmse**2) for e in self.history if e.val_rmse is not None]
+            steps = [e.step for e in self.history]
+            ax.plot(steps, [e.loss**0.5 for e in self.history], label="training RMSE (running)")
+            val = [(e.step, e.val_rmse) for e in self.history if e.val_rmse is not None]
             if val:
-                ax.plot(*zip(*val, strict=True), "o-", label="validation MSE")
+                ax.plot(*zip(*val, strict=True), "o-", label="validation RMSE")
             ax.set_xlabel("step")
+            ax.set_ylabel("RMSE (score units)")
             ax.legend(fontsize="x-small")
             ax.grid(True, alpha=0.3)
         else:
