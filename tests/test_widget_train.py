@@ -89,3 +89,16 @@ def test_cancel_leaves_weights_byte_identical(setup, qtbot):
     assert "unchanged" in trainer.status.text()
     assert weights.read_bytes() == before
     assert scorer.weights_edit.text() == str(weights)
+
+
+def test_keyboard_shortcuts_label_the_current_frame(setup):
+    viewer, _scorer, trainer, _frames, _weights, _path = setup
+    def press(key):
+        next(func for binding, func in viewer.keymap.items() if str(binding) == key)(viewer)
+
+    viewer.dims.set_current_step(0, 4)
+    press("7")
+    viewer.dims.set_current_step(0, 5)
+    press("=")
+    labels = {lb.frame: lb.score for lb in trainer.store.labels()}
+    assert labels == {4: 7.0, 5: 10.0}
