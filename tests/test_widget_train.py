@@ -93,6 +93,7 @@ def test_cancel_leaves_weights_byte_identical(setup, qtbot):
 
 def test_keyboard_shortcuts_label_the_current_frame(setup):
     viewer, _scorer, trainer, _frames, _weights, _path = setup
+
     def press(key):
         next(func for binding, func in viewer.keymap.items() if str(binding) == key)(viewer)
 

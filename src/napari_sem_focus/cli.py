@@ -275,9 +275,26 @@ def _print_best(summary: dict[str, Any]) -> None:
     )
 
 
+def _write_plot(plot: Path, n: int, count: int, rows: list[dict[str, Any]], key: str, peak: Any, title: str) -> None:
+    """The focus-curve PNG of series ``n`` (``plot`` itself, or ``<stem>_<n>`` when several series)."""
+    from .report import save_focus_plot
+
+    path = plot if count == 1 else plot.with_stem(f"{plot.stem}_{n}")
+    extra = [k for k in rows[0] if k not in ("series", "frame", "file", "working_distance_mm", key)]
+    save_focus_plot(path, rows, key, peak, extra, title=title)
+    print(f"plot written to {path}", file=sys.stderr)
+
+
+def _write_table(out: Path | None, rows: list[dict[str, Any]]) -> None:
+    if out:
+        from .report import write_csv
+
+        write_csv(out, rows)
+        print(f"table written to {out}", file=sys.stderr)
+
+
 def _cmd_metrics(args: argparse.Namespace) -> int:
     from .analysis import series_metrics
-    from .report import save_focus_plot, write_csv
 
     all_rows: list[dict[str, Any]] = []
     names = args.metrics or None
@@ -294,21 +311,15 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
             if len(args.paths) > 1:
                 print()
         if args.plot:
-            plot = args.plot if len(args.paths) == 1 else args.plot.with_stem(f"{args.plot.stem}_{n}")
-            others = [k for k in rows[0] if k not in ("series", "frame", "file", "working_distance_mm", rank_by)]
-            save_focus_plot(plot, rows, rank_by, peak, others, title=str(path))
-            print(f"plot written to {plot}", file=sys.stderr)
+            _write_plot(args.plot, n, len(args.paths), rows, rank_by, peak, str(path))
         all_rows += rows
-    if args.out:
-        write_csv(args.out, all_rows)
-        print(f"table written to {args.out}", file=sys.stderr)
+    _write_table(args.out, all_rows)
     return 0
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from .analysis import score_rows
     from .infer import interpret_score, model_magnification
-    from .report import save_focus_plot, write_csv
     from .samples import sample_series
     from .train import select_device
 
@@ -338,14 +349,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
             if len(sources) > 1:
                 print()
         if args.plot:
-            plot = args.plot if len(sources) == 1 else args.plot.with_stem(f"{args.plot.stem}_{n}")
-            extra = [k for k in rows[0] if k not in ("series", "frame", "file", "working_distance_mm", "score")]
-            save_focus_plot(plot, rows, "score", peak, extra, title=label)
-            print(f"plot written to {plot}", file=sys.stderr)
+            _write_plot(args.plot, n, len(sources), rows, "score", peak, label)
         all_rows += rows
-    if args.out:
-        write_csv(args.out, all_rows)
-        print(f"table written to {args.out}", file=sys.stderr)
+    _write_table(args.out, all_rows)
     return 0
 
 

@@ -33,6 +33,7 @@ from ..errors import SemFocusError
 from ..focus_curve import FocusPeak, find_best_focus
 from ..infer import MODES, interpret_score, model_magnification
 from ..report import focus_positions, write_csv
+from .layer_choice import ImageLayerChoice
 from .plot import FocusPlot
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class ScoreStackWidget(QWidget):
         self.worker: Any = None
         self._stop = threading.Event()
 
-        self.layer_box = QComboBox()
+        self.layer_box = ImageLayerChoice(viewer, self._layer_changed)
         self.mag_box = QDoubleSpinBox()
         self.mag_box.setRange(10, 2_000_000)
         self.mag_box.setDecimals(0)
@@ -146,31 +147,14 @@ class ScoreStackWidget(QWidget):
         self.keep_button.clicked.connect(self.keep_best)
         self.map_button.clicked.connect(self.show_focus_map)
         self.export_button.clicked.connect(self._export_dialog)
-        self.layer_box.currentTextChanged.connect(self._layer_changed)
-        viewer.layers.events.inserted.connect(self._refresh_layers)
-        viewer.layers.events.removed.connect(self._refresh_layers)
         viewer.dims.events.current_step.connect(self._dims_changed)
-        self._refresh_layers()
+        self.layer_box.refresh()
 
     # --- layer choice and magnification ------------------------------------------------------------------
-    def _refresh_layers(self, event: Any = None) -> None:
-        import napari
-
-        current = self.layer_box.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
-        self.layer_box.blockSignals(True)
-        self.layer_box.clear()
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
-        self.layer_box.blockSignals(False)
-        self._layer_changed(self.layer_box.currentText())
-
     def selected_layer(self) -> Any:
-        name = self.layer_box.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.layer_box.layer()
 
-    def _layer_changed(self, name: str) -> None:
+    def _layer_changed(self) -> None:
         layer = self.selected_layer()
         if layer is None:
             self.mag_info.setText("")

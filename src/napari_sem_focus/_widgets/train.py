@@ -18,7 +18,6 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -35,6 +34,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, SemFocusError
 from ..label_store import LabelStore, default_labels_path
+from .layer_choice import ImageLayerChoice
 from .score import series_for_layer
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class TrainWidget(QWidget):
         self._events: queue.Queue = queue.Queue()
         self.history: list[Any] = []
 
-        self.layer_box = QComboBox()
+        self.layer_box = ImageLayerChoice(viewer, self._layer_changed)
         self.labels_edit = QLineEdit()
         self.labels_edit.setPlaceholderText("next to the data")
         pick_labels = QPushButton("…")
@@ -136,36 +136,19 @@ class TrainWidget(QWidget):
         self.train_button.clicked.connect(self.start_fine_tune)
         self.cancel_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(self._use_dialog)
-        self.layer_box.currentTextChanged.connect(self._layer_changed)
-        viewer.layers.events.inserted.connect(self._refresh_layers)
-        viewer.layers.events.removed.connect(self._refresh_layers)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._drain_events)
         for key in range(10):
             viewer.bind_key(str(key), lambda v, s=key: self.label_current(float(s)), overwrite=True)
         viewer.bind_key("=", lambda v: self.label_current(10.0), overwrite=True)
-        self._refresh_layers()
+        self.layer_box.refresh()
         self._draw_history()
 
     # --- layers and the labels file ----------------------------------------------------------------------
-    def _refresh_layers(self, event: Any = None) -> None:
-        import napari
-
-        current = self.layer_box.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, napari.layers.Image)]
-        self.layer_box.blockSignals(True)
-        self.layer_box.clear()
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
-        self.layer_box.blockSignals(False)
-        self._layer_changed(self.layer_box.currentText())
-
     def selected_layer(self) -> Any:
-        name = self.layer_box.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.layer_box.layer()
 
-    def _layer_changed(self, name: str) -> None:
+    def _layer_changed(self) -> None:
         from ..infer import model_magnification
 
         layer = self.selected_layer()
