@@ -48,13 +48,21 @@ def score_rows(
 ) -> Iterator[tuple[dict[str, Any], Any]]:
     """Yield ``(row, FrameScore)`` per frame: :func:`frame_row` + learned ``score`` (+ classic ``metrics``).
 
-    ``metrics=None`` adds every classic metric, ``()`` none.
+    ``metrics=None`` adds every classic metric, ``()`` none. Each frame is read once: the classic metrics are
+    computed from the same array the model scores.
     """
     from .infer import score_series
 
     names = None if metrics is None else list(metrics)
-    for result in score_series(series, weights, magnification, mode, device, should_stop=should_stop):
-        row = frame_row(series, result.frame) | {"score": round(result.score, 4)}
-        if names is None or names:
-            row |= compute_metrics(series.frame(result.frame), names, smooth_sigma_px)
+    pending: dict[int, dict[str, float]] = {}
+
+    def frames() -> Iterator[Any]:
+        for i in range(len(series)):
+            frame = series.frame(i)
+            if names is None or names:
+                pending[i] = compute_metrics(frame, names, smooth_sigma_px)
+            yield frame
+
+    for result in score_series(series, weights, magnification, mode, device, should_stop=should_stop, frames=frames()):
+        row = frame_row(series, result.frame) | {"score": round(result.score, 4)} | pending.pop(result.frame, {})
         yield row, result

@@ -203,8 +203,12 @@ def score_series(
     device: str = "cpu",
     batch_size: int = 16,
     should_stop: Callable[[], bool] | None = None,
+    frames: Iterable[np.ndarray] | None = None,
 ) -> Iterator[FrameScore]:
-    """Score every frame of a :class:`FocusSeries` with the given (default: bundled) weights."""
+    """Score every frame of a :class:`FocusSeries` with the given (default: bundled) weights.
+
+    ``frames``: the series' frames when the caller already reads them (default: ``series.frames()``).
+    """
     from .weights import load_model
 
     mag, _source = model_magnification(series, magnification)
@@ -214,4 +218,5 @@ def score_series(
             "metadata): give it (CLI: --mag)"
         )
     model = load_model(weights, device)
-    yield from score_frames(series.frames(), mag, model, mode, batch_size, device, should_stop)
+    frames = series.frames() if frames is None else frames
+    yield from score_frames(frames, mag, model, mode, batch_size, device, should_stop)
