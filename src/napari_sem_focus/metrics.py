@@ -50,9 +50,11 @@ def tenengrad(image: np.ndarray, smooth_sigma_px: float = 0.0) -> float:
     """Tenengrad, F = (1/N) sum (Gx^2 + Gy^2) with 3x3 Sobel gradients, no threshold
     (Tenenbaum 1970; Krotkov 1987)."""
     img = _as_float(image, smooth_sigma_px)
-    gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
+    energy = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=3)
+    np.multiply(energy, energy, out=energy)  # in place: fewer full-size temporaries
     gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=3)
-    return float(cv2.mean(gx * gx + gy * gy)[0])
+    energy += np.multiply(gy, gy, out=gy)
+    return float(energy.mean())
 
 
 def brenner(image: np.ndarray, smooth_sigma_px: float = 0.0) -> float:
