@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtWidgets import QComboBox
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLineEdit, QPushButton
 
 
 class ImageLayerChoice(QComboBox):
@@ -36,3 +36,26 @@ class ImageLayerChoice(QComboBox):
         """The chosen layer, or None."""
         name = self.currentText()
         return self.viewer.layers[name] if name in self.viewer.layers else None
+
+
+def path_row(placeholder: str, on_browse: Callable[[], None]) -> tuple[QLineEdit, QHBoxLayout]:
+    """A path line edit with a "…" browse button; returns (edit, row layout)."""
+    edit = QLineEdit()
+    edit.setPlaceholderText(placeholder)
+    browse = QPushButton("…")
+    browse.setMaximumWidth(30)
+    browse.clicked.connect(on_browse)
+    row = QHBoxLayout()
+    row.addWidget(edit)
+    row.addWidget(browse)
+    return edit, row
+
+
+def magnification_box(value: float = 5000.0) -> QDoubleSpinBox:
+    """Spin box for the model's magnification (10x to 2,000,000x)."""
+    box = QDoubleSpinBox()
+    box.setRange(10, 2_000_000)
+    box.setDecimals(0)
+    box.setValue(value)
+    box.setSuffix(" x")
+    return box

@@ -16,12 +16,10 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -33,7 +31,7 @@ from ..errors import SemFocusError
 from ..focus_curve import FocusPeak, find_best_focus
 from ..infer import MODES, interpret_score, model_magnification
 from ..report import focus_positions, write_csv
-from .layer_choice import ImageLayerChoice
+from .layer_choice import ImageLayerChoice, magnification_box, path_row
 from .plot import FocusPlot
 
 if TYPE_CHECKING:
@@ -79,25 +77,14 @@ class ScoreStackWidget(QWidget):
         self._stop = threading.Event()
 
         self.layer_box = ImageLayerChoice(viewer, self._layer_changed)
-        self.mag_box = QDoubleSpinBox()
-        self.mag_box.setRange(10, 2_000_000)
-        self.mag_box.setDecimals(0)
-        self.mag_box.setValue(5000)
-        self.mag_box.setSuffix(" x")
+        self.mag_box = magnification_box()
         self.mag_info = QLabel("")
         self.mag_info.setWordWrap(True)
         self.device_box = QComboBox()
         self.device_box.addItems(["auto", "cpu", "cuda"])
         self.mode_box = QComboBox()
         self.mode_box.addItems(list(MODES))
-        self.weights_edit = QLineEdit()
-        self.weights_edit.setPlaceholderText("bundled default")
-        browse = QPushButton("…")
-        browse.setMaximumWidth(30)
-        browse.clicked.connect(self._browse_weights)
-        weights_row = QHBoxLayout()
-        weights_row.addWidget(self.weights_edit)
-        weights_row.addWidget(browse)
+        self.weights_edit, weights_row = path_row("bundled default", self._browse_weights)
         self.metrics_check = QCheckBox("classic metrics too")
         self.metrics_check.setChecked(True)
 

@@ -23,7 +23,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -34,7 +33,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, SemFocusError
 from ..label_store import LabelStore, default_labels_path
-from .layer_choice import ImageLayerChoice
+from .layer_choice import ImageLayerChoice, magnification_box, path_row
 from .score import series_for_layer
 
 if TYPE_CHECKING:
@@ -64,18 +63,8 @@ class TrainWidget(QWidget):
         self.history: list[Any] = []
 
         self.layer_box = ImageLayerChoice(viewer, self._layer_changed)
-        self.labels_edit = QLineEdit()
-        self.labels_edit.setPlaceholderText("next to the data")
-        pick_labels = QPushButton("…")
-        pick_labels.setMaximumWidth(30)
-        pick_labels.clicked.connect(self._choose_labels_file)
-        labels_row = QHBoxLayout()
-        labels_row.addWidget(self.labels_edit)
-        labels_row.addWidget(pick_labels)
-        self.mag_box = QDoubleSpinBox()
-        self.mag_box.setRange(10, 2_000_000)
-        self.mag_box.setDecimals(0)
-        self.mag_box.setValue(5000)
+        self.labels_edit, labels_row = path_row("next to the data", self._choose_labels_file)
+        self.mag_box = magnification_box()
         self.score_box = QDoubleSpinBox()
         self.score_box.setRange(0, 10)
         self.score_box.setSingleStep(0.5)
