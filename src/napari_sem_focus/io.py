@@ -532,11 +532,6 @@ def series_from_stack(
     return series
 
 
-def read_image(path: str | Path, **kwargs: Any) -> FocusSeries:
-    """Alias of :func:`read_series` for a single image file (a 1-frame series)."""
-    return read_series(path, **kwargs)
-
-
 def write_series_tiff(
     path: str | Path,
     frames: Sequence[np.ndarray] | np.ndarray,

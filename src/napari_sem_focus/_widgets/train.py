@@ -200,41 +200,34 @@ class TrainWidget(QWidget):
         return label
 
     def _frame_loader(self) -> Any:
-        """Read labelled frames: from open layers when the label names one, else from files."""
+        """Read labelled frames: from open layers when the label names one (each layer's series built once),
+        else from files."""
         from ..data import load_frame
 
-        by_key = {}
+        series = {}
         for layer in self.viewer.layers:
-            if layer in self.viewer.layers and hasattr(layer, "rgb"):
-                key, _ = layer_source(layer)
-                by_key[key] = layer
+            if isinstance(layer, napari_image_type()):
+                try:
+                    series[layer_source(layer)[0]] = series_for_layer(layer)
+                except SemFocusError:
+                    continue
 
         def load(path: str, frame: int) -> Any:
-            if path in by_key:
-                return series_for_layer(by_key[path]).frame(frame)
-            return load_frame(Path(path), frame)
+            return series[path].frame(frame) if path in series else load_frame(Path(path), frame)
 
         return load
 
     def predictions(self) -> list[float | None]:
         """The current scoring model's score of each labelled frame (None when it cannot be read)."""
-        from ..infer import score_frames
         from ..weights import load_model
 
         if self.store is None or not len(self.store):
             return []
-        load, out = self._frame_loader(), []
         try:
             model = load_model(self._scoring_weights())
         except SemFocusError:
             return [None] * len(self.store)
-        for label in self.store.labels():
-            try:
-                result = next(score_frames([load(label.path, label.frame)], label.magnification, model, "center"))
-                out.append(result.score)
-            except (SemFocusError, OSError):
-                out.append(None)
-        return out
+        return self.store.predict_scores(model, self._frame_loader())
 
     def refresh_table(self, with_predictions: bool = True) -> None:
         labels = self.store.labels() if self.store is not None else []
@@ -403,6 +396,12 @@ class TrainWidget(QWidget):
         )
         if path:
             self.use_model(path)
+
+
+def napari_image_type() -> type:
+    import napari
+
+    return napari.layers.Image
 
 
 def _score_widgets(viewer: Any) -> list[Any]:

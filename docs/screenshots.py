@@ -1,0 +1,81 @@
+"""Screenshots of napari with the plugin's widgets, for the README and docs (look at them after a change).
+
+Run under a real X server (not QT_QPA_PLATFORM=offscreen):  xvfb-run -a python docs/screenshots.py
+Writes docs/images/napari_score_stack.png (Score stack after scoring the tin-ball sample) and
+docs/images/napari_train_widget.png (Label & fine-tune after labelling 11 frames and a 30-step fine-tune).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+from napari_sem_focus._sample_data import tinball_series
+from napari_sem_focus._widgets.score import ScoreStackWidget
+from napari_sem_focus._widgets.train import TrainWidget
+
+IMAGES = Path(__file__).resolve().parent / "images"
+
+
+def _viewer_with_sample(height: int) -> tuple[napari.Viewer, napari.layers.Image]:
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, height)
+    data, kwargs, _ = tinball_series()[0]
+    return viewer, viewer.add_image(data, **kwargs)
+
+
+def _wait(done: Callable[[], bool]) -> None:
+    app = QApplication.instance()
+    while not done():
+        app.processEvents()
+        time.sleep(0.02)
+    for _ in range(30):
+        app.processEvents()
+
+
+def score_stack() -> Path:
+    viewer, layer = _viewer_with_sample(900)
+    widget = ScoreStackWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Score stack", area="right")
+    widget.start_scoring()
+    _wait(widget.score_button.isEnabled)
+    widget.go_to_best()
+    widget.show_focus_map()
+    viewer.layers.selection.active = layer
+    _wait(lambda: True)
+    out = IMAGES / "napari_score_stack.png"
+    viewer.screenshot(str(out), canvas_only=False)
+    print(f"best frame {widget.peak.index}: {out}")
+    viewer.close()
+    return out
+
+
+def train_widget() -> Path:
+    viewer, layer = _viewer_with_sample(950)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Label & fine-tune", area="right")
+    widget.open_labels(Path(tempfile.mkdtemp()) / "tinball_focus_labels.csv")
+    truth = layer.metadata["focus_series"].truth
+    for frame in range(0, 21, 2):
+        viewer.dims.set_current_step(0, frame)
+        widget.label_current(round(truth[frame]["score"] * 2) / 2)
+    widget.steps_box.setValue(30)
+    widget.start_fine_tune(crop_size=(96, 128), batch_size=4)
+    _wait(widget.train_button.isEnabled)
+    viewer.dims.set_current_step(0, 10)
+    out = IMAGES / "napari_train_widget.png"
+    viewer.screenshot(str(out), canvas_only=False)
+    print(f"{widget.status.text()}: {out}")
+    viewer.close()
+    return out
+
+
+if __name__ == "__main__":
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    score_stack()
+    train_widget()
