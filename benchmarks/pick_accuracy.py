@@ -21,8 +21,13 @@ from napari_sem_focus.io import read_series
 from napari_sem_focus.simulate import SPECIMENS, simulate_series
 from napari_sem_focus.weights import load_model
 
-POOLS = {"median": np.median, "mean": np.mean, "p75": lambda t: np.quantile(t, 0.75),
-         "p90": lambda t: np.quantile(t, 0.9), "max": np.max}
+POOLS = {
+    "median": np.median,
+    "mean": np.mean,
+    "p75": lambda t: np.quantile(t, 0.75),
+    "p90": lambda t: np.quantile(t, 0.9),
+    "max": np.max,
+}
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -47,9 +52,16 @@ def main() -> None:
         mag = float(rng.choice([500.0, 1000.0, 2000.0, 5000.0, 10000.0]))
         dose = float(rng.choice([4.0, 40.0, 1000.0]))
         astig = float(rng.choice([0.0, 0.0, 0.3])) * 40_000 / mag
-        frames, _ = simulate_series(family, mag, steps=11, shape=(480, 640), seed=100 + k,
-                                    focus_offset_steps=float(rng.uniform(-0.4, 0.4)), electrons_per_px=dose,
-                                    astig_um=astig)
+        frames, _ = simulate_series(
+            family,
+            mag,
+            steps=11,
+            shape=(480, 640),
+            seed=100 + k,
+            focus_offset_steps=float(rng.uniform(-0.4, 0.4)),
+            electrons_per_px=dose,
+            astig_um=astig,
+        )
         truth = np.array([f.score for f in frames])
         images = [f.image.astype(np.float32) / 255 for f in frames]
         for method, scores in evaluate_series(model, images, mag).items():
@@ -70,8 +82,10 @@ def main() -> None:
             for mag in (5000.0, 20000.0):
                 for method, scores in evaluate_series(model, images, mag).items():
                     pick = int(np.argmax(scores))
-                    print(f"  {name[:28]:28s} {mag:7.0f}x {method:13s} pick {pick:2d} "
-                          f"{'OK ' if sharp[pick] == sharp.max() else 'bad'} spearman {spearman(scores, sharp):6.3f}")
+                    print(
+                        f"  {name[:28]:28s} {mag:7.0f}x {method:13s} pick {pick:2d} "
+                        f"{'OK ' if sharp[pick] == sharp.max() else 'bad'} spearman {spearman(scores, sharp):6.3f}"
+                    )
 
 
 if __name__ == "__main__":

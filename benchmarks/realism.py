@@ -8,7 +8,8 @@
 
 Real frames: every image in ../shared/data/{fei_sem2surface,deepfocus,vendor_metadata} (scored region, data bar
 excluded). Simulated: in-focus and defocused frames of every family at the paper's magnifications, at low
-(5 e/px), medium (100 e/px) and high (5000 e/px) dose.
+(5 e/px), medium (100 e/px) and high (5000 e/px) dose; and the first 120 non-blank frames of the training
+split at 1024x768 (the distribution the model learns from).
 Run: python benchmarks/realism.py
 """
 
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 
 from napari_sem_focus.io import read_series
-from napari_sem_focus.simulate import SPECIMENS, FrameParams, simulate_frame
+from napari_sem_focus.simulate import SPECIMENS, FrameParams, dataset_params, simulate_frame
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -50,8 +51,13 @@ def stats(img: np.ndarray) -> dict[str, float]:
     x = img.astype(np.float64).ravel()
     z = (x - x.mean()) / (x.std() + 1e-12)
     sigma = noise_sigma(img)
-    return {"slope": spectrum_slope(img), "noise": sigma, "snr": float(img.std() / max(sigma, 1e-6)),
-            "skew": float((z**3).mean()), "kurt": float((z**4).mean() - 3)}
+    return {
+        "slope": spectrum_slope(img),
+        "noise": sigma,
+        "snr": float(img.std() / max(sigma, 1e-6)),
+        "skew": float((z**3).mean()),
+        "kurt": float((z**4).mean() - 3),
+    }
 
 
 def real_frames() -> list[tuple[str, np.ndarray]]:
@@ -67,17 +73,38 @@ def real_frames() -> list[tuple[str, np.ndarray]]:
 def simulated_frames() -> list[tuple[str, np.ndarray]]:
     out = []
     for family in SPECIMENS:
-        for mag, dose, defocus in ((500.0, 100.0, 0.0), (5000.0, 5.0, 0.0), (5000.0, 5000.0, 0.0),
-                                   (10000.0, 100.0, 3.0)):
+        for mag, dose, defocus in (
+            (500.0, 100.0, 0.0),
+            (5000.0, 5.0, 0.0),
+            (5000.0, 5000.0, 0.0),
+            (10000.0, 100.0, 3.0),
+        ):
             p = FrameParams(family=family, magnification=mag, electrons_per_px=dose, defocus_um=defocus, seed=3)
             out.append((f"sim {family} {mag:g}x {dose:g}e df{defocus:g}", simulate_frame(p, (768, 1024)).image / 255.0))
+    return out
+
+
+def training_frames(n: int = 120) -> list[tuple[str, np.ndarray]]:
+    """The first ``n`` non-blank frames of the training split, at 1024x768: what the model learns from."""
+    out, index = [], 0
+    while len(out) < n:
+        p = dataset_params("train", index)
+        index += 1
+        if p.blank is None:
+            name = f"train {index - 1} {p.family} {p.magnification:.0f}x {p.electrons_per_px:.0f}e"
+            out.append((name, simulate_frame(p, (768, 1024)).image / 255.0))
     return out
 
 
 def main() -> None:
     header = f"{'frame':46s} {'PSD slope':>9s} {'noise':>7s} {'SNR':>6s} {'skew':>6s} {'kurt':>6s}"
     groups = {}
-    for title, frames in (("REAL", real_frames() if DATA.exists() else []), ("SIMULATED", simulated_frames())):
+    sources = (
+        ("REAL", real_frames() if DATA.exists() else []),
+        ("SIMULATED", simulated_frames()),
+        ("TRAINING", training_frames()),
+    )
+    for title, frames in sources:
         print(f"\n{title}\n{header}")
         rows = []
         for name, img in frames:

@@ -180,3 +180,60 @@ def test_cli_simulate_dataset_and_torch_dataset(tmp_path):
     sim = SimulatedFrames("train", length=3, shape=(64, 96), crop_size=(48, 64))
     image, _mag, score = sim[1]
     assert image.shape == (1, 48, 64) and image.dtype.is_floating_point
+
+
+@pytest.mark.parametrize("mean", [0.3, 1.5, 5.0, 11.0, 40.0])
+def test_table_poisson_matches_poisson_statistics(mean):
+    from napari_sem_focus.simulate.random_fields import poisson
+
+    counts = poisson(np.random.default_rng(0), np.full((400, 500), mean, np.float32))
+    assert np.array_equal(counts, np.round(counts)) and counts.min() >= 0
+    assert counts.mean() == pytest.approx(mean, rel=0.02)  # lambda rounded within 1 %, plus sampling error
+    assert counts.var() == pytest.approx(mean, rel=0.03)
+    assert (counts == 0).mean() == pytest.approx(np.exp(-mean), abs=0.005)
+
+
+def test_table_poisson_uses_exact_sampler_beyond_the_table():
+    from napari_sem_focus.simulate.random_fields import POISSON_MAX_MEAN, poisson
+
+    lam = np.full((200, 200), 3 * POISSON_MAX_MEAN, np.float32)
+    counts = poisson(np.random.default_rng(1), lam)
+    assert counts.mean() == pytest.approx(3 * POISSON_MAX_MEAN, rel=0.01)  # not capped at the table's 255
+
+
+def test_fast_normal_field_is_reproducible_and_standard():
+    from napari_sem_focus.simulate.random_fields import standard_normal
+
+    a = standard_normal(np.random.default_rng(5), (300, 400))
+    b = standard_normal(np.random.default_rng(5), (300, 400))
+    c = standard_normal(np.random.default_rng(6), (300, 400))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert abs(a.mean()) < 0.01 and a.std() == pytest.approx(1.0, abs=0.01)
+    assert ((a**4).mean()) == pytest.approx(3.0, abs=0.1)  # Gaussian kurtosis
+
+
+def test_allocator_tuning_is_safe_to_call_twice():
+    from napari_sem_focus.simulate.allocator import reuse_freed_memory
+
+    first = reuse_freed_memory()
+    assert reuse_freed_memory() is first
+    frame = simulate_frame(FrameParams(family="tinball", seed=3), (120, 160))
+    assert frame.image.shape == (120, 160)
+
+
+def test_inverted_contrast_gives_dark_objects_on_a_bright_substrate(tmp_path):
+    def skew(image: np.ndarray) -> float:
+        z = (image - image.mean()) / image.std()
+        return float((z**3).mean())
+
+    plain = simulate_frame(FrameParams(family="tinball", electrons_per_px=1e4, seed=2), SMALL)
+    inverted = simulate_frame(FrameParams(family="tinball", electrons_per_px=1e4, seed=2, inverted=True), SMALL)
+    assert skew(plain.image.astype(float)) > 0 > skew(inverted.image.astype(float))
+    assert inverted.score == pytest.approx(plain.score, abs=0.5)  # focus, not contrast polarity, sets the score
+    fractions = [dataset_params("train", i).inverted for i in range(400)]
+    assert 0.2 < np.mean(fractions) < 0.4
+    assert (
+        main(["simulate", "series", "--inverted", "--steps", "3", "--size", "160", "120", "--out", str(tmp_path)]) == 0
+    )
+    rows = list(csv.DictReader(open(tmp_path / "series_labels.csv", encoding="utf-8")))
+    assert [r["inverted"] for r in rows] == ["1", "1", "1"]

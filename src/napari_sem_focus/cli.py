@@ -159,6 +159,9 @@ def _add_simulate_parser(sub: Any) -> None:
     series.add_argument("--seed", type=int, default=0)
     series.add_argument("--astig", type=float, default=0.0, metavar="UM", help="astigmatism (µm)")
     series.add_argument("--dose", type=float, default=200.0, metavar="E_PER_PX", help="electrons per pixel")
+    series.add_argument(
+        "--inverted", action="store_true", help="inverted material contrast: dark objects on a bright substrate"
+    )
     series.add_argument("--noisy-frame", type=int, default=None, help="index of one very noisy fast-scan frame")
     series.add_argument("--offset", type=float, default=0.0, help="best focus offset in steps (sub-step)")
     series.add_argument("--out", type=Path, required=True, help="output folder")
@@ -358,6 +361,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_simulate_series(args: argparse.Namespace) -> int:
     from .report import format_table
     from .simulate import simulate_series, write_series
+    from .simulate.allocator import reuse_freed_memory
+
+    reuse_freed_memory()
 
     width, height = args.size
     frames, wds = simulate_series(
@@ -370,6 +376,7 @@ def _cmd_simulate_series(args: argparse.Namespace) -> int:
         noisy_frame=args.noisy_frame,
         astig_um=args.astig,
         electrons_per_px=args.dose,
+        inverted=args.inverted,
     )
     path = write_series(args.out, frames, wds, args.name)
     rows = [
@@ -385,6 +392,9 @@ def _cmd_simulate_dataset(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .simulate import write_dataset
+    from .simulate.allocator import reuse_freed_memory
+
+    reuse_freed_memory()
 
     width, height = args.size
     with tqdm(total=args.n, unit="frame", disable=None) as bar:

@@ -171,9 +171,12 @@ class SimulatedFrames(Dataset):
         crop_size: tuple[int, int] | None = None,
         train: bool | None = None,
     ):
+        from .simulate.allocator import reuse_freed_memory
+
         self.split, self.length, self.shape = split, length, shape
         self.crop_size = crop_size or shape
         self.train = (split == "train") if train is None else train
+        reuse_freed_memory()  # frame after frame: keep freed buffers (data-loader workers inherit it)
 
     def __len__(self) -> int:
         return self.length

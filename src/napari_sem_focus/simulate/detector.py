@@ -5,6 +5,7 @@
    escaping near steep edges, a halo ``edge_gain * blur(steep, edge_nm / p)`` of physical width ``edge_nm``
    (10-150 nm), so edges are wide in pixels at high magnification even in perfect focus — plus detector
    *shading* ``shade * (grad h . u) / sec theta`` from the Everhart-Thornley detector's side position ``u``.
+   A BSE-like (compositional) frame scales the three topographic terms by ``topography`` = 0.5.
 2. The probe blurs the yield map (:func:`~napari_sem_focus.simulate.optics.apply_probe`).
 3. Shot noise: ``n_e`` electrons per pixel on average; counts ~ Poisson(n_e * Y / mean Y) (Gaussian
    approximation above 12 e/px), times an excess-noise factor (scintillator/PMT gain spread, 1-2.5).
@@ -19,28 +20,54 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from . import random_fields
 from .optics import gauss_blur
 from .specimens import Specimen
 
 
 def se_yield(
-    spec: Specimen, pixel_nm: float, edge_nm: float, edge_gain: float, shade: float, shade_angle: float
+    spec: Specimen,
+    pixel_nm: float,
+    edge_nm: float,
+    edge_gain: float,
+    shade: float,
+    shade_angle: float,
+    topography: float = 1.0,
 ) -> np.ndarray:
-    """Secondary-electron yield map of a specimen (float32, mean ~ material)."""
+    """Secondary-electron yield map of a specimen (float32, mean ~ material).
+
+    ``topography`` scales the tilt exponent, edge gain and shading (1: SE image; 0.5: BSE-like image, where
+    material contrast dominates).
+    """
     h = spec.height_px
-    gx = cv2.Sobel(h, cv2.CV_32F, 1, 0, ksize=3) * np.float32(0.125)
-    gy = cv2.Sobel(h, cv2.CV_32F, 0, 1, ksize=3) * np.float32(0.125)
-    sec = np.minimum(np.sqrt(1.0 + gx * gx + gy * gy), np.float32(6.0))
-    y = spec.material * cv2.pow(sec, 0.8)
+    gx = cv2.Sobel(h, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(h, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    sec = cv2.magnitude(gx, gy)  # |grad h|; sec(theta) = sqrt(1 + |grad h|^2), capped at 6
+    cv2.multiply(sec, sec, dst=sec)
+    sec += np.float32(1.0)
+    cv2.sqrt(sec, dst=sec)
+    np.minimum(sec, np.float32(6.0), out=sec)
+    y = cv2.pow(sec, 0.8 * topography)
+    y *= spec.material
+    edge_gain, shade = edge_gain * topography, shade * topography
     if edge_gain > 0:
         steep = (sec > 1.6).astype(np.float32)
         sigma = max(0.3, edge_nm / pixel_nm)
         halo = gauss_blur(steep, min(sigma, 0.2 * min(h.shape)))
-        y = y + np.float32(edge_gain) * halo * spec.material
+        halo *= spec.material
+        halo *= np.float32(edge_gain)
+        y += halo
     if shade != 0:
-        ux, uy = float(np.cos(shade_angle)), float(np.sin(shade_angle))  # Python floats keep float32
-        y = y * (1.0 + np.float32(shade) * np.clip((gx * ux + gy * uy) / sec, -1.0, 1.0))
-    return np.maximum(y, 0.005).astype(np.float32)
+        # detector shading: 1 + shade * clip((grad h . u) / sec, -1, 1)
+        ux, uy = float(np.cos(shade_angle)), float(np.sin(shade_angle))
+        tilt = cv2.addWeighted(gx, ux, gy, uy, 0.0)
+        cv2.divide(tilt, sec, dst=tilt)
+        np.clip(tilt, -1.0, 1.0, out=tilt)
+        tilt *= np.float32(shade)
+        tilt += np.float32(1.0)
+        y *= tilt
+    np.maximum(y, np.float32(0.005), out=y)
+    return y
 
 
 def shot_noise(
@@ -50,13 +77,17 @@ def shot_noise(
     mean = float(signal.mean()) or 1.0
     lam = signal * np.float32(electrons_per_px / mean)
     if electrons_per_px < 12:
-        counts = rng.poisson(lam).astype(np.float32)
+        counts = random_fields.poisson(rng, lam)
         if excess > 1.0:
-            counts = lam + (counts - lam) * np.float32(np.sqrt(excess))
+            counts -= lam
+            counts *= np.float32(np.sqrt(excess))
+            counts += lam
     else:
-        noise = rng.standard_normal(lam.shape, dtype=np.float32)
-        counts = lam + np.sqrt(lam * np.float32(excess)) * noise
-    return counts / np.float32(electrons_per_px)
+        counts = random_fields.standard_normal(rng, lam.shape)
+        counts *= cv2.sqrt(lam * np.float32(excess))
+        counts += lam
+    counts *= np.float32(1.0 / electrons_per_px)
+    return counts
 
 
 def scan_artefacts(

@@ -3,8 +3,9 @@
 :func:`sample_params` draws the parameters of one training frame: a balanced mix of the paper's five
 magnifications (500, 1k, 2k, 5k, 10k; 70 %) and log-uniform magnifications from 200x to 100,000x (30 %), a
 target score uniform in [0, 10] (plus extra in-focus frames) turned into a defocus through the score function,
-FEG or tungsten sources, astigmatism in a quarter of the frames, and doses from frame-averaged (10^4 e/px) down
-to very noisy fast scans (1.5 e/px). 6 % are the paper's 0-score blank frames.
+FEG or tungsten sources, astigmatism in a quarter of the frames, BSE-like inverted material contrast in 30 %
+(dark objects on a bright substrate), and doses from frame-averaged (10^4 e/px) down to very noisy fast scans
+(1.5 e/px). 6 % are the paper's 0-score blank frames.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from . import detector, labels, optics
 from .specimens import TRAINING_FAMILIES, Specimen, make_specimen
 
 PAPER_MAGNIFICATIONS = (500.0, 1000.0, 2000.0, 5000.0, 10000.0)
+
+#: Fraction of training frames with inverted material contrast (dark objects on a bright substrate). Real frames
+#: in ../shared/data have a median grey-value skewness of -0.29; bright-object-only simulation gave +0.66.
+INVERTED_FRACTION = 0.3
+#: Topographic contrast left in an inverted (BSE-like) frame, relative to an SE frame.
+BSE_TOPOGRAPHY = 0.5
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,9 @@ class FrameParams:
         edge_nm, edge_gain, shade, shade_angle: SE contrast (see :mod:`.detector`).
         tail_fraction: fraction of the probe current in a 3x wider tail.
         brightness, contrast: display settings.
+        inverted: compositional, BSE-like contrast: the material contrast inverted (``min + max - material``,
+            dark objects on a bright substrate, as low-Z particles on a metal) and the topographic contrast
+            (tilt, edge effect, shading) scaled by ``BSE_TOPOGRAPHY``.
         blank: None, or one of ``detector.BLANK_KINDS`` for a 0-score frame.
         seed: seed of the specimen; noise uses ``seed + noise_seed``.
         noise_seed: offset for the noise draw (series frames share the specimen, not the noise).
@@ -64,6 +74,7 @@ class FrameParams:
     tail_fraction: float = 0.1
     brightness: float = 0.45
     contrast: float = 0.35
+    inverted: bool = False
     blank: str | None = None
     seed: int = 0
     noise_seed: int = 0
@@ -117,6 +128,7 @@ class SimulatedFrame:
             "feature_nm": round(self.feature_nm, 3),
             "electrons_per_px": p.electrons_per_px,
             "astig_um": p.astig_um,
+            "inverted": int(p.inverted),
         }
         if working_distance_mm is not None:
             facts["working_distance_mm"] = working_distance_mm
@@ -126,7 +138,14 @@ class SimulatedFrame:
 def render(spec: Specimen, params: FrameParams, rng: np.random.Generator) -> SimulatedFrame:
     """Image a specimen with the probe, detector and scan of ``params``; score it."""
     pixel = params.pixel_nm
-    clean = detector.se_yield(spec, pixel, params.edge_nm, params.edge_gain, params.shade, params.shade_angle)
+    topography = 1.0
+    if params.inverted:
+        lo, hi = float(spec.material.min()), float(spec.material.max())
+        spec = replace(spec, material=np.float32(lo + hi) - spec.material)
+        topography = BSE_TOPOGRAPHY
+    clean = detector.se_yield(
+        spec, pixel, params.edge_nm, params.edge_gain, params.shade, params.shade_angle, topography
+    )
     contrast_c = float(clean.std() / max(clean.mean(), 1e-6))
     du, dv = params.probe_diameters_nm()
     blurred = optics.apply_probe(clean, du / pixel, dv / pixel, params.astig_angle_deg, params.tail_fraction)
@@ -220,4 +239,5 @@ def sample_params(
     if rng.random() < 0.25:
         astig = rng.uniform(0.2, 1.5) * max(abs(defocus), optics.defocus_for_diameter_um(4 * pixel, d0, alpha))
         params = replace(params, astig_um=astig)
-    return replace(params, defocus_um=defocus)
+    # drawn last, so that adding it left every earlier parameter of a seed unchanged
+    return replace(params, defocus_um=defocus, inverted=bool(rng.random() < INVERTED_FRACTION))

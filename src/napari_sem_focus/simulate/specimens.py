@@ -14,12 +14,15 @@ Families: ``tinball`` (spheres of log-normal radii on carbon), ``grid`` (metal m
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from .random_fields import standard_normal
 
 
 @dataclass
@@ -51,26 +54,51 @@ def fractal_noise(
     scale = max(max_scale_px, min_scale_px)
     acc = np.zeros((max(2, int(rows / scale) + 1), max(2, int(cols / scale) + 1)), np.float32)
     while True:
-        acc += rng.standard_normal(acc.shape, dtype=np.float32) * np.float32(scale**beta)
+        octave = standard_normal(rng, acc.shape)
+        octave *= np.float32(scale**beta)
+        acc += octave
         if scale / 2 < min_scale_px:
             break
         scale /= 2
         size = (max(2, int(cols / scale) + 1), max(2, int(rows / scale) + 1))
         acc = cv2.resize(acc, size, interpolation=cv2.INTER_LINEAR)
     out = cv2.resize(acc, (cols, rows), interpolation=cv2.INTER_CUBIC)
-    out -= out.mean()
-    std = float(out.std())
-    return out / std if std > 0 else out
+    sample = out[::4, ::4]  # a 1/16 sample estimates the mean and std to well under 1 %
+    mean, std = float(sample.mean()), float(sample.std())
+    out -= np.float32(mean)
+    if std > 0:
+        out *= np.float32(1.0 / std)
+    return out
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
+_CACHED_GRID_RADIUS = 64
+
+
+@functools.lru_cache(maxsize=_CACHED_GRID_RADIUS + 1)
+def _cached_grid(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y, x = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
+    r2 = x * x + y * y
+    for a in (y, x, r2):
+        a.setflags(write=False)
+    return y, x, r2
+
+
+def _centred_grid(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(y, x, x^2 + y^2)`` (float32, read-only) over the square [-r, r]^2; small ones are cached (many grains)."""
+    if r <= _CACHED_GRID_RADIUS:
+        return _cached_grid(r)
+    y, x = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
+    return y, x, x * x + y * y
+
+
 def _sphere_patch(radius_px: float) -> tuple[np.ndarray, int]:
     r = math.ceil(radius_px)
-    y, x = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
-    return np.sqrt(np.maximum(radius_px**2 - x * x - y * y, 0.0)), r
+    r2 = _centred_grid(r)[2]
+    return np.sqrt(np.maximum(np.float32(radius_px**2) - r2, np.float32(0.0))), r
 
 
 def _paste_max(
@@ -111,25 +139,49 @@ def tinball(rng: np.random.Generator, shape: tuple[int, int], pixel_nm: float, h
     return Specimen(height, material, median_d_nm, "tinball")
 
 
+def _rotated_coordinate(shape: tuple[int, int], angle: float, offset: float) -> np.ndarray:
+    """``x cos(angle) + y sin(angle) + offset`` over the pixel grid (float32, pixels)."""
+    rows, cols = shape
+    x = np.arange(cols, dtype=np.float32) * np.float32(math.cos(angle))
+    y = np.arange(rows, dtype=np.float32) * np.float32(math.sin(angle)) + np.float32(offset)
+    return np.add.outer(y, x)
+
+
+def _distance_to_centre_line(coord: np.ndarray, pitch_px: float) -> np.ndarray:
+    """``|mod(coord, pitch) - pitch / 2|``: distance (px) to the nearest centre line of a periodic pattern.
+
+    Overwrites and returns ``coord``.
+    """
+    coord *= np.float32(1.0 / pitch_px)
+    coord -= np.floor(coord)
+    coord -= np.float32(0.5)
+    np.abs(coord, out=coord)
+    coord *= np.float32(pitch_px)
+    return coord
+
+
 def grid(rng: np.random.Generator, shape: tuple[int, int], pixel_nm: float, hfw_nm: float) -> Specimen:
     """A metal mesh: two sets of raised bars with rounded tops over dark holes, at a random angle."""
     pitch_px = hfw_nm * _log_uniform(rng, 1 / 14, 1 / 2.5) / pixel_nm
     bar_px = pitch_px * rng.uniform(0.15, 0.45)
     angle = rng.uniform(0, math.pi / 2)
-    rows, cols = shape
-    y, x = np.mgrid[0:rows, 0:cols].astype(np.float32)
-    u = x * math.cos(angle) + y * math.sin(angle) + rng.uniform(0, pitch_px)
-    v = -x * math.sin(angle) + y * math.cos(angle) + rng.uniform(0, pitch_px)
+    half = np.float32(bar_px / 2)
 
-    def bars(coord: np.ndarray) -> np.ndarray:
-        dist = np.abs(np.mod(coord, pitch_px) - pitch_px / 2)  # distance to the bar centre line
-        half = bar_px / 2
-        return np.sqrt(np.maximum(1.0 - (dist / half) ** 2, 0.0)) * np.float32(half)
+    def bars(angle: float, offset: float) -> np.ndarray:
+        """Bar height half * sqrt(1 - (dist / half)^2): a rounded top of width ``bar_px``."""
+        dist = _distance_to_centre_line(_rotated_coordinate(shape, angle, offset), pitch_px)
+        dist *= np.float32(1.0 / half)
+        np.square(dist, out=dist)
+        np.subtract(np.float32(1.0), dist, out=dist)
+        np.maximum(dist, np.float32(0.0), out=dist)
+        np.sqrt(dist, out=dist)
+        dist *= half
+        return dist
 
-    height = np.maximum(bars(u), bars(v))
-    on_bar = height > 0
-    material = np.where(on_bar, np.float32(0.5), np.float32(0.04)).astype(np.float32)
-    return Specimen(height.astype(np.float32), material, bar_px * pixel_nm, "grid")
+    height = bars(angle, rng.uniform(0, pitch_px))
+    np.maximum(height, bars(angle + math.pi / 2, rng.uniform(0, pitch_px)), out=height)
+    material = np.where(height > 0, np.float32(0.5), np.float32(0.04)).astype(np.float32)
+    return Specimen(height, material, bar_px * pixel_nm, "grid")
 
 
 def particles(rng: np.random.Generator, shape: tuple[int, int], pixel_nm: float, hfw_nm: float) -> Specimen:
@@ -149,9 +201,9 @@ def particles(rng: np.random.Generator, shape: tuple[int, int], pixel_nm: float,
         pts = np.stack([r_int + radii * np.cos(angles), r_int + radii * np.sin(angles)], axis=1)
         mask = np.zeros((2 * r_int + 1, 2 * r_int + 1), np.uint8)
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
-        yy, xx = np.mgrid[-r_int : r_int + 1, -r_int : r_int + 1].astype(np.float32)
+        yy, xx, _ = _centred_grid(r_int)
         gx, gy = rng.normal(0, 0.6, 2)
-        plane = size * 0.4 + gx * xx + gy * yy
+        plane = cv2.addWeighted(xx, float(gx), yy, float(gy), size * 0.4)  # a tilted facet
         patch = np.where(mask > 0, np.maximum(plane, 0.5), 0).astype(np.float32)
         row, col = int(rng.integers(0, shape[0])), int(rng.integers(0, shape[1]))
         pasted = _paste_max(height, patch, row, col, base=float(rng.uniform(0, size * 0.3)))
@@ -166,17 +218,17 @@ def lines(rng: np.random.Generator, shape: tuple[int, int], pixel_nm: float, hfw
     pitch_px = hfw_nm * _log_uniform(rng, 1 / 40, 1 / 5) / pixel_nm
     width_px = pitch_px * rng.uniform(0.3, 0.6)
     angle = rng.choice([0.0, math.pi / 2]) + rng.normal(0, 0.03)
-    rows, cols = shape
-    y, x = np.mgrid[0:rows, 0:cols].astype(np.float32)
-    u = x * math.cos(angle) + y * math.sin(angle)
-    v = -x * math.sin(angle) + y * math.cos(angle)
-    roughness = fractal_noise(rng, shape, max(2.0, width_px), beta=1.0) * np.float32(0.06 * width_px)
-    del v
-    dist = np.abs(np.mod(u + roughness + rng.uniform(0, pitch_px), pitch_px) - pitch_px / 2)
+    roughness = fractal_noise(rng, shape, max(2.0, width_px), beta=1.0)
+    roughness *= np.float32(0.06 * width_px)
+    roughness += _rotated_coordinate(shape, angle, rng.uniform(0, pitch_px))
+    dist = _distance_to_centre_line(roughness, pitch_px)
     edge_px = max(0.5, 0.1 * width_px)
-    profile = np.clip((width_px / 2 - dist) / edge_px, 0.0, 1.0)
-    height = (profile * np.float32(0.5 * width_px)).astype(np.float32)
+    # trapezoid profile: 1 on the line top, a linear edge of edge_px, 0 between lines
+    profile = cv2.addWeighted(dist, -1.0 / edge_px, dist, 0.0, width_px / 2 / edge_px)
+    np.clip(profile, 0.0, 1.0, out=profile)
     material = np.where(profile > 0.5, np.float32(0.38), np.float32(0.26)).astype(np.float32)
+    height = profile
+    height *= np.float32(0.5 * width_px)
     return Specimen(height, material, width_px * pixel_nm, "lines")
 
 
@@ -206,13 +258,21 @@ def fibres(rng: np.random.Generator, shape: tuple[int, int], pixel_nm: float, hf
         for _ in range(40):
             heading += rng.normal(0, 0.15)
             pts.append(pts[-1] + step * np.array([math.cos(heading), math.sin(heading)]))
-        mask = np.zeros(shape, np.uint8)
         thickness = max(1, round(diameter_px * math.exp(0.2 * rng.standard_normal())))
-        cv2.polylines(mask, [np.round(np.array(pts)).astype(np.int32)], False, 1, thickness=thickness)
-        dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+        # draw in the fibre's bounding box (clipped to the frame), with a margin so the box edge never touches it
+        xy = np.round(np.array(pts)).astype(np.int32)
+        margin = thickness + 2
+        c0, r0 = np.maximum(xy.min(axis=0) - margin, 0)
+        c1, r1 = np.minimum(xy.max(axis=0) + margin + 1, (cols, rows))
+        if c0 >= c1 or r0 >= r1:
+            continue
+        mask = np.zeros((r1 - r0, c1 - c0), np.uint8)
+        cv2.polylines(mask, [xy - np.array([c0, r0], np.int32)], False, 1, thickness=thickness)
         radius = thickness / 2
+        dist = np.minimum(cv2.distanceTransform(mask, cv2.DIST_L2, 3), np.float32(radius))  # depth into the fibre
         cyl = np.sqrt(np.maximum(radius**2 - (radius - dist) ** 2, 0.0)) + np.float32(k * 0.3 * radius)
-        np.maximum(height, np.where(mask > 0, cyl, 0), out=height)
+        window = height[r0:r1, c0:c1]
+        np.maximum(window, np.where(mask > 0, cyl, 0), out=window)
     material = np.where(height > 0, np.float32(0.45), np.float32(0.15)).astype(np.float32)
     return Specimen(height, material, diameter_px * pixel_nm, "fibres")
 
