@@ -8,8 +8,7 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from napari_sem_focus.simulate import PAPER_MAGNIFICATIONS, SPECIMENS, FrameParams, simulate_frame
-from napari_sem_focus.simulate import labels, optics
+from napari_sem_focus.simulate import PAPER_MAGNIFICATIONS, SPECIMENS, FrameParams, labels, optics, simulate_frame
 
 OUT = Path(__file__).resolve().parent / "images"
 
@@ -39,16 +38,28 @@ def score_vs_defocus() -> Path:
 
 
 def families_montage() -> Path:
-    """Each specimen family in focus and defocused, and at a fast-scan dose."""
+    """Each specimen family in focus and defocused, at a fast-scan dose, and with BSE-like inverted contrast."""
     rows = []
     for family in SPECIMENS:
         tiles = []
-        for defocus, dose in ((0.0, 2000.0), (25.0, 2000.0), (0.0, 3.0)):
-            p = FrameParams(family=family, magnification=2000.0, defocus_um=defocus, electrons_per_px=dose, seed=4)
+        for defocus, dose, inverted in (
+            (0.0, 2000.0, False),
+            (25.0, 2000.0, False),
+            (0.0, 3.0, False),
+            (0.0, 2000.0, True),
+        ):
+            p = FrameParams(
+                family=family,
+                magnification=2000.0,
+                defocus_um=defocus,
+                electrons_per_px=dose,
+                seed=4,
+                inverted=inverted,
+            )
             f = simulate_frame(p, (240, 320))
             img = cv2.cvtColor(f.image, cv2.COLOR_GRAY2BGR)
-            cv2.putText(img, f"{family} df={defocus:g}um {dose:g}e/px s={f.score:.1f}", (4, 16),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 255, 255), 1, cv2.LINE_AA)
+            label = f"{family}{' BSE' if inverted else ''} df={defocus:g}um {dose:g}e/px s={f.score:.1f}"
+            cv2.putText(img, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 255, 255), 1, cv2.LINE_AA)
             tiles.append(img)
         rows.append(np.hstack(tiles))
     path = OUT / "simulated_families.png"
