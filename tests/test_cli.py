@@ -114,3 +114,25 @@ def test_cli_fine_tune_from_default_on_a_labels_csv(tmp_path, capsys):
     )
     facts = read_weights_info(out).facts
     assert facts["steps"] == 1 and facts["init"] == "default" and facts["train_frames"] == 6
+
+
+def test_eval_prints_the_paper_tables_heldout_and_high_magnifications(tmp_path, capsys):
+    from napari_sem_focus.simulate import write_dataset
+
+    csvs = {split: write_dataset(tmp_path / split, 8, split) for split in ("train", "test", "heldout", "highmag")}
+    out_json = tmp_path / "eval.json"
+    argv = ["eval", "--test", str(csvs["test"]), "--train", str(csvs["train"]), "--heldout", str(csvs["heldout"])]
+    argv += ["--highmag", str(csvs["highmag"]), "--compare", "Same weights=default", "--json", str(out_json)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for heading in ("Table 1.", "Table 2.", "Held-out specimen family", "High magnifications"):
+        assert heading in out
+    assert "100,000" in out and "10,000" in out
+    results = json.loads(out_json.read_text())
+    table2 = results["table2"]
+    assert set(table2) == {"Absolute Variance", "Same weights", "Proposed (ResNet18 + mag)"}
+    # the same weights under two names give the same figures; every figure is a finite RMSE on the 0-10 scale
+    assert table2["Same weights"] == table2["Proposed (ResNet18 + mag)"]
+    assert results["highmag"]["Same weights"]["total"] == results["highmag"]["Proposed (ResNet18 + mag)"]["total"]
+    totals = [col["total"] for part in ("table2", "heldout", "highmag") for col in results[part].values()]
+    assert all(0 <= t <= 10 for t in totals)

@@ -101,6 +101,9 @@ def _add_eval_parser(sub: Any) -> None:
     ev.add_argument("--test", type=Path, nargs="+", required=True, help="labels CSV(s) of the test split")
     ev.add_argument("--heldout", type=Path, nargs="*", default=[], help="labels CSV(s) of the held-out family")
     ev.add_argument(
+        "--highmag", type=Path, nargs="*", default=[], help="labels CSV(s) of the 'highmag' split (20k-100k)"
+    )
+    ev.add_argument(
         "--train", type=Path, nargs="*", default=[], help="training labels CSV(s) to fit the absolute-variance baseline"
     )
     ev.add_argument(
@@ -148,6 +151,7 @@ def _add_score_parser(sub: Any) -> None:
 
 def _add_simulate_parser(sub: Any) -> None:
     from .simulate import SPECIMENS
+    from .simulate.series import SPLIT_SEEDS
 
     simulate = sub.add_parser("simulate", help="simulate SEM focus series and labelled datasets")
     sim_sub = simulate.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -169,7 +173,7 @@ def _add_simulate_parser(sub: Any) -> None:
     series.set_defaults(func=_cmd_simulate_series)
     dataset = sim_sub.add_parser("dataset", help="a labelled dataset (PNG frames + labels.csv)")
     dataset.add_argument("--n", type=int, required=True, help="number of frames")
-    dataset.add_argument("--split", default="train", choices=["train", "val", "test", "heldout"])
+    dataset.add_argument("--split", default="train", choices=list(SPLIT_SEEDS))
     dataset.add_argument("--start", type=int, default=0, help="first frame index of the split")
     dataset.add_argument("--size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"))
     dataset.add_argument("--out", type=Path, required=True)
@@ -507,26 +511,39 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import RmseTable, absolute_variance_rmse, model_rmse, real_series_picks
     from .report import format_table, to_json
+    from .simulate import HIGH_MAGNIFICATIONS
 
+    models: dict[str, str | None] = {}
+    for item in args.compare:
+        name, _, path = item.partition("=")
+        models[name] = path
+    models["Proposed (ResNet18 + mag)"] = args.weights
     results: dict[str, Any] = {}
     columns: dict[str, dict[str, float]] = {}
     if args.train:
         columns["Absolute Variance"] = absolute_variance_rmse(args.train, args.test)
-    for item in args.compare:
-        name, _, path = item.partition("=")
-        columns[name] = model_rmse(path, args.test)
-    columns["Proposed (ResNet18 + mag)"] = model_rmse(args.weights, args.test)
-    table = RmseTable(columns)
+    for name, weights in models.items():
+        columns[name] = model_rmse(weights, args.test)
     print("Table 1. RMSE averaged over the magnifications 500-10,000 (simulated test split)")
     for name, col in columns.items():
-        print(f"  {name:28s} {col['total']:.4f}")
+        print(f"  {name:40s} {col['total']:.4f}")
     print("\nTable 2. RMSE per magnification (simulated test split)")
-    print(table.format())
+    print(RmseTable(columns).format())
     results["table2"] = columns
     if args.heldout:
-        held = model_rmse(args.weights, args.heldout)
+        held = {name: model_rmse(weights, args.heldout) for name, weights in models.items()}
         results["heldout"] = held
-        print(f"\nHeld-out specimen family (fibres): RMSE {held['total']:.4f}")
+        print("\nHeld-out specimen family (fibres, never trained on): RMSE")
+        for name, col in held.items():
+            print(f"  {name:40s} {col['total']:.4f}")
+    if args.highmag:
+        high = {
+            name: model_rmse(weights, args.highmag, magnifications=HIGH_MAGNIFICATIONS)
+            for name, weights in models.items()
+        }
+        results["highmag"] = high
+        print("\nHigh magnifications (split 'highmag'): RMSE per magnification")
+        print(RmseTable(high).format(HIGH_MAGNIFICATIONS))
     if args.real is not None:
         picks = real_series_picks(args.weights, args.real, args.real_mag)
         results["real"] = picks

@@ -78,15 +78,20 @@ class RmseTable:
         return "\n".join(lines)
 
 
-def model_rmse(weights: str | Path | None, csv_paths: Sequence[str | Path], batch_size: int = 64) -> dict[str, float]:
-    """RMSE of a weights file per paper magnification on labelled frames (centre 320x240 crop, the paper's test)."""
+def model_rmse(
+    weights: str | Path | None,
+    csv_paths: Sequence[str | Path],
+    batch_size: int = 64,
+    magnifications: Sequence[float] = PAPER_MAGNIFICATIONS,
+) -> dict[str, float]:
+    """RMSE of a weights file per magnification on labelled frames (centre 320x240 crop, the paper's test)."""
     from .data import LabelledImages
     from .train import predict, rmse_by_magnification
     from .weights import load_model
 
     data = LabelledImages(list(csv_paths), crop_size=(240, 320), train=False)
     pred, target, mag = predict(load_model(weights), data, batch_size=batch_size)
-    return rmse_by_magnification(pred, target, mag, PAPER_MAGNIFICATIONS)
+    return rmse_by_magnification(pred, target, mag, magnifications)
 
 
 def absolute_variance_rmse(

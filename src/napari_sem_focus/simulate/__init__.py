@@ -8,7 +8,7 @@ See docs/simulator.md for every formula with its units. Entry points:
 - :func:`write_dataset` — a labelled dataset on disk (the torch Dataset lives in ``napari_sem_focus.data``).
 """
 
-from .frame import PAPER_MAGNIFICATIONS, FrameParams, SimulatedFrame, sample_params, simulate_frame
+from .frame import HIGH_MAGNIFICATIONS, PAPER_MAGNIFICATIONS, FrameParams, SimulatedFrame, sample_params, simulate_frame
 from .labels import focus_score
 from .optics import REFERENCE_FRAME_WIDTH_PX, magnification_from_pixel_size, pixel_size_nm
 from .series import dataset_params, simulate_series, write_dataset, write_series
@@ -16,6 +16,7 @@ from .specimens import HELD_OUT_FAMILY, SPECIMENS, TRAINING_FAMILIES
 
 __all__ = [
     "HELD_OUT_FAMILY",
+    "HIGH_MAGNIFICATIONS",
     "PAPER_MAGNIFICATIONS",
     "REFERENCE_FRAME_WIDTH_PX",
     "SPECIMENS",

@@ -20,6 +20,8 @@ from . import detector, labels, optics
 from .specimens import TRAINING_FAMILIES, Specimen, make_specimen
 
 PAPER_MAGNIFICATIONS = (500.0, 1000.0, 2000.0, 5000.0, 10000.0)
+#: High magnifications for the evaluation split 'highmag' (inside the training range, beyond the paper's).
+HIGH_MAGNIFICATIONS = (20000.0, 50000.0, 100000.0)
 
 #: Fraction of training frames with inverted material contrast (dark objects on a bright substrate). Real frames
 #: in ../shared/data have a median grey-value skewness of -0.29; bright-object-only simulation gave +0.66.

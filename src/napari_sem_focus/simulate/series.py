@@ -85,16 +85,18 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-SPLIT_SEEDS = {"train": 0, "val": 10_000_000, "test": 20_000_000, "heldout": 30_000_000}
+SPLIT_SEEDS = {"train": 0, "val": 10_000_000, "test": 20_000_000, "heldout": 30_000_000, "highmag": 40_000_000}
 
 
 def dataset_params(split: str, index: int) -> FrameParams:
     """Parameters of frame ``index`` of a split, with fixed seeds per split.
 
     'train' and 'val' draw the full training distribution; 'test' uses only the paper's five magnifications
-    (for the paper's Table 2); 'heldout' uses the held-out specimen family at the paper's magnifications.
+    (for the paper's Table 2); 'heldout' uses the held-out specimen family at the paper's magnifications;
+    'highmag' uses 20,000x, 50,000x and 100,000x, where the in-focus probe spans pixels and the magnification
+    input matters most.
     """
-    from .frame import PAPER_MAGNIFICATIONS
+    from .frame import HIGH_MAGNIFICATIONS, PAPER_MAGNIFICATIONS
     from .specimens import HELD_OUT_FAMILY
 
     if split not in SPLIT_SEEDS:
@@ -104,6 +106,8 @@ def dataset_params(split: str, index: int) -> FrameParams:
         return sample_params(seed, families=(HELD_OUT_FAMILY,), magnifications=PAPER_MAGNIFICATIONS)
     if split == "test":
         return sample_params(seed, magnifications=PAPER_MAGNIFICATIONS)
+    if split == "highmag":
+        return sample_params(seed, magnifications=HIGH_MAGNIFICATIONS)
     return sample_params(seed)
 
 
