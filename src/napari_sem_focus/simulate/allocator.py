@@ -7,7 +7,8 @@ glibc's mmap threshold to 64 MB and its trim threshold to 256 MB (``mallopt``), 
 for the next frame. The process then keeps up to 256 MB of freed memory instead of returning it at once.
 
 It changes the whole process, so the simulator never calls it by itself: training data loaders, the
-``sem-focus simulate`` command and the benchmarks do. Elsewhere than glibc it does nothing.
+``sem-focus simulate`` and ``sem-focus eval`` commands and the benchmarks do (``eval`` on 300 test frames:
+17.2-19.5 s without, 13.6-14.4 s with, identical RMSE). Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations
