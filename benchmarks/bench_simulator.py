@@ -15,8 +15,8 @@ from functools import partial
 import cv2
 import numpy as np
 
+from napari_sem_focus.allocator import reuse_freed_memory
 from napari_sem_focus.simulate import SPECIMENS, FrameParams, dataset_params, simulate_frame
-from napari_sem_focus.simulate.allocator import reuse_freed_memory
 from napari_sem_focus.simulate.frame import render
 from napari_sem_focus.simulate.specimens import make_specimen
 

@@ -213,7 +213,7 @@ def test_fast_normal_field_is_reproducible_and_standard():
 
 
 def test_allocator_tuning_is_safe_to_call_twice():
-    from napari_sem_focus.simulate.allocator import reuse_freed_memory
+    from napari_sem_focus.allocator import reuse_freed_memory
 
     first = reuse_freed_memory()
     assert reuse_freed_memory() is first

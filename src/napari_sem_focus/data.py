@@ -171,7 +171,7 @@ class SimulatedFrames(Dataset):
         crop_size: tuple[int, int] | None = None,
         train: bool | None = None,
     ):
-        from .simulate.allocator import reuse_freed_memory
+        from .allocator import reuse_freed_memory
 
         self.split, self.length, self.shape = split, length, shape
         self.crop_size = crop_size or shape

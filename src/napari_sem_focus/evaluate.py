@@ -78,20 +78,45 @@ class RmseTable:
         return "\n".join(lines)
 
 
+def models_rmse(
+    models: dict[str, str | Path | None],
+    csv_paths: Sequence[str | Path],
+    batch_size: int = 64,
+    magnifications: Sequence[float] = PAPER_MAGNIFICATIONS,
+) -> dict[str, dict[str, float]]:
+    """RMSE per magnification of named weights files on the same labelled frames (centre 320x240 crop, the paper's
+    test). Each frame is read once and scored by every model."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from .data import LabelledImages
+    from .train import rmse_by_magnification
+    from .weights import load_model
+
+    data = LabelledImages(list(csv_paths), crop_size=(240, 320), train=False)
+    nets = {name: load_model(weights).eval() for name, weights in models.items()}
+    preds: dict[str, list[np.ndarray]] = {name: [] for name in nets}
+    targets, mags = [], []
+    with torch.inference_mode():
+        for images, mag, score in DataLoader(data, batch_size=batch_size, shuffle=False):
+            for name, net in nets.items():
+                preds[name].append(net(images, mag).float().numpy())
+            targets.append(score.numpy())
+            mags.append(mag.numpy())
+    target, mag_norm = np.concatenate(targets), np.concatenate(mags)
+    return {
+        name: rmse_by_magnification(np.concatenate(p), target, mag_norm, magnifications) for name, p in preds.items()
+    }
+
+
 def model_rmse(
     weights: str | Path | None,
     csv_paths: Sequence[str | Path],
     batch_size: int = 64,
     magnifications: Sequence[float] = PAPER_MAGNIFICATIONS,
 ) -> dict[str, float]:
-    """RMSE of a weights file per magnification on labelled frames (centre 320x240 crop, the paper's test)."""
-    from .data import LabelledImages
-    from .train import predict, rmse_by_magnification
-    from .weights import load_model
-
-    data = LabelledImages(list(csv_paths), crop_size=(240, 320), train=False)
-    pred, target, mag = predict(load_model(weights), data, batch_size=batch_size)
-    return rmse_by_magnification(pred, target, mag, magnifications)
+    """RMSE of one weights file per magnification (see :func:`models_rmse`)."""
+    return models_rmse({"model": weights}, csv_paths, batch_size, magnifications)["model"]
 
 
 def absolute_variance_rmse(
