@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sem_focus.errors import CancelledError, WeightsError
+from napari_sem_focus.errors import CancelledError, SemFocusError, WeightsError
 from napari_sem_focus.model import build_focus_net, check_magnification, normalize_magnification
-from napari_sem_focus.train import fine_tune, load_checkpoint, predict, recipe, rmse, train
+from napari_sem_focus.train import fine_tune, load_checkpoint, predict, recipe, rmse, score_loss, train
 from napari_sem_focus.weights import load_model, read_weights_info, save_weights
 
 from .conftest import texture
@@ -85,6 +85,29 @@ def test_a_few_steps_lower_the_loss():
     result = train(_config(max_steps=25, lr=1e-3), data, init_model=net)
     after = rmse(*predict(result.model, data)[:2])
     assert after < before
+
+
+def test_bce_loss_keeps_pulling_saturated_outputs_and_is_zero_at_a_perfect_fit():
+    target = torch.tensor([10.0, 0.0, 4.0])
+    grads = {}
+    for kind in ("mse", "bce"):
+        logit = torch.tensor([-8.0, 8.0, 0.0], requires_grad=True)  # scores ~0.003 and ~9.997: both wrong
+        score_loss(logit, target, kind).backward()
+        grads[kind] = logit.grad.abs()[:2]
+    assert (grads["mse"] < 0.05).all() and (grads["bce"] > 0.3).all()
+    perfect = torch.logit(target[2:] / 10)
+    assert score_loss(perfect, target[2:], "bce").item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(SemFocusError, match="unknown loss"):
+        score_loss(perfect, target[2:], "l1")
+
+
+def test_a_few_bce_steps_lower_the_loss():
+    data = _Tiny()
+    torch.manual_seed(0)
+    net = build_focus_net()
+    before = rmse(*predict(net, data)[:2])
+    result = train(_config(max_steps=25, lr=1e-3, loss="bce"), data, init_model=net)
+    assert rmse(*predict(result.model, data)[:2]) < before
 
 
 def test_checkpoint_round_trip_and_resume(tmp_path):

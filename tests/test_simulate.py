@@ -110,6 +110,16 @@ def test_blank_frames_score_zero(kind):
         assert frame.image.mean() < 20
 
 
+def test_blank_split_has_only_zero_score_frames_with_varied_noise():
+    params = [dataset_params("blank", i) for i in range(80)]
+    assert all(p.blank is not None for p in params)
+    assert {p.blank for p in params} == {"noise", "white", "black", "flat"}
+    noise = [simulate_frame(p, SMALL) for p in params if p.blank == "noise"][:12]
+    assert all(f.score == 0.0 for f in noise)
+    spreads = [float(f.image.std()) for f in noise]
+    assert min(spreads) < 8 and max(spreads) > 40  # faint grain to clipped salt-and-pepper
+
+
 def test_astigmatism_gives_directional_blur():
     # one focal line sits at defocus +a/2: sharp along one axis, blurred along the other
     base = FrameParams(

@@ -194,6 +194,9 @@ def _add_train_parser(sub: Any) -> None:
     train.add_argument("--max-minutes", type=float, help="stop after this many minutes")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
+    train.add_argument(
+        "--loss", choices=["mse", "bce"], help="mse (the paper) or bce on score/10 (no vanishing gradient at 0 and 10)"
+    )
     train.add_argument("--crop", type=int, nargs=2, metavar=("W", "H"), help="training crop size")
     train.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
     train.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
@@ -430,6 +433,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("max_minutes", args.max_minutes),
         ("batch_size", args.batch_size),
         ("lr", args.lr),
+        ("loss", args.loss),
     ):
         if value is not None:
             overrides[key] = value
@@ -453,13 +457,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         def report(event: TrainEvent) -> None:
             bar.total = event.total
             bar.n = event.step
-            post = {"loss": f"{event.loss:.3f}", "lr": f"{event.lr:.2g}"}
+            post = {"loss": f"{event.loss:.3f}", "rmse": f"{event.train_rmse:.3f}", "lr": f"{event.lr:.2g}"}
             if event.val_rmse is not None:
                 post["val_rmse"] = f"{event.val_rmse:.3f}"
             if event.val_rmse is not None or bar.disable:  # no terminal: one log line per event
                 val = f" val_rmse {event.val_rmse:.4f}" if event.val_rmse is not None else ""
                 print(
-                    f"step {event.step}/{event.total} loss {event.loss:.4f} lr {event.lr:.3g}{val} "
+                    f"step {event.step}/{event.total} loss {event.loss:.4f} rmse {event.train_rmse:.3f} "
+                    f"lr {event.lr:.3g}{val} "
                     f"({event.elapsed_s / 60:.1f} min)",
                     file=sys.stderr,
                     flush=True,

@@ -103,14 +103,18 @@ class FocusScoreNet(nn.Module):
             nn.Linear(h2, 1),
         )
 
-    def forward(self, image: torch.Tensor, mag_norm: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores in [0, 10] for images (N, 1, H, W) in [0, 1] and normalised magnifications (N,)."""
+    def logit(self, image: torch.Tensor, mag_norm: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's output before ``10 * sigmoid`` (N,), float32: what the ``bce`` training loss works on."""
         features = self.trunk((image - 0.5) / 0.25)
         if self.config.use_magnification:
             if mag_norm is None:
                 raise ValueError("this model needs the normalised magnification of each image")
             features = torch.cat([features, mag_norm.reshape(-1, 1).to(features.dtype)], dim=1)
-        return 10.0 * torch.sigmoid(self.head(features).squeeze(1).float())
+        return self.head(features).squeeze(1).float()
+
+    def forward(self, image: torch.Tensor, mag_norm: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores in [0, 10] for images (N, 1, H, W) in [0, 1] and normalised magnifications (N,)."""
+        return 10.0 * torch.sigmoid(self.logit(image, mag_norm))
 
 
 def build_focus_net(arch: str = "resnet18", use_magnification: bool = True) -> FocusScoreNet:

@@ -331,7 +331,7 @@ class TrainWidget(QWidget):
         ax.clear()
         if self.history:
             steps = [e.step for e in self.history]
-            ax.plot(steps, [e.loss**0.5 for e in self.history], label="training RMSE (running)")
+            ax.plot(steps, [e.train_rmse for e in self.history], label="training RMSE (running)")
             val = [(e.step, e.val_rmse) for e in self.history if e.val_rmse is not None]
             if val:
                 ax.plot(*zip(*val, strict=True), "o-", label="validation RMSE")

@@ -123,15 +123,25 @@ def display(signal: np.ndarray, brightness: float, contrast: float) -> tuple[np.
 
 
 def blank_frame(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.ndarray:
-    """The paper's 0-score frames: 'noise', 'white', 'black' or 'flat' (near-constant grey), uint8."""
+    """The paper's 0-score frames: 'noise', 'white', 'black' or 'flat' (near-constant grey), uint8.
+
+    'noise' is what an SEM shows with nothing to image (beam blanked, or a featureless field): shot noise of
+    0.3-300 electrons/px or, in 30 % of frames, Gaussian amplifier noise (relative std 0.02-0.5), with the
+    detector's horizontal bandwidth blur and scan-line gain, at a random brightness and a display contrast of
+    0.05-1 (so from faint grain to a clipped salt-and-pepper frame).
+    """
     if kind == "noise":
-        electrons = float(np.exp(rng.uniform(np.log(1), np.log(50))))
-        sig = shot_noise(rng, np.ones(shape, np.float32), electrons, excess=rng.uniform(1, 2))
-        sig = scan_artefacts(rng, sig, rng.uniform(0, 1.0), rng.uniform(0, 0.04), 0.0, 0.0)
-        img, _ = display(sig, rng.uniform(0.2, 0.7), rng.uniform(0.05, 0.3))
+        if rng.random() < 0.7:
+            electrons = float(np.exp(rng.uniform(np.log(0.3), np.log(300))))
+            sig = shot_noise(rng, np.ones(shape, np.float32), electrons, excess=rng.uniform(1, 2))
+        else:
+            sigma = float(np.exp(rng.uniform(np.log(0.02), np.log(0.5))))
+            sig = 1.0 + np.float32(sigma) * random_fields.standard_normal(rng, shape)
+        sig = scan_artefacts(rng, sig, rng.uniform(0, 1.5), rng.uniform(0, 0.05), 0.0, 0.0)
+        img, _ = display(sig, rng.uniform(0.15, 0.8), float(np.exp(rng.uniform(np.log(0.05), np.log(1.0)))))
         return img
     level = {"white": rng.uniform(0.93, 1.0), "black": rng.uniform(0.0, 0.06), "flat": rng.uniform(0.1, 0.9)}[kind]
-    noise = rng.normal(0, rng.uniform(0.0, 0.02), shape).astype(np.float32)
+    noise = rng.normal(0, rng.uniform(0.0, 0.03), shape).astype(np.float32)
     return np.round(np.clip(level + noise, 0, 1) * 255).astype(np.uint8)
 
 

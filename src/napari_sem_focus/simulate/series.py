@@ -85,7 +85,14 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-SPLIT_SEEDS = {"train": 0, "val": 10_000_000, "test": 20_000_000, "heldout": 30_000_000, "highmag": 40_000_000}
+SPLIT_SEEDS = {
+    "train": 0,
+    "val": 10_000_000,
+    "test": 20_000_000,
+    "heldout": 30_000_000,
+    "highmag": 40_000_000,
+    "blank": 50_000_000,
+}
 
 
 def dataset_params(split: str, index: int) -> FrameParams:
@@ -94,7 +101,8 @@ def dataset_params(split: str, index: int) -> FrameParams:
     'train' and 'val' draw the full training distribution; 'test' uses only the paper's five magnifications
     (for the paper's Table 2); 'heldout' uses the held-out specimen family at the paper's magnifications;
     'highmag' uses 20,000x, 50,000x and 100,000x, where the in-focus probe spans pixels and the magnification
-    input matters most.
+    input matters most; 'blank' only the paper's 0-score frames (noise, white, black, flat) — extra training
+    frames that teach the model to give pure noise 0 (6 % of the other splits are blank too).
     """
     from .frame import HIGH_MAGNIFICATIONS, PAPER_MAGNIFICATIONS
     from .specimens import HELD_OUT_FAMILY
@@ -108,6 +116,8 @@ def dataset_params(split: str, index: int) -> FrameParams:
         return sample_params(seed, magnifications=PAPER_MAGNIFICATIONS)
     if split == "highmag":
         return sample_params(seed, magnifications=HIGH_MAGNIFICATIONS)
+    if split == "blank":
+        return sample_params(seed, blank_fraction=1.0)
     return sample_params(seed)
 
 
