@@ -65,7 +65,7 @@ def train_widget() -> Path:
         viewer.dims.set_current_step(0, frame)
         widget.label_current(round(truth[frame]["score"] * 2) / 2)
     widget.steps_box.setValue(30)
-    widget.start_fine_tune(crop_size=(96, 128), batch_size=4)
+    widget.start_fine_tune(batch_size=4)  # the widget's 320x240 crop
     _wait(widget.train_button.isEnabled)
     viewer.dims.set_current_step(0, 10)
     out = IMAGES / "napari_train_widget.png"

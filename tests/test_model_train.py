@@ -106,8 +106,12 @@ def test_a_few_bce_steps_lower_the_loss():
     torch.manual_seed(0)
     net = build_focus_net()
     before = rmse(*predict(net, data)[:2])
-    result = train(_config(max_steps=25, lr=1e-3, loss="bce"), data, init_model=net)
+    result = train(_config(max_steps=25, lr=1e-3, loss="bce", log_every=1), data, init_model=net)
     assert rmse(*predict(result.model, data)[:2]) < before
+    # the progress reports the training RMSE in score units, whatever the loss optimised
+    rmses = [e.train_rmse for e in result.history]
+    assert len(rmses) == 25 and all(0 < r < 10 for r in rmses)
+    assert rmses[-1] < rmses[0]
 
 
 def test_checkpoint_round_trip_and_resume(tmp_path):
@@ -143,9 +147,15 @@ def test_fine_tune_reports_before_and_after(tmp_path):
     samples = [
         (texture((80, 80), seed=i, blur_px=0.0 if i % 2 else 3.0), 2000.0, 9.0 if i % 2 else 1.0) for i in range(10)
     ]
-    result = fine_tune(build_focus_net(), samples, steps=3, crop_size=(64, 64), batch_size=4, lr=1e-3, device="cpu")
+    net = build_focus_net()
+    result = fine_tune(net, samples, steps=3, crop_size=(64, 64), batch_size=4, lr=1e-3, device="cpu")
     assert result.metrics["n_val"] == 2 and result.metrics["n_train"] == 8
     assert np.isfinite(result.metrics["rmse_before"]) and np.isfinite(result.metrics["rmse_after"])
+    # a few frames in batches of 4 must not overwrite the BatchNorm statistics learnt on the big training set
+    old, new = net.state_dict(), result.model.state_dict()
+    stats = [k for k in old if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(old[k], new[k]) for k in stats)
+    assert not torch.equal(old["head.0.weight"], new["head.0.weight"])
     assert result.step == 3
 
 

@@ -50,6 +50,7 @@ class TrainConfig:
     warmup_steps: int = 200
     schedule: str = "cosine"  # "cosine" or "constant" (paper)
     loss: str = "bce"  # "bce" or "mse" (paper); see score_loss
+    freeze_batchnorm: bool = False  # keep BatchNorm statistics fixed (fine-tuning on a few frames, small batches)
     crop: tuple[int, int] = (144, 192)
     eval_crop: tuple[int, int] = (240, 320)
     device: str = "auto"
@@ -133,6 +134,16 @@ def score_loss(logit: torch.Tensor, score: torch.Tensor, kind: str = "mse") -> t
         entropy = torch.nn.functional.binary_cross_entropy(target, target)
         return torch.nn.functional.binary_cross_entropy_with_logits(logit, target) - entropy
     raise SemFocusError(f"unknown loss '{kind}'; choose 'mse' or 'bce'")
+
+
+def _train_mode(model: torch.nn.Module, freeze_batchnorm: bool) -> None:
+    """Training mode; with ``freeze_batchnorm`` the BatchNorm layers keep their running statistics (eval mode):
+    a few labelled frames in batches of 4-8 would otherwise overwrite the statistics learnt on 40,000 frames."""
+    model.train()
+    if freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def _autocast(device: torch.device, enabled: bool) -> Any:
@@ -310,8 +321,8 @@ def train(
     )
     history: list[TrainEvent] = []
     start = time.monotonic()
-    running = running_mse = None
-    model.train()
+    running, ema_loss, ema_mse, ema_weight = float("nan"), 0.0, 0.0, 1.0
+    _train_mode(model, config.freeze_batchnorm)
     while step < total:
         if hasattr(train_data, "epoch"):
             train_data.epoch = step // steps_per_epoch  # type: ignore[attr-defined]
@@ -334,14 +345,17 @@ def train(
             step += 1
             value = float(loss.detach())
             mse = float(torch.mean((10.0 * torch.sigmoid(logit.detach()) - score.to(device)) ** 2))
-            running = value if running is None else 0.95 * running + 0.05 * value
-            running_mse = mse if running_mse is None else 0.95 * running_mse + 0.05 * mse
+            # running means (EMA 0.95, bias-corrected so that the first steps do not dominate a short run)
+            ema_loss, ema_mse = 0.95 * ema_loss + 0.05 * value, 0.95 * ema_mse + 0.05 * mse
+            ema_weight *= 0.95
+            running = ema_loss / (1.0 - ema_weight)
             elapsed = time.monotonic() - start
-            event = TrainEvent(step, total, running, None, lr, elapsed, running_mse**0.5)
+            event = TrainEvent(step, total, running, None, lr, elapsed, (ema_mse / (1.0 - ema_weight)) ** 0.5)
             timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
             last = step >= total or timed_out
             if val_data is not None and (step % config.eval_every == 0 or last):
                 pred_v, target_v, _ = predict(model, val_data, device=device, amp=amp)
+                _train_mode(model, config.freeze_batchnorm)
                 event.val_rmse = rmse(pred_v, target_v)
                 metrics["val_rmse"] = event.val_rmse
             if step % config.log_every == 0 or event.val_rmse is not None or last:
@@ -386,7 +400,7 @@ def fine_tune(
     model: FocusScoreNet,
     samples: Sequence[tuple[np.ndarray, float, float]],
     steps: int = 200,
-    crop_size: tuple[int, int] = (144, 192),
+    crop_size: tuple[int, int] = (240, 320),
     batch_size: int = 8,
     lr: float = 1e-4,
     val_fraction: float = 0.2,
@@ -424,6 +438,7 @@ def fine_tune(
         schedule="constant",
         amp=False,
         channels_last=False,
+        freeze_batchnorm=True,
     )
     result = train(
         config,

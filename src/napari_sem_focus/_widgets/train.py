@@ -261,7 +261,7 @@ class TrainWidget(QWidget):
             return widget.weights_edit.text().strip() or None
         return self.base_weights
 
-    def start_fine_tune(self, crop_size: tuple[int, int] = (144, 192), batch_size: int = 8) -> Any:
+    def start_fine_tune(self, crop_size: tuple[int, int] = (240, 320), batch_size: int = 8) -> Any:
         """Fine-tune from the scoring model's current weights on the labelled frames, in a worker."""
         from napari.qt.threading import create_worker
         from napari.utils.notifications import show_error
