@@ -121,8 +121,8 @@ def score_loss(logit: torch.Tensor, score: torch.Tensor, kind: str = "mse") -> t
     """Training loss of head outputs ``logit`` (the score is ``10 * sigmoid(logit)``) against scores in [0, 10].
 
     ``mse``: mean squared error of the scores (the paper). Its gradient carries the sigmoid's slope, which
-    vanishes near 0 and 10, so frames that should score 0 (noise, blank) or 10 (perfect focus) are pulled
-    there slowly and stay biased inwards. ``bce``: binary cross-entropy of ``sigmoid(logit)`` against
+    vanishes near 0 and 10, so outputs stuck near the wrong end (a black frame scored 9.99) or near the right
+    one (a blank frame at 0.3 instead of 0) move slowly. ``bce``: binary cross-entropy of ``sigmoid(logit)`` against
     ``score / 10`` — minimised by the same prediction (the expected score), but its gradient
     ``sigmoid(logit) - score / 10`` does not vanish at the ends. The value returned for ``bce`` has the
     target's entropy subtracted, so it is 0 for a perfect fit.
