@@ -86,27 +86,15 @@ def models_rmse(
 ) -> dict[str, dict[str, float]]:
     """RMSE per magnification of named weights files on the same labelled frames (centre 320x240 crop, the paper's
     test). Each frame is read once and scored by every model."""
-    import torch
-    from torch.utils.data import DataLoader
-
     from .data import LabelledImages
-    from .train import rmse_by_magnification
+    from .infer import CROP_SIZE
+    from .train import predict_models, rmse_by_magnification
     from .weights import load_model
 
-    data = LabelledImages(list(csv_paths), crop_size=(240, 320), train=False)
-    nets = {name: load_model(weights).eval() for name, weights in models.items()}
-    preds: dict[str, list[np.ndarray]] = {name: [] for name in nets}
-    targets, mags = [], []
-    with torch.inference_mode():
-        for images, mag, score in DataLoader(data, batch_size=batch_size, shuffle=False):
-            for name, net in nets.items():
-                preds[name].append(net(images, mag).float().numpy())
-            targets.append(score.numpy())
-            mags.append(mag.numpy())
-    target, mag_norm = np.concatenate(targets), np.concatenate(mags)
-    return {
-        name: rmse_by_magnification(np.concatenate(p), target, mag_norm, magnifications) for name, p in preds.items()
-    }
+    data = LabelledImages(list(csv_paths), crop_size=CROP_SIZE, train=False)
+    nets = {name: load_model(weights) for name, weights in models.items()}
+    preds, target, mag_norm = predict_models(nets, data, batch_size)
+    return {name: rmse_by_magnification(p, target, mag_norm, magnifications) for name, p in preds.items()}
 
 
 def model_rmse(
@@ -124,12 +112,13 @@ def absolute_variance_rmse(
 ) -> dict[str, float]:
     """The absolute-variance baseline's RMSE per magnification (isotonic map fitted on ``n_fit`` train frames)."""
     from .data import LabelledImages
+    from .infer import CROP_SIZE
     from .metrics import absolute_variance
     from .model import normalize_magnification
     from .train import rmse_by_magnification
 
     def features(csvs: Sequence[str | Path], limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        data = LabelledImages(list(csvs), crop_size=(240, 320), train=False)
+        data = LabelledImages(list(csvs), crop_size=CROP_SIZE, train=False)
         rows = data.rows[:limit] if limit else data.rows
         av = np.array([absolute_variance(data.image(i)) for i in range(len(rows))])
         scores = np.array([r.score for r in rows])

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import CancelledError, SemFocusError
 
-CROP_SIZE = (240, 320)  # rows, cols: the paper's 320x240
+CROP_SIZE = (240, 320)  # rows, cols: the paper's 320x240 (test crop; also for fine-tuning and evaluation)
 TILE_QUANTILE = 0.75
 MODES = ("center", "tiles")  # the first is the default (see docs/benchmarks.md)
 

@@ -114,7 +114,12 @@ class FocusScoreNet(nn.Module):
 
     def forward(self, image: torch.Tensor, mag_norm: torch.Tensor | None = None) -> torch.Tensor:
         """Scores in [0, 10] for images (N, 1, H, W) in [0, 1] and normalised magnifications (N,)."""
-        return 10.0 * torch.sigmoid(self.logit(image, mag_norm))
+        return score_from_logit(self.logit(image, mag_norm))
+
+
+def score_from_logit(logit: torch.Tensor) -> torch.Tensor:
+    """The head's output mapped to the focus score in [0, 10]: ``10 * sigmoid(logit)``."""
+    return 10.0 * torch.sigmoid(logit)
 
 
 def build_focus_net(arch: str = "resnet18", use_magnification: bool = True) -> FocusScoreNet:

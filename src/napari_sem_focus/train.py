@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .atomic import atomic_path
 from .errors import CancelledError, SemFocusError
-from .model import FocusScoreNet, ModelConfig, normalize_magnification
+from .infer import CROP_SIZE
+from .model import FocusScoreNet, ModelConfig, normalize_magnification, score_from_logit
 
 
 @dataclass
@@ -52,7 +53,7 @@ class TrainConfig:
     loss: str = "bce"  # "bce" or "mse" (paper); see score_loss
     freeze_batchnorm: bool = False  # keep BatchNorm statistics fixed (fine-tuning on a few frames, small batches)
     crop: tuple[int, int] = (144, 192)
-    eval_crop: tuple[int, int] = (240, 320)
+    eval_crop: tuple[int, int] = CROP_SIZE
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
@@ -90,7 +91,7 @@ def recipe(name: str, **overrides: Any) -> TrainConfig:
             warmup_steps=0,
             schedule="constant",
             loss="mse",
-            crop=(240, 320),
+            crop=CROP_SIZE,
             amp=False,
             channels_last=False,
             eval_every=5000,
@@ -117,7 +118,7 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
-def score_loss(logit: torch.Tensor, score: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+def score_loss(logit: torch.Tensor, score: torch.Tensor, kind: str) -> torch.Tensor:
     """Training loss of head outputs ``logit`` (the score is ``10 * sigmoid(logit)``) against scores in [0, 10].
 
     ``mse``: mean squared error of the scores (the paper). Its gradient carries the sigmoid's slope, which
@@ -128,7 +129,7 @@ def score_loss(logit: torch.Tensor, score: torch.Tensor, kind: str = "mse") -> t
     target's entropy subtracted, so it is 0 for a perfect fit.
     """
     if kind == "mse":
-        return torch.nn.functional.mse_loss(10.0 * torch.sigmoid(logit), score)
+        return torch.nn.functional.mse_loss(score_from_logit(logit), score)
     if kind == "bce":
         target = (score / 10.0).clamp(0.0, 1.0)
         entropy = torch.nn.functional.binary_cross_entropy(target, target)
@@ -174,22 +175,39 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 
 
 @torch.inference_mode()
+def predict_models(
+    models: Mapping[str, FocusScoreNet],
+    dataset: Dataset,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """({name: predictions}, targets, normalised magnifications) over a dataset; each batch is read once and
+    scored by every model. Every module's train/eval mode is restored afterwards."""
+    device = torch.device(device)
+    modes = [(m, m.training) for model in models.values() for m in model.modules()]
+    for model in models.values():
+        model.eval()
+    preds: dict[str, list[np.ndarray]] = {name: [] for name in models}
+    targets, mags = [], []
+    for images, mag, score in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        images, mag_d = images.to(device), mag.to(device)
+        for name, model in models.items():
+            with _autocast(device, amp):
+                preds[name].append(model(images, mag_d).float().cpu().numpy())
+        targets.append(score.numpy())
+        mags.append(mag.numpy())
+    for module, training in modes:
+        module.train(training)
+    return {name: np.concatenate(p) for name, p in preds.items()}, np.concatenate(targets), np.concatenate(mags)
+
+
 def predict(
     model: FocusScoreNet, dataset: Dataset, batch_size: int = 64, device: str | torch.device = "cpu", amp: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(predictions, targets, normalised magnifications) over a dataset."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    preds, targets, mags = [], [], []
-    for images, mag, score in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        with _autocast(device, amp):
-            out = model(images.to(device), mag.to(device))
-        preds.append(out.float().cpu().numpy())
-        targets.append(score.numpy())
-        mags.append(mag.numpy())
-    model.train(was_training)
-    return np.concatenate(preds), np.concatenate(targets), np.concatenate(mags)
+    """(predictions, targets, normalised magnifications) of one model over a dataset (:func:`predict_models`)."""
+    preds, targets, mags = predict_models({"model": model}, dataset, batch_size, device, amp)
+    return preds["model"], targets, mags
 
 
 def rmse(pred: np.ndarray, target: np.ndarray) -> float:
@@ -247,6 +265,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 # --- the loop -----------------------------------------------------------------------------------------------
+
+
+class RunningMean:
+    """Exponential moving average (decay 0.95), bias-corrected so that the first steps do not dominate a short
+    run (the first value is returned as is)."""
+
+    def __init__(self, decay: float = 0.95):
+        self.decay, self.total, self.weight = decay, 0.0, 1.0
+
+    def add(self, value: float) -> float:
+        """Add one value; return the current mean."""
+        self.total = self.decay * self.total + (1.0 - self.decay) * value
+        self.weight *= self.decay
+        return self.total / (1.0 - self.weight)
 
 
 @dataclass
@@ -321,7 +353,7 @@ def train(
     )
     history: list[TrainEvent] = []
     start = time.monotonic()
-    running, ema_loss, ema_mse, ema_weight = float("nan"), 0.0, 0.0, 1.0
+    running_loss, running_mse = RunningMean(), RunningMean()
     _train_mode(model, config.freeze_batchnorm)
     while step < total:
         if hasattr(train_data, "epoch"):
@@ -335,27 +367,23 @@ def train(
             images = images.to(device)
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
+            score = score.to(device)
             with _autocast(device, amp):
                 logit = model.logit(images, mag.to(device))
-            loss = score_loss(logit, score.to(device), config.loss)
+            loss = score_loss(logit, score, config.loss)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            value = float(loss.detach())
-            mse = float(torch.mean((10.0 * torch.sigmoid(logit.detach()) - score.to(device)) ** 2))
-            # running means (EMA 0.95, bias-corrected so that the first steps do not dominate a short run)
-            ema_loss, ema_mse = 0.95 * ema_loss + 0.05 * value, 0.95 * ema_mse + 0.05 * mse
-            ema_weight *= 0.95
-            running = ema_loss / (1.0 - ema_weight)
+            running = running_loss.add(float(loss.detach()))
+            train_mse = running_mse.add(float(score_loss(logit.detach(), score, "mse")))
             elapsed = time.monotonic() - start
-            event = TrainEvent(step, total, running, None, lr, elapsed, (ema_mse / (1.0 - ema_weight)) ** 0.5)
+            event = TrainEvent(step, total, running, None, lr, elapsed, train_mse**0.5)
             timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
             last = step >= total or timed_out
             if val_data is not None and (step % config.eval_every == 0 or last):
                 pred_v, target_v, _ = predict(model, val_data, device=device, amp=amp)
-                _train_mode(model, config.freeze_batchnorm)
                 event.val_rmse = rmse(pred_v, target_v)
                 metrics["val_rmse"] = event.val_rmse
             if step % config.log_every == 0 or event.val_rmse is not None or last:
@@ -400,7 +428,7 @@ def fine_tune(
     model: FocusScoreNet,
     samples: Sequence[tuple[np.ndarray, float, float]],
     steps: int = 200,
-    crop_size: tuple[int, int] = (240, 320),
+    crop_size: tuple[int, int] | None = None,
     batch_size: int = 8,
     lr: float = 1e-4,
     val_fraction: float = 0.2,
@@ -411,13 +439,16 @@ def fine_tune(
 ) -> TrainResult:
     """Fine-tune a copy of ``model`` on ``(image float [0,1], magnification, score)`` samples.
 
-    With at least 10 samples, ``val_fraction`` of them (every k-th) is held out for the validation RMSE.
+    ``crop_size``: random training crops and centre crops for the RMSE (None: the paper's 320x240, what
+    scoring uses). With at least 10 samples, ``val_fraction`` of them (every k-th) is held out for the validation
+    RMSE.
     Returns the new model and RMSE on all samples before/after (``metrics['rmse_before'/'rmse_after']``).
     Cancelling (``should_stop``) raises :class:`CancelledError`; ``model`` itself is never modified.
     """
     if not samples:
         raise SemFocusError("no labelled frames to fine-tune on")
     samples = list(samples)
+    crop_size = crop_size or CROP_SIZE
     val_idx = set(range(0, len(samples), max(2, round(1 / val_fraction)))) if len(samples) >= 10 else set()
     train_set = [s for i, s in enumerate(samples) if i not in val_idx] or samples
     val_set = [s for i, s in enumerate(samples) if i in val_idx]

@@ -261,8 +261,9 @@ class TrainWidget(QWidget):
             return widget.weights_edit.text().strip() or None
         return self.base_weights
 
-    def start_fine_tune(self, crop_size: tuple[int, int] = (240, 320), batch_size: int = 8) -> Any:
-        """Fine-tune from the scoring model's current weights on the labelled frames, in a worker."""
+    def start_fine_tune(self, crop_size: tuple[int, int] | None = None, batch_size: int = 8) -> Any:
+        """Fine-tune from the scoring model's current weights on the labelled frames, in a worker (``crop_size``:
+        None = :func:`~napari_sem_focus.train.fine_tune`'s default, the paper's 320x240)."""
         from napari.qt.threading import create_worker
         from napari.utils.notifications import show_error
 
