@@ -136,3 +136,25 @@ def test_eval_prints_the_paper_tables_heldout_and_high_magnifications(tmp_path, 
     assert results["highmag"]["Same weights"]["total"] == results["highmag"]["Proposed (ResNet18 + mag)"]["total"]
     totals = [col["total"] for part in ("table2", "heldout", "highmag") for col in results[part].values()]
     assert all(0 <= t <= 10 for t in totals)
+
+
+def test_folder_out_of_focus_order_warns(tmp_path, capsys):
+    """Defocus -3 ... +3 saved as m01..m03, p00..p03 without working distances: sorted by name it has two peaks."""
+    import cv2
+
+    for name, blur in [("m01", 1), ("m02", 2), ("m03", 3), ("p00", 0), ("p01", 1), ("p02", 2), ("p03", 3)]:
+        frame = (texture((80, 100), blur_px=1.5 * blur) * 255).astype(np.uint8)
+        assert cv2.imwrite(str(tmp_path / f"defocus_{name}.png"), frame)
+    assert main(["metrics", str(tmp_path), "--rank-by", "tenengrad"]) == 0
+    out = capsys.readouterr().out
+    assert "best frame by tenengrad: 3 (defocus_p00.png)" in out
+    assert "warning: the focus curve has 2 separate peaks (frames 3, 0)" in out
+    assert main(["metrics", str(tmp_path), "--rank-by", "tenengrad", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["other_peaks"] == [0] and "not be in focus order" in payload["warning"]
+
+
+def test_focus_ordered_stack_has_no_warning(blur_stack, capsys):
+    assert main(["metrics", str(blur_stack), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["other_peaks"] == [] and payload["warning"] is None

@@ -49,6 +49,7 @@ def test_reader_widget_best_frame_and_clicks(widget, qtbot, series_path):
     assert len(w.rows) == 7
     truth = [t["score"] for t in layer.metadata["focus_series"].truth]
     assert w.peak.index == int(np.argmax(truth)) == 3
+    assert "best frame 3" in w.status.text() and "warning" not in w.status.text()
     assert len(w.plot.axes.lines[0].get_xdata()) == 7
     assert w.table.rowCount() == 7
     w.go_to_best()
@@ -139,3 +140,5 @@ def test_real_optical_folder_opens_cropped_and_picks_defocus_zero(widget, qtbot)
     w.mag_box.setValue(5000)
     _run(qtbot, w)
     assert series.frame_paths[w.peak.index].name == "smear_defocus_p00.png"
+    # sorted by file name (m01 ... m09, p00 ... p09) the curve has two peaks: the status line says so
+    assert "separate peaks (frames 9, 0)" in w.status.text()

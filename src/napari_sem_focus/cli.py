@@ -258,12 +258,12 @@ def _print_rows(args: argparse.Namespace, rows: list[dict[str, Any]], summary: d
         print(format_table(rows))
 
 
-def _peak_summary(rows: list[dict[str, Any]], key: str) -> tuple[Any, dict[str, Any]]:
+def _peak_summary(rows: list[dict[str, Any]], key: str, min_prominence: float = 0.0) -> tuple[Any, dict[str, Any]]:
     from .focus_curve import find_best_focus
     from .report import focus_positions
 
     xs, xlabel = focus_positions(rows)
-    peak = find_best_focus([r[key] for r in rows], xs)
+    peak = find_best_focus([r[key] for r in rows], xs, min_prominence=min_prominence)
     summary = {
         "rank_by": key,
         "best_frame": peak.index,
@@ -272,6 +272,8 @@ def _peak_summary(rows: list[dict[str, Any]], key: str) -> tuple[Any, dict[str, 
         "best_focus_position": peak.position,
         "best_focus_sigma": peak.position_sigma,
         "position_unit": "mm" if xlabel != "frame" else "frame",
+        "other_peaks": list(peak.other_peaks),
+        "warning": peak.warning(),
     }
     return peak, summary
 
@@ -283,6 +285,8 @@ def _print_best(summary: dict[str, Any]) -> None:
         f"best frame by {summary['rank_by']}: {summary['best_frame']} ({summary['best_file']}); "
         f"fitted best focus: {pos}"
     )
+    if summary["warning"]:
+        print(f"warning: {summary['warning']}")
 
 
 def _write_plot(plot: Path, n: int, count: int, rows: list[dict[str, Any]], key: str, peak: Any, title: str) -> None:
@@ -329,6 +333,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from .analysis import score_rows
+    from .focus_curve import SCORE_MIN_PROMINENCE
     from .infer import interpret_score, model_magnification
     from .samples import sample_series
     from .train import select_device
@@ -346,7 +351,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             row
             for row, _ in score_rows(series, args.weights, mag, args.mode, device, metrics=None if args.metrics else ())
         ]
-        peak, summary = _peak_summary(rows, "score")
+        peak, summary = _peak_summary(rows, "score", min_prominence=SCORE_MIN_PROMINENCE)
         summary |= {"model_magnification": mag, "magnification_source": mag_source, "mode": args.mode}
         if len(sources) > 1:
             rows = [{"series": label} | r for r in rows]

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import SemFocusError
-from ..focus_curve import FocusPeak, find_best_focus
+from ..focus_curve import SCORE_MIN_PROMINENCE, FocusPeak, find_best_focus
 from ..infer import MODES, interpret_score, model_magnification
 from ..report import focus_positions, write_csv
 from .layer_choice import ImageLayerChoice, magnification_box, path_row
@@ -247,7 +247,7 @@ class ScoreStackWidget(QWidget):
         if not self.rows:
             return
         xs, _ = focus_positions(self.rows)
-        self.peak = find_best_focus([r["score"] for r in self.rows], xs)
+        self.peak = find_best_focus([r["score"] for r in self.rows], xs, min_prominence=SCORE_MIN_PROMINENCE)
         extra = [k for k in self.rows[0] if k not in ("frame", "file", "working_distance_mm", "score")]
         self.plot.set_data(self.rows, self.peak, extra)
         best = self.rows[self.peak.index]
@@ -258,6 +258,7 @@ class ScoreStackWidget(QWidget):
             self.status.setText(
                 f"best frame {best['frame']} (score {best['score']:.2f}); fitted best focus "
                 f"{self.peak.position:.5g} ± {self.peak.position_sigma:.2g} {unit}"
+                + (f"\nwarning: {self.peak.warning()}" if self.peak.other_peaks else "")
             )
         self._fill_table(extra)
         for b in (self.best_button, self.keep_button, self.map_button, self.export_button):
