@@ -64,3 +64,5 @@ def test_separate_peaks_thresholds():
     assert separate_peaks(flat, min_prominence=1.0) == [1]
     assert separate_peaks(flat) == [1, 3]  # relative threshold only (metrics with arbitrary units)
     assert separate_peaks([1.0, np.nan, 4.0, 1.0, 3.0]) == [2, 4]
+    assert separate_peaks([1.0, 9.0, 9.0, 1.0]) == [1]  # a flat top (bf16-rounded scores) is one peak
+    assert separate_peaks([9.0, 1.0, 9.0]) == [0, 2]

@@ -11,8 +11,8 @@
   local step when it cannot be estimated (e.g. three points fit exactly; peak at the series edge);
 - ``other_peaks``: other frames that are separate peaks of the curve (topographic prominence at least
   ``min_prominence`` and at least 20 % of the curve's range). A focus curve has one peak; several mean the frames
-  are not in focus order (a folder sorted by file name, e.g. ``m09 ... m01, p00 ... p09``) or the field holds more
-  than one focal plane, and the fitted position should not be trusted.
+  are not in focus order (a folder sorted by file name, e.g. ``m01 ... m09, p00 ... p09`` for defocus -1 ... -9,
+  0 ... 9) or the field holds more than one focal plane, and the fitted position should not be trusted.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def separate_peaks(values: Sequence[float], min_prominence: float = 0.0) -> list
 
     The prominence of a maximum is its height above the higher of the two lowest points between it and the
     nearest higher value on each side (a side that reaches the series end without a higher value counts only
-    when it holds a point: so an edge frame can be a peak). NaN values are skipped. Sorted by value, highest first.
+    when it holds a point: so an edge frame can be a peak). Equal values count as higher on the left, so a flat
+    top (equal scores are common after bf16 rounding) is one peak, at its first frame. NaN values are skipped.
+    Sorted by value, highest first.
     """
     y = np.asarray(values, dtype=np.float64)
     idx = np.flatnonzero(np.isfinite(y))
@@ -77,8 +79,8 @@ def separate_peaks(values: Sequence[float], min_prominence: float = 0.0) -> list
     peaks = []
     for i in range(y.size):
         bases = []
-        for side in (y[:i][::-1], y[i + 1 :]):
-            higher = np.flatnonzero(side > y[i])
+        for side, higher_mask in ((y[:i][::-1], y[:i][::-1] >= y[i]), (y[i + 1 :], y[i + 1 :] > y[i])):
+            higher = np.flatnonzero(higher_mask)
             if higher.size and higher[0] == 0:
                 bases = []  # a neighbour is higher: not a local maximum
                 break
