@@ -258,12 +258,10 @@ def _print_rows(args: argparse.Namespace, rows: list[dict[str, Any]], summary: d
         print(format_table(rows))
 
 
-def _peak_summary(rows: list[dict[str, Any]], key: str, min_prominence: float = 0.0) -> tuple[Any, dict[str, Any]]:
-    from .focus_curve import find_best_focus
-    from .report import focus_positions
+def _peak_summary(rows: list[dict[str, Any]], key: str) -> tuple[Any, dict[str, Any]]:
+    from .report import curve_peak
 
-    xs, xlabel = focus_positions(rows)
-    peak = find_best_focus([r[key] for r in rows], xs, min_prominence=min_prominence)
+    peak, unit = curve_peak(rows, key)
     summary = {
         "rank_by": key,
         "best_frame": peak.index,
@@ -271,7 +269,7 @@ def _peak_summary(rows: list[dict[str, Any]], key: str, min_prominence: float = 
         "best_value": peak.value,
         "best_focus_position": peak.position,
         "best_focus_sigma": peak.position_sigma,
-        "position_unit": "mm" if xlabel != "frame" else "frame",
+        "position_unit": unit,
         "other_peaks": list(peak.other_peaks),
         "warning": peak.warning(),
     }
@@ -333,7 +331,6 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from .analysis import score_rows
-    from .focus_curve import SCORE_MIN_PROMINENCE
     from .infer import interpret_score, model_magnification
     from .samples import sample_series
     from .train import select_device
@@ -351,7 +348,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             row
             for row, _ in score_rows(series, args.weights, mag, args.mode, device, metrics=None if args.metrics else ())
         ]
-        peak, summary = _peak_summary(rows, "score", min_prominence=SCORE_MIN_PROMINENCE)
+        peak, summary = _peak_summary(rows, "score")
         summary |= {"model_magnification": mag, "magnification_source": mag_source, "mode": args.mode}
         if len(sources) > 1:
             rows = [{"series": label} | r for r in rows]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path, atomic_write_text
-from .focus_curve import FocusPeak
+from .focus_curve import SCORE_MIN_PROMINENCE, FocusPeak, find_best_focus
 
 
 def _fmt(value: Any) -> str:
@@ -83,6 +83,16 @@ def focus_positions(rows: Sequence[dict[str, Any]]) -> tuple[list[float], str]:
     if rows and all(w is not None for w in wds) and len(set(wds)) > 1:
         return [float(w) for w in wds], "working distance (mm)"  # type: ignore[arg-type]
     return [float(r["frame"]) for r in rows], "frame"
+
+
+def curve_peak(rows: Sequence[dict[str, Any]], key: str) -> tuple[FocusPeak, str]:
+    """Best frame and fitted best focus of the ``key`` column against :func:`focus_positions`, and the position
+    unit ("mm" or "frame"). Dips of the learned ``score`` smaller than ``SCORE_MIN_PROMINENCE`` never count as
+    separate peaks; classic metrics have arbitrary units, so only the relative threshold applies to them."""
+    xs, xlabel = focus_positions(rows)
+    min_prominence = SCORE_MIN_PROMINENCE if key == "score" else 0.0
+    peak = find_best_focus([r[key] for r in rows], xs, min_prominence=min_prominence)
+    return peak, "frame" if xlabel == "frame" else "mm"
 
 
 def plot_focus_curve(

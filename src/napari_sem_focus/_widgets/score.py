@@ -2,7 +2,7 @@
 focus curve, jump to the best frame, keep it, show the focus map, export CSV.
 
 All computing is done by core functions (:func:`~napari_sem_focus.analysis.score_rows`,
-:func:`~napari_sem_focus.focus_curve.find_best_focus`, :func:`~napari_sem_focus.report.write_csv`...).
+:func:`~napari_sem_focus.report.curve_peak`, :func:`~napari_sem_focus.report.write_csv`...).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import SemFocusError
-from ..focus_curve import SCORE_MIN_PROMINENCE, FocusPeak, find_best_focus
+from ..focus_curve import FocusPeak
 from ..infer import MODES, interpret_score, model_magnification
-from ..report import focus_positions, write_csv
+from ..report import curve_peak, write_csv
 from .layer_choice import ImageLayerChoice, magnification_box, path_row
 from .plot import FocusPlot
 
@@ -246,19 +246,17 @@ class ScoreStackWidget(QWidget):
     def _update_views(self) -> None:
         if not self.rows:
             return
-        xs, _ = focus_positions(self.rows)
-        self.peak = find_best_focus([r["score"] for r in self.rows], xs, min_prominence=SCORE_MIN_PROMINENCE)
+        self.peak, unit = curve_peak(self.rows, "score")
         extra = [k for k in self.rows[0] if k not in ("frame", "file", "working_distance_mm", "score")]
         self.plot.set_data(self.rows, self.peak, extra)
         best = self.rows[self.peak.index]
         if len(self.rows) == 1 and (self.series is None or len(self.series) == 1):
             self.status.setText(f"score {best['score']:.2f} / 10: {interpret_score(best['score'])}")
         else:
-            unit = "mm" if xs != [float(r["frame"]) for r in self.rows] else "frame"
             self.status.setText(
                 f"best frame {best['frame']} (score {best['score']:.2f}); fitted best focus "
                 f"{self.peak.position:.5g} ± {self.peak.position_sigma:.2g} {unit}"
-                + (f"\nwarning: {self.peak.warning()}" if self.peak.other_peaks else "")
+                + (f"\nwarning: {warning}" if (warning := self.peak.warning()) else "")
             )
         self._fill_table(extra)
         for b in (self.best_button, self.keep_button, self.map_button, self.export_button):
