@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+#: Real SEM data: ``$SEM_FOCUS_DATA`` when set, else ../shared/data beside the project.
+SHARED_DATA = Path(os.environ.get("SEM_FOCUS_DATA") or ROOT.parent / "shared" / "data")
 
 
 def shared(relative: str) -> Path:

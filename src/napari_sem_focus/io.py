@@ -276,6 +276,20 @@ def _with_truth(meta: SemMetadata, truth: dict[str, Any]) -> SemMetadata:
     return replace(meta, vendor=meta.vendor or "napari-sem-focus simulator", **known)
 
 
+def _decode_failure(page: Any, page_index: int, err: Exception) -> str:
+    """Why a TIFF page could not be decoded: a missing codec package (with the command that installs it) or
+    damaged data. tifffile decodes LZW, PackBits, JPEG and most other compressions SEMs write only with the
+    ``imagecodecs`` package (a dependency of this plugin); an environment without it must not call a valid
+    file corrupt."""
+    if "imagecodecs" in str(err):
+        compression = getattr(getattr(page, "compression", None), "name", "this")
+        return (
+            f"page {page_index} is {compression}-compressed and decoding it needs the 'imagecodecs' package, "
+            "which is missing or broken here: pip install imagecodecs"
+        )
+    return f"page {page_index} is truncated or corrupt ({err})"
+
+
 def _read_tiff_page(path: Path, page_index: int, notes: list[str]) -> np.ndarray:
     tif = _open_tiff(path)
     with tif:
@@ -283,7 +297,7 @@ def _read_tiff_page(path: Path, page_index: int, notes: list[str]) -> np.ndarray
         try:
             data = page.asarray()
         except Exception as err:  # tifffile raises many types for damaged data
-            raise UnreadableImageError(path, f"page {page_index} is truncated or corrupt ({err})") from err
+            raise UnreadableImageError(path, _decode_failure(page, page_index, err)) from err
         if page.photometric == 3 and page.colormap is not None:  # PALETTE
             data = _palette_to_grey(data, page.colormap, path, notes)
     return to_grey(data, path, notes)
