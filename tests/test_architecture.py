@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CORE = ["io", "metadata", "databar", "metrics", "focus_curve", "analysis", "report", "cli"]
+CORE = ["io", "metadata", "databar", "metrics", "structure", "focus_curve", "analysis", "report", "cli"]
 
 
 def test_core_imports_neither_qt_nor_napari_nor_torch():

@@ -29,14 +29,20 @@ def test_tiles_cover_the_whole_field():
     for r, c in origins:
         covered[r : r + 240, c : c + 320] = True
     assert covered.all()
-    crops, _ = frame_crops(np.zeros((100, 120), np.float32), "tiles")  # smaller than a tile: padded
-    assert crops.shape == (1, 240, 320)
+    for mode in ("tiles", "structure", "center"):
+        crops, origins, facts = frame_crops(np.zeros((100, 120), np.float32), mode)  # smaller than a tile: padded
+        assert crops.shape == (1, 240, 320) and len(origins) == 1
+        assert facts["has_structure"] is False and facts["structure_fraction"] == 0.0
     with pytest.raises(SemFocusError, match="unknown scoring mode"):
         frame_crops(np.zeros((300, 400), np.float32), "median")
 
 
-def test_pool_is_upper_quartile_and_focus_map():
-    assert pool(np.array([0.0, 1.0, 2.0, 3.0, 10.0])) == pytest.approx(3.0)
+def test_pool_per_mode_and_focus_map():
+    scores = np.array([0.0, 1.0, 2.0, 3.0, 10.0])
+    assert pool(scores, "tiles")[0] == pytest.approx(3.0)  # upper quartile
+    assert pool(scores, "structure") == pytest.approx((3.2, float(np.std(scores))))  # mean, spread
+    score, spread = pool(np.array([7.0]), "center")
+    assert score == 7.0 and np.isnan(spread)
     fs = FrameScore(0, 5.0, np.array([2.0, 8.0]), [(0, 0), (0, 320)])
     fmap = fs.focus_map((240, 640))
     assert fmap[10, 10] == 2.0 and fmap[10, 600] == 8.0
@@ -49,7 +55,34 @@ def test_score_frames_order_and_modes():
     assert [t.frame for t in tiles] == [0, 1, 2, 3, 4]
     assert all(len(t.tile_scores) == 4 and 0 <= t.score <= 10 for t in tiles)
     centre = list(score_frames(frames, 2000.0, net, "center"))
-    assert all(len(t.tile_scores) == 1 for t in centre)
+    assert all(len(t.tile_scores) == 1 and np.isnan(t.spread) for t in centre)
+    structure = list(score_frames(frames, 2000.0, net))  # the default mode
+    assert all(1 <= len(t.tile_scores) <= 4 and t.spread >= 0 and t.has_structure for t in structure)
+
+
+def _corner_texture_frame() -> np.ndarray:
+    """A 768x1024 frame: flat grey with texture only in its top-left 300x400 px."""
+    frame = np.full((768, 1024), 0.4, np.float32)
+    frame[:300, :400] = texture((300, 400), seed=3)
+    return frame
+
+
+def test_structure_mode_scores_only_the_tiles_with_structure():
+    frame = _corner_texture_frame()
+    _, origins, facts = frame_crops(frame, "structure")
+    assert origins and all(r < 300 and c < 400 for r, c in origins)  # only tiles reaching into the texture
+    assert (0, 0) in origins and len(origins) < len(tile_origins(frame.shape))
+    assert facts["has_structure"] and 0.1 < facts["structure_fraction"] < 0.3  # 300x400 of 768x1024 px = 15 %
+    _, _, centre_facts = frame_crops(frame, "center")
+    assert not centre_facts["has_structure"]  # the paper's centre crop sees only the flat part
+
+
+def test_noise_and_blank_frames_have_no_structure():
+    rng = np.random.default_rng(0)
+    for frame in (rng.normal(0.5, 0.2, (480, 640)), np.zeros((480, 640)), rng.poisson(3, (480, 640)) / 9):
+        _, origins, facts = frame_crops(np.clip(frame, 0, 1).astype(np.float32), "structure")
+        assert not facts["has_structure"] and facts["structure_fraction"] < 0.05
+        assert len(origins) == len(tile_origins((480, 640)))  # no structure: every tile is scored
 
 
 def test_model_magnification_sources():

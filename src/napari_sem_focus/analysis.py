@@ -40,18 +40,22 @@ def score_rows(
     series: FocusSeries,
     weights: str | None = None,
     magnification: float | None = None,
-    mode: str = "center",
+    mode: str | None = None,
     device: str = "cpu",
     metrics: Iterable[str] | None = (),
     smooth_sigma_px: float = 0.0,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[dict[str, Any], Any]]:
-    """Yield ``(row, FrameScore)`` per frame: :func:`frame_row` + learned ``score`` (+ classic ``metrics``).
+    """Yield ``(row, FrameScore)`` per frame: :func:`frame_row` + learned ``score`` with its confidence
+    (:func:`score_columns`) (+ classic ``metrics``).
 
-    ``metrics=None`` adds every classic metric, ``()`` none. Each frame is read once: the classic metrics are
-    computed from the same array the model scores.
+    ``mode``: a scoring mode of :mod:`napari_sem_focus.infer` (None: the default). ``metrics=None`` adds every
+    classic metric, ``()`` none. Each frame is read once: the classic metrics are computed from the same array
+    the model scores.
     """
-    from .infer import score_series
+    from .infer import MODES, score_series
+
+    mode = mode or MODES[0]
 
     names = None if metrics is None else list(metrics)
     pending: dict[int, dict[str, float]] = {}
@@ -64,5 +68,36 @@ def score_rows(
             yield frame
 
     for result in score_series(series, weights, magnification, mode, device, should_stop=should_stop, frames=frames()):
-        row = frame_row(series, result.frame) | {"score": round(result.score, 4)} | pending.pop(result.frame, {})
+        row = frame_row(series, result.frame) | score_columns(result) | pending.pop(result.frame, {})
         yield row, result
+
+
+#: The columns :func:`score_columns` adds to a result row.
+SCORE_COLUMNS = ("score", "spread", "structure", "note")
+#: The note of a frame whose scored region shows no specimen structure.
+NO_STRUCTURE = "no structure in the scored region"
+
+
+def score_columns(result: Any) -> dict[str, Any]:
+    """The result-table columns of a :class:`~napari_sem_focus.infer.FrameScore`: ``score`` (0-10), ``spread``
+    (std of the pooled tile scores, score units; None for one crop), ``structure`` (fraction of the image with
+    specimen structure) and ``note`` (:data:`NO_STRUCTURE` when the scored region has none, else None)."""
+    spread = None if result.spread != result.spread else round(float(result.spread), 3)  # NaN -> None
+    return {
+        "score": round(float(result.score), 4),
+        "spread": spread,
+        "structure": round(float(result.structure_fraction), 3),
+        "note": None if result.has_structure else NO_STRUCTURE,
+    }
+
+
+def score_summary(row: dict[str, Any]) -> str:
+    """One line for a result row: score, spread, structure fraction and what the score means, e.g.
+    ``score 8.62/10 ± 0.41 (structure in 63 % of the image): nearly in focus``."""
+    from .infer import interpret_score
+
+    spread = f" ± {row['spread']:.2f}" if row.get("spread") is not None else ""
+    structure = row.get("structure")
+    where = f" (structure in {100 * structure:.0f} % of the image)" if structure is not None else ""
+    meaning = row["note"] if row.get("note") else interpret_score(row["score"])
+    return f"score {row['score']:.2f}/10{spread}{where}: {meaning}"

@@ -140,7 +140,15 @@ def _add_score_parser(sub: Any) -> None:
         "--mode",
         default=MODES[0],
         choices=list(MODES),
-        help="tiles: p75 over a grid of 320x240 tiles; center: the paper's centre crop",
+        help="structure (default): mean over the 320x240 tiles that show specimen structure; "
+        "center: the paper's centre crop; tiles: upper quartile over all tiles",
+    )
+    score.add_argument(
+        "--roi",
+        type=float,
+        nargs=4,
+        metavar=("X", "Y", "W", "H"),
+        help="score only this region of every frame (pixels from the top-left corner; at least 320x240)",
     )
     score.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     score.add_argument("--metrics", action="store_true", help="add the classic focus metrics as columns")
@@ -184,6 +192,15 @@ def _add_train_parser(sub: Any) -> None:
     train = sub.add_parser("train", help="train or fine-tune the focus-score network")
     train.add_argument("--labels", type=Path, nargs="+", help="labels CSV file(s) to train on")
     train.add_argument("--simulate", type=int, metavar="N", help="train on N frames simulated on the fly")
+    train.add_argument(
+        "--real-textures",
+        type=Path,
+        nargs="+",
+        metavar="IMAGE",
+        help="in-focus real SEM images to add semi-real frames from (textured everywhere; never benchmark images)",
+    )
+    train.add_argument("--real-frames", type=int, default=10_000, help="semi-real frames per epoch (default 10,000)")
+    train.add_argument("--blank", type=int, default=0, metavar="N", help="add N simulated 0-score frames (noise...)")
     train.add_argument("--val", type=Path, nargs="*", default=None, help="validation labels CSV file(s)")
     train.add_argument("--recipe", default="fast", choices=["fast", "paper"])
     train.add_argument("--init", default=None, help="start from weights: 'default' or a .safetensors file")
@@ -292,7 +309,10 @@ def _write_plot(plot: Path, n: int, count: int, rows: list[dict[str, Any]], key:
     from .report import save_focus_plot
 
     path = plot if count == 1 else plot.with_stem(f"{plot.stem}_{n}")
-    extra = [k for k in rows[0] if k not in ("series", "frame", "file", "working_distance_mm", key)]
+    from .analysis import SCORE_COLUMNS
+
+    skip = {"series", "frame", "file", "working_distance_mm", key, *SCORE_COLUMNS}
+    extra = [k for k in rows[0] if k not in skip]
     save_focus_plot(path, rows, key, peak, extra, title=title)
     print(f"plot written to {path}", file=sys.stderr)
 
@@ -330,8 +350,8 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from .analysis import score_rows
-    from .infer import interpret_score, model_magnification
+    from .analysis import NO_STRUCTURE, score_rows, score_summary
+    from .infer import CROP_SIZE, model_magnification
     from .samples import sample_series
     from .train import select_device
 
@@ -343,21 +363,38 @@ def _cmd_score(args: argparse.Namespace) -> int:
     all_rows: list[dict[str, Any]] = []
     for n, (label, path) in enumerate(sources):
         series = sample_series(args.sample) if path is None else _read(path, args)
+        if args.roi:
+            series = series.with_roi(args.roi, min_shape=CROP_SIZE)
+            for note in series.notes:
+                if note.startswith("region of interest"):
+                    print(f"note: {note}", file=sys.stderr)
         mag, mag_source = model_magnification(series, args.mag)
         rows = [
             row
             for row, _ in score_rows(series, args.weights, mag, args.mode, device, metrics=None if args.metrics else ())
         ]
         peak, summary = _peak_summary(rows, "score")
-        summary |= {"model_magnification": mag, "magnification_source": mag_source, "mode": args.mode}
+        blind = [r["frame"] for r in rows if r["note"]]
+        summary |= {
+            "model_magnification": mag,
+            "magnification_source": mag_source,
+            "mode": args.mode,
+            "roi": list(series.roi) if series.roi else None,
+            "frames_without_structure": blind,
+        }
         if len(sources) > 1:
             rows = [{"series": label} | r for r in rows]
         _print_rows(args, rows, summary)
         if not (args.csv or args.json):
-            print(f"model magnification: {mag:.0f}x ({mag_source}); mode: {args.mode}")
-            _print_best(summary)
+            region = "" if series.roi is None else "; region x {}, y {}, {}x{} px".format(*series.roi)
+            print(f"model magnification: {mag:.0f}x ({mag_source}); mode: {args.mode}{region}")
             if len(rows) == 1:
-                print(f"score {rows[0]['score']:.2f}/10: {interpret_score(rows[0]['score'])}")
+                print(score_summary(rows[0]))
+            else:
+                _print_best(summary)
+                print(f"best frame {score_summary(rows[peak.index])}")
+                if blind:
+                    print(f"note: {NO_STRUCTURE} of frame(s) {', '.join(map(str, blind))}")
             if len(sources) > 1:
                 print()
         if args.plot:
@@ -415,14 +452,15 @@ def _cmd_simulate_dataset(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from torch.utils.data import ConcatDataset
     from tqdm import tqdm
 
-    from .data import LabelledImages, SimulatedFrames
+    from .data import LabelledImages, SemiRealFrames, SimulatedFrames
     from .train import TrainEvent, recipe, train
     from .weights import load_model, save_weights
 
-    if not args.labels and not args.simulate:
-        raise SemFocusError("give --labels CSV... or --simulate N as training data")
+    if not args.labels and not args.simulate and not args.real_textures:
+        raise SemFocusError("give --labels CSV..., --simulate N or --real-textures IMAGE... as training data")
     overrides: dict[str, Any] = {
         "device": args.device,
         "arch": args.arch,
@@ -442,13 +480,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.crop:
         overrides["crop"] = (args.crop[1], args.crop[0])
     config = recipe(args.recipe, **overrides)
+    parts: list[Any] = []
     if args.labels:
-        train_data: Any = LabelledImages(args.labels, config.crop, train=True, preload=args.preload, seed=config.seed)
-    else:
-        train_data = SimulatedFrames("train", args.simulate, crop_size=config.crop)
+        parts.append(LabelledImages(args.labels, config.crop, train=True, preload=args.preload, seed=config.seed))
+    if args.simulate:
+        parts.append(SimulatedFrames("train", args.simulate, crop_size=config.crop))
+    if args.blank:
+        parts.append(SimulatedFrames("blank", args.blank, crop_size=config.crop, train=True))
+    if args.real_textures:
+        parts.append(SemiRealFrames(args.real_textures, args.real_frames, config.crop, seed=config.seed))
+    train_data: Any = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     if args.val:
         val_data: Any = LabelledImages(args.val, config.eval_crop, train=False, preload=args.preload)
-    elif args.val is None and not args.labels:
+    elif args.val is None and args.simulate:
         val_data = SimulatedFrames("val", 256, crop_size=config.eval_crop)
     else:
         val_data = None
@@ -489,11 +533,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "init": str(args.init),
         "minutes": round((time.time() - started) / 60, 1),
         **result.metrics,
-        "data": [str(p) for p in args.labels] if args.labels else f"simulated train split, {args.simulate}",
+        "data": _data_description(args),
     }
     save_weights(result.model, args.out, facts)
     print(f"weights written to {args.out} (steps {result.step}, val RMSE {result.metrics.get('val_rmse', 'n/a')})")
     return 0
+
+
+def _data_description(args: argparse.Namespace) -> list[str]:
+    """What a training run was trained on, for the weights file's facts."""
+    out = [str(p) for p in args.labels or []]
+    if args.simulate:
+        out.append(f"simulated train split, {args.simulate} frames")
+    if args.blank:
+        out.append(f"simulated blank split, {args.blank} frames")
+    if args.real_textures:
+        out.append(f"semi-real, {args.real_frames} frames, from {[p.name for p in args.real_textures]}")
+    return out
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -192,3 +192,95 @@ class SimulatedFrames(Dataset):
             normalize_magnification(frame.params.magnification),
             torch.tensor(frame.score, dtype=torch.float32),
         )
+
+
+class SemiRealFrames(Dataset):
+    """Semi-real training frames made on the fly from in-focus real SEM images (:mod:`.simulate.semireal`).
+
+    Each frame: a random source, shrunk by a random factor 0.5-1 (area average: a lower magnification of the same
+    texture), a random 320x240 region degraded by a probe whose blur gives a target score uniform in [0, 10]
+    (12 % perfectly focused; a quarter astigmatic), shot noise of 1.5-3,000 electrons/px (12 % frame-averaged,
+    10^4), amplifier noise and scan artefacts; then a random crop and flips as in the paper. The label is the
+    simulator's score (:func:`.simulate.semireal.semireal_score`) with the texture's feature size estimated from
+    its autocorrelation. Sources must be textured everywhere (a featureless crop would get the label of the
+    whole image) and must not be images a benchmark measures (split by source image).
+
+    Args:
+        sources: image files (their pixel size must be in the metadata, or give ``pixel_nm``).
+        length: number of frames per epoch (index -> frame is deterministic for ``seed``).
+        crop_size: (rows, cols) fed to the network.
+        pixel_nm: pixel size (nm) for sources that state none.
+        seed: seed of the draws.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[str | Path],
+        length: int = 10_000,
+        crop_size: tuple[int, int] = (240, 320),
+        pixel_nm: float | None = None,
+        seed: int = 0,
+    ):
+        if not sources:
+            raise SemFocusError("no real-texture sources given")
+        self.sources = [Path(s) for s in sources]
+        self.length, self.crop_size, self.pixel_nm, self.seed = length, crop_size, pixel_nm, seed
+        self._clean: dict[int, tuple[np.ndarray, float, float]] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def source(self, k: int) -> tuple[np.ndarray, float, float]:
+        """(clean image, pixel size nm, feature size px) of source ``k`` (computed once)."""
+        if k not in self._clean:
+            from .io import read_series
+            from .simulate.semireal import clean_source, feature_size_px
+
+            series = read_series(self.sources[k])
+            pixel = series.pixel_size_nm or self.pixel_nm
+            if not pixel:
+                raise SemFocusError(f"'{self.sources[k]}': no pixel size in the metadata; give pixel_nm")
+            clean = clean_source(series.frame(0))
+            self._clean[k] = (clean, float(pixel), feature_size_px(clean))
+        return self._clean[k]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        import math
+
+        import cv2
+
+        from .simulate import labels
+        from .simulate.optics import magnification_from_pixel_size
+        from .simulate.semireal import SOURCE_RESOLUTION_PX, FocusStep, SemiRealSettings, degrade, semireal_score
+
+        rng = np.random.default_rng([self.seed, index, 31])
+        clean, pixel, feature = self.source(int(rng.integers(len(self.sources))))
+        shrink = float(rng.uniform(0.5, 1.0))
+        if shrink < 0.98:
+            size = (max(1, round(clean.shape[1] * shrink)), max(1, round(clean.shape[0] * shrink)))
+            clean = cv2.resize(clean, size, interpolation=cv2.INTER_AREA)
+            pixel, feature = pixel / shrink, feature * shrink
+        rows, cols = self.crop_size
+        margin = 32
+        region = crop(clean, (rows + 2 * margin, cols + 2 * margin), rng)
+        target = 10.0 if rng.random() < 0.12 else float(rng.uniform(0.02, 10.0))
+        d0 = SOURCE_RESOLUTION_PX * pixel
+        diameter = labels.diameter_for_blur_score(target, d0, pixel, feature * pixel)
+        extra = math.sqrt(max(diameter**2 - d0**2, 0.0)) / pixel
+        squash = float(rng.uniform(0.2, 0.9)) if rng.random() < 0.25 else 0.0
+        probe = FocusStep(0.0, extra * math.sqrt(1 + squash), extra * math.sqrt(1 - squash), float(rng.uniform(0, 180)))
+        dose = 1e4 if rng.random() < 0.12 else float(math.exp(rng.uniform(math.log(1.5), math.log(3000))))
+        settings = SemiRealSettings(
+            electrons_per_px=dose,
+            excess_noise=float(rng.uniform(1.0, 2.5)),
+            amplifier_sigma=float(rng.uniform(0.0, 0.03)),
+            bandwidth_px=float(rng.uniform(0.0, 1.0)),
+            line_gain=float(rng.uniform(0.0, 0.04)) if rng.random() < 0.6 else 0.0,
+        )
+        image = degrade(region, probe, settings, rng)[margin:-margin, margin:-margin]
+        inner = region[margin:-margin, margin:-margin]
+        contrast = float(inner.std() / max(float(inner.mean()), 1e-6))
+        score = semireal_score(probe, pixel, feature, dose, contrast)
+        tensor = augment(image.astype(np.float32) / 255.0, self.crop_size, rng)
+        mag = magnification_from_pixel_size(pixel)
+        return tensor, normalize_magnification(mag), torch.tensor(score, dtype=torch.float32)

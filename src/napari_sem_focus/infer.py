@@ -1,14 +1,18 @@
 """Scoring frames with the learned model: crops, tiles, pooling, batching; a generator that can be cancelled.
 
-Modes (``center`` is the default: on 18 simulated series and the 2 real series with a known order both modes
-picked every best frame, and ``center`` is 16x faster — 2.7 s for 100 frames of 1024x768 on 2 CPU cores):
+Modes (``structure`` is the default; figures in docs/benchmarks.md "Real textures"):
 
-- ``center``: the paper's test protocol — one 320x240 centre crop per frame.
-- ``tiles``: a grid of 320x240 crops covering the whole scored field (evenly spaced, overlapping where the field
-  is not a multiple of the crop). Each tile gets its own score (a focus map); the frame's score is the **upper
-  quartile (p75)** of its tiles. Many SEM fields are mostly featureless background, which scores low whatever the
-  focus; the upper quantile follows the tiles that hold structure (a median missed the sharpest frame of a real
-  tin-ball series in a trial; p75 found it).
+- ``structure``: structure-aware tiles (:mod:`napari_sem_focus.structure`). The scored field is covered by a grid
+  of 320x240 tiles; the tiles with specimen structure (low-pass grey-value contrast >= 0.7 of the frame's most
+  structured tile) are scored and their scores averaged. Featureless tiles — smooth surfaces, empty background,
+  black holes, saturated areas — say nothing about focus and are left out, so the score no longer depends on what
+  lies under the image centre. A frame with no structure anywhere (noise, blank, flat) is scored on all tiles
+  and flagged ``has_structure = False``.
+- ``center``: the paper's test protocol — one 320x240 centre crop per frame (used for the paper's tables).
+- ``tiles``: every tile scored; the frame's score is the **upper quartile (p75)** of its tiles.
+
+Every :class:`FrameScore` carries a spread (standard deviation of the pooled tile scores; NaN for one crop), the
+fraction of the scored field that shows structure, and whether the scored region has any.
 
 Magnification fed to the model (:func:`model_magnification`): from the pixel size when known
 (``127 mm / (pixel_size x 1024 px)``, vendor-independent), else the vendor magnification rescaled to a 1024-px
@@ -28,7 +32,7 @@ from .errors import CancelledError, SemFocusError
 
 CROP_SIZE = (240, 320)  # rows, cols: the paper's 320x240 (test crop; also for fine-tuning and evaluation)
 TILE_QUANTILE = 0.75
-MODES = ("center", "tiles")  # the first is the default (see docs/benchmarks.md)
+MODES = ("structure", "center", "tiles")  # the first is the default (see docs/benchmarks.md)
 
 
 def interpret_score(score: float) -> str:
@@ -77,20 +81,28 @@ def tile_origins(shape: tuple[int, int], crop: tuple[int, int] = CROP_SIZE) -> l
     return [(r, c) for r in axis(shape[0], crop[0]) for c in axis(shape[1], crop[1])]
 
 
-def frame_crops(frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE) -> tuple[np.ndarray, list]:
-    """(stack of crops (n, rows, cols), their origins) of one float frame for ``mode``."""
+def frame_crops(frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE) -> tuple[np.ndarray, list, dict]:
+    """(stack of crops (n, rows, cols) to score, their origins, facts about the frame's structure) of one float
+    frame for ``mode``. The facts: ``structure_fraction`` and ``has_structure`` (of the scored region)."""
     from .data import crop as centre_or_pad
+    from .structure import STRUCTURE_FLOOR, StructureMap, structured_tiles
 
-    if mode == "center":
-        return centre_or_pad(frame, crop, None)[None], [
-            ((frame.shape[0] - crop[0]) // 2, (frame.shape[1] - crop[1]) // 2)
-        ]
-    if mode != "tiles":
+    if mode not in MODES:
         raise SemFocusError(f"unknown scoring mode '{mode}'; choose from {MODES}")
-    if frame.shape[0] < crop[0] or frame.shape[1] < crop[1]:
-        return centre_or_pad(frame, crop, None)[None], [(0, 0)]
+    structure = StructureMap(frame)
     origins = tile_origins(frame.shape, crop)
-    return np.stack([frame[r : r + crop[0], c : c + crop[1]] for r, c in origins]), origins
+    tile_structure = structure.regions(origins, crop)
+    facts: dict[str, Any] = {"structure_fraction": structure.fraction(origins, crop)}
+    small = frame.shape[0] < crop[0] or frame.shape[1] < crop[1]
+    if mode == "center" or small:
+        origin = (max((frame.shape[0] - crop[0]) // 2, 0), max((frame.shape[1] - crop[1]) // 2, 0))
+        facts["has_structure"] = bool(structure.region(*origin, *crop) >= STRUCTURE_FLOOR)
+        return centre_or_pad(frame, crop, None)[None], [origin], facts
+    facts["has_structure"] = bool(tile_structure.max() >= STRUCTURE_FLOOR)
+    if mode == "structure":
+        keep = structured_tiles(tile_structure)
+        origins = [o for o, k in zip(origins, keep, strict=True) if k]
+    return np.stack([frame[r : r + crop[0], c : c + crop[1]] for r, c in origins]), origins, facts
 
 
 @dataclass
@@ -99,10 +111,14 @@ class FrameScore:
 
     Attributes:
         frame: frame index.
-        score: the frame's score in [0, 10] (p75 of tiles in tiles mode).
-        tile_scores: score of each tile (len 1 in centre mode).
-        tile_origins: (row, col) of each tile's top-left corner in the scored region.
+        score: the frame's score in [0, 10] (mean of the structured tiles, p75 of all tiles, or the centre crop).
+        tile_scores: score of each scored tile (len 1 in centre mode; only the structured tiles in structure mode).
+        tile_origins: (row, col) of each scored tile's top-left corner in the scored region.
         tile_size: (rows, cols) of a tile.
+        spread: standard deviation of the pooled tile scores (score units; NaN when one crop is scored).
+        structure_fraction: fraction of the scored region covered by 320x240 tiles that show specimen structure.
+        has_structure: False when the scored region shows no structure at all (noise, blank, flat, a featureless
+            centre crop): the score then says "nothing to focus on", not "out of focus".
     """
 
     frame: int
@@ -110,6 +126,9 @@ class FrameScore:
     tile_scores: np.ndarray
     tile_origins: list[tuple[int, int]]
     tile_size: tuple[int, int] = CROP_SIZE
+    spread: float = float("nan")
+    structure_fraction: float = float("nan")
+    has_structure: bool = True
 
     def focus_map(self, shape: tuple[int, int]) -> np.ndarray:
         """A float image of ``shape`` (the scored region) holding each pixel's tile score (mean where tiles
@@ -123,9 +142,17 @@ class FrameScore:
             return np.where(count > 0, total / count, np.nan).astype(np.float32)
 
 
-def pool(tile_scores: np.ndarray) -> float:
-    """The frame score from its tile scores: the upper quartile."""
-    return float(np.quantile(tile_scores, TILE_QUANTILE)) if tile_scores.size > 1 else float(tile_scores[0])
+def pool(tile_scores: np.ndarray, mode: str = "tiles") -> tuple[float, float]:
+    """(frame score, spread) from the scores of the tiles a mode scored: the mean of the structured tiles
+    (``structure``), the upper quartile of all tiles (``tiles``) or the one crop (``center``); the spread is the
+    tiles' standard deviation (NaN for one tile)."""
+    scores = np.asarray(tile_scores, np.float64)
+    spread = float(scores.std()) if scores.size > 1 else float("nan")
+    if scores.size == 1:
+        return float(scores[0]), spread
+    if mode == "structure":
+        return float(scores.mean()), spread
+    return float(np.quantile(scores, TILE_QUANTILE)), spread
 
 
 def bf16_available(device: str) -> bool:
@@ -146,7 +173,7 @@ def score_frames(
     frames: Iterable[np.ndarray],
     magnification: float,
     model: Any,
-    mode: str = "center",
+    mode: str = MODES[0],
     batch_size: int = 16,
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
@@ -168,25 +195,26 @@ def score_frames(
     autocast = torch.autocast(
         "cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=use_bf16
     )
-    pending: list[tuple[int, np.ndarray, list]] = []
+    pending: list[tuple[int, np.ndarray, list, dict]] = []
 
-    def run(batch: list[tuple[int, np.ndarray, list]]) -> Iterator[FrameScore]:
-        crops = np.concatenate([c for _, c, _ in batch])
+    def run(batch: list[tuple[int, np.ndarray, list, dict]]) -> Iterator[FrameScore]:
+        crops = np.concatenate([c for _, c, _, _ in batch])
         with torch.inference_mode(), autocast:
             x = torch.from_numpy(crops).to(device)[:, None]
             scores = model(x, mag.expand(len(crops)).to(device)).float().cpu().numpy()
         start = 0
-        for index, c, origins in batch:
+        for index, c, origins, facts in batch:
             tiles = scores[start : start + len(c)]
             start += len(c)
-            yield FrameScore(index, pool(tiles), tiles, origins)
+            score, spread = pool(tiles, mode)
+            yield FrameScore(index, score, tiles, origins, spread=spread, **facts)
 
     n_crops = 0
     for index, frame in enumerate(frames):
         if should_stop is not None and should_stop():
             raise CancelledError(f"scoring cancelled at frame {index}")
-        crops, origins = frame_crops(frame, mode)
-        pending.append((index, crops, origins))
+        crops, origins, facts = frame_crops(frame, mode)
+        pending.append((index, crops, origins, facts))
         n_crops += len(crops)
         if n_crops >= batch_size:
             yield from run(pending)
@@ -199,7 +227,7 @@ def score_series(
     series: Any,
     weights: str | None = None,
     magnification: float | None = None,
-    mode: str = "center",
+    mode: str = MODES[0],
     device: str = "cpu",
     batch_size: int = 16,
     should_stop: Callable[[], bool] | None = None,

@@ -61,6 +61,8 @@ class FocusSeries:
         databar_source: "metadata", "detected", "user" or "none".
         truth: per-frame ground truth written by our simulator ({} for real data), e.g. ``defocus_um``, ``score``.
         notes: conversions applied (RGB -> grey, palette, float scaling...), for the user to see.
+        roi: region of interest (x, y, width, height) in pixels of the raw frame, or None for everything above the
+            data bar; set it with :meth:`with_roi`.
     """
 
     source: Path
@@ -72,6 +74,7 @@ class FocusSeries:
     databar_source: str = "none"
     truth: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    roi: tuple[int, int, int, int] | None = None
     _loader: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
     _intensity: tuple[float, float] | None = field(default=None, repr=False)
 
@@ -103,13 +106,52 @@ class FocusSeries:
     # --- derived facts ----------------------------------------------------------------------------------
     @property
     def scored_region(self) -> tuple[slice, slice]:
-        """Row and column slices of the region that is scored (everything above the data bar)."""
+        """Row and column slices of the region that is scored: the region of interest, else everything above the
+        data bar."""
+        if self.roi is not None:
+            x, y, w, h = self.roi
+            return slice(y, y + h), slice(x, x + w)
         return slice(0, self.shape[0] - self.databar_rows), slice(0, self.shape[1])
 
     @property
     def scored_shape(self) -> tuple[int, int]:
         """(rows, columns) of the scored region."""
-        return self.shape[0] - self.databar_rows, self.shape[1]
+        rows, cols = self.scored_region
+        return rows.stop - rows.start, cols.stop - cols.start
+
+    def with_roi(self, roi: Sequence[float] | None, min_shape: tuple[int, int] = (16, 16)) -> FocusSeries:
+        """This series scored only inside ``roi`` = (x, y, width, height) in pixels of the raw frame (the same
+        rectangle in every frame); None for the whole image.
+
+        A region that reaches beyond the image or into the data bar is clipped to the image above the bar (with a
+        note); one that lies wholly outside, or whose clipped size is below ``min_shape`` (rows, cols), raises
+        :class:`~napari_sem_focus.errors.InvalidImageError`.
+        """
+        if roi is None:
+            return replace(self, roi=None, notes=list(self.notes))
+        if len(roi) != 4:
+            raise InvalidImageError(f"a region of interest is X Y WIDTH HEIGHT (4 numbers), got {list(roi)}")
+        x, y, w, h = (float(v) for v in roi)
+        if w <= 0 or h <= 0:
+            raise InvalidImageError(f"the region of interest must have a positive size, got {w:g}x{h:g} px")
+        rows, cols = self.shape[0] - self.databar_rows, self.shape[1]
+        x0, y0 = max(0, round(x)), max(0, round(y))
+        x1, y1 = min(cols, round(x + w)), min(rows, round(y + h))
+        if x1 <= x0 or y1 <= y0:
+            raise InvalidImageError(
+                f"the region of interest (x {x:g}, y {y:g}, {w:g}x{h:g} px) lies outside the {cols}x{rows} px image"
+                + (" above the data bar" if self.databar_rows else "")
+            )
+        notes = list(self.notes)
+        if (x0, y0, x1, y1) != (round(x), round(y), round(x + w), round(y + h)):
+            notes.append(f"region of interest clipped to the image: x {x0}, y {y0}, {x1 - x0}x{y1 - y0} px")
+        if y1 - y0 < min_shape[0] or x1 - x0 < min_shape[1]:
+            clipped = " (clipped to the image)" if len(notes) > len(self.notes) else ""
+            raise InvalidImageError(
+                f"the region of interest is {x1 - x0}x{y1 - y0} px{clipped}, smaller than the "
+                f"{min_shape[1]}x{min_shape[0]} px the score needs: draw a larger region"
+            )
+        return replace(self, roi=(x0, y0, x1 - x0, y1 - y0), notes=notes)
 
     @property
     def working_distance_mm(self) -> list[float | None]:
@@ -170,7 +212,8 @@ class FocusSeries:
             "dtype": str(np.dtype(self.dtype)),
             "databar_rows": self.databar_rows,
             "databar_source": self.databar_source,
-            "scored_region_rows": [0, self.shape[0] - self.databar_rows],
+            "scored_region_rows": [self.scored_region[0].start, self.scored_region[0].stop],
+            "roi": list(self.roi) if self.roi else None,
             "metadata": first.to_dict(),
             "reference_magnification": self.reference_magnification,
             "working_distance_mm": self.working_distance_mm,
@@ -469,6 +512,17 @@ def _set_databar(series: FocusSeries, databar_rows: int | None) -> None:
     detected = detect_databar_rows(series.raw_frame(0))
     if detected:
         series.databar_rows, series.databar_source = detected, "detected"
+
+
+def roi_from_vertices(vertices: Any) -> tuple[float, float, float, float]:
+    """The region of interest (x, y, width, height; pixels) bounding a shape's (row, col) vertices, e.g. a
+    rectangle drawn in napari. Pixel ``i`` spans ``[i - 0.5, i + 0.5]`` in napari's data coordinates, so a
+    rectangle from (-0.5, -0.5) to (239.5, 319.5) is the 320x240 region at x 0, y 0."""
+    points = np.asarray(vertices, dtype=float).reshape(-1, 2)
+    if points.size == 0 or not np.isfinite(points).all():
+        raise InvalidImageError("the region of interest has no (finite) vertices")
+    (r0, c0), (r1, c1) = points.min(axis=0) + 0.5, points.max(axis=0) + 0.5
+    return float(c0), float(r0), float(c1 - c0), float(r1 - r0)
 
 
 def series_from_arrays(

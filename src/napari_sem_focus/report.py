@@ -111,6 +111,11 @@ def plot_focus_curve(
     xs, xlabel = focus_positions(rows)
     ys = [float(r[score_key]) for r in rows]
     ax.plot(xs, ys, "o-", color="C0", label=score_key, picker=5, zorder=3)
+    spreads = [r.get("spread") for r in rows] if score_key == "score" else []
+    if spreads and all(s is not None for s in spreads):
+        low = [y - s for y, s in zip(ys, spreads, strict=True)]
+        high = [y + s for y, s in zip(ys, spreads, strict=True)]
+        ax.fill_between(xs, low, high, color="C0", alpha=0.15, lw=0, label="spread over tiles (±1 sd)")
     finite = [y for y in ys if math.isfinite(y)]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if score_key == "score":  # the learned score lives on the paper's fixed 0-10 scale

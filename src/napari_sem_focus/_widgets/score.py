@@ -29,9 +29,9 @@ from qtpy.QtWidgets import (
 
 from ..errors import SemFocusError
 from ..focus_curve import FocusPeak
-from ..infer import MODES, interpret_score, model_magnification
+from ..infer import MODES, model_magnification
 from ..report import curve_peak, write_csv
-from .layer_choice import ImageLayerChoice, magnification_box, path_row
+from .layer_choice import ImageLayerChoice, RegionChoice, magnification_box, path_row, region_of_interest
 from .plot import FocusPlot
 
 if TYPE_CHECKING:
@@ -84,6 +84,12 @@ class ScoreStackWidget(QWidget):
         self.device_box.addItems(["auto", "cpu", "cuda"])
         self.mode_box = QComboBox()
         self.mode_box.addItems(list(MODES))
+        self.mode_box.setToolTip(
+            "structure: mean over the tiles with specimen structure (default)\n"
+            "center: the paper's 320x240 centre crop\ntiles: upper quartile over all tiles"
+        )
+        self.region_box = RegionChoice(viewer)
+        self.region_box.setToolTip("score only inside the first rectangle of a Shapes layer (every frame)")
         self.weights_edit, weights_row = path_row("bundled default", self._browse_weights)
         self.metrics_check = QCheckBox("classic metrics too")
         self.metrics_check.setChecked(True)
@@ -94,6 +100,7 @@ class ScoreStackWidget(QWidget):
         form.addRow("", self.mag_info)
         form.addRow("device", self.device_box)
         form.addRow("mode", self.mode_box)
+        form.addRow("region", self.region_box)
         form.addRow("weights", weights_row)
         form.addRow("", self.metrics_check)
 
@@ -174,6 +181,7 @@ class ScoreStackWidget(QWidget):
         from napari.utils.notifications import show_error, show_info
 
         from ..analysis import score_rows
+        from ..infer import CROP_SIZE
         from ..train import select_device
 
         layer = self.selected_layer()
@@ -182,6 +190,10 @@ class ScoreStackWidget(QWidget):
             return None
         try:
             series = series_for_layer(layer)
+            roi = region_of_interest(self.region_box.layer(), layer)
+            if self.region_box.layer() is not None and roi is None:
+                raise SemFocusError(f"the Shapes layer '{self.region_box.currentText()}' holds no rectangle")
+            series = series.with_roi(roi, min_shape=CROP_SIZE)
             device = str(select_device(self.device_box.currentText()))
         except SemFocusError as err:
             show_error(str(err))
@@ -191,19 +203,14 @@ class ScoreStackWidget(QWidget):
         self.layer, self.series = layer, series
         self.rows, self.results, self.peak = [], {}, None
         weights = self.weights_edit.text().strip() or None
+        magnification, mode = float(self.mag_box.value()), self.mode_box.currentText()
+        metrics = None if self.metrics_check.isChecked() else ()
         self._stop.clear()
 
-        def job() -> Any:
-            rows = score_rows(
-                series,
-                weights,
-                float(self.mag_box.value()),
-                self.mode_box.currentText(),
-                device,
-                metrics=None if self.metrics_check.isChecked() else (),
-                should_stop=self._stop.is_set,
+        def job() -> Any:  # widget values were read above: the worker never touches Qt
+            yield from score_rows(
+                series, weights, magnification, mode, device, metrics=metrics, should_stop=self._stop.is_set
             )
-            yield from rows
 
         self.worker = create_worker(job, _progress={"total": len(series), "desc": "Scoring frames"})
         self.worker.yielded.connect(self._on_result)
@@ -244,28 +251,40 @@ class ScoreStackWidget(QWidget):
         self._update_views()
 
     def _update_views(self) -> None:
+        from ..analysis import SCORE_COLUMNS, score_summary
+
         if not self.rows:
             return
         self.peak, unit = curve_peak(self.rows, "score")
-        extra = [k for k in self.rows[0] if k not in ("frame", "file", "working_distance_mm", "score")]
-        self.plot.set_data(self.rows, self.peak, extra)
+        metrics = [k for k in self.rows[0] if k not in ("frame", "file", "working_distance_mm", *SCORE_COLUMNS)]
+        self.plot.set_data(self.rows, self.peak, metrics)
         best = self.rows[self.peak.index]
         if len(self.rows) == 1 and (self.series is None or len(self.series) == 1):
-            self.status.setText(f"score {best['score']:.2f} / 10: {interpret_score(best['score'])}")
+            text = score_summary(best)
         else:
-            self.status.setText(
-                f"best frame {best['frame']} (score {best['score']:.2f}); fitted best focus "
+            text = (
+                f"best frame {best['frame']}: {score_summary(best)}\nfitted best focus "
                 f"{self.peak.position:.5g} ± {self.peak.position_sigma:.2g} {unit}"
-                + (f"\nwarning: {warning}" if (warning := self.peak.warning()) else "")
             )
-        self._fill_table(extra)
+            if warning := self.peak.warning():
+                text += f"\nwarning: {warning}"
+        blind = [r["frame"] for r in self.rows if r.get("note")]
+        if blind and len(self.rows) > 1:
+            text += f"\nno structure in the scored region of frame(s) {', '.join(map(str, blind[:10]))}"
+            text += "…" if len(blind) > 10 else ""
+        if self.series is not None and self.series.roi is not None:
+            x, y, w, h = self.series.roi
+            text += f"\nregion: x {x}, y {y}, {w}x{h} px"
+        self.status.setText(text)
+        self._fill_table(["spread", "structure", "note", *metrics])
         for b in (self.best_button, self.keep_button, self.map_button, self.export_button):
             b.setEnabled(True)
 
     def _fill_table(self, extra: list[str]) -> None:
         columns = ["frame", "working_distance_mm", "score", *extra]
+        columns = [c for c in columns if any(r.get(c) is not None for r in self.rows) or c == "score"]
         self.table.setColumnCount(len(columns))
-        self.table.setHorizontalHeaderLabels(["frame", "WD (mm)", "score", *extra])
+        self.table.setHorizontalHeaderLabels([{"working_distance_mm": "WD (mm)"}.get(c, c) for c in columns])
         self.table.setRowCount(len(self.rows))
         for i, row in enumerate(self.rows):
             for j, key in enumerate(columns):
@@ -310,11 +329,22 @@ class ScoreStackWidget(QWidget):
         fmap = result.focus_map(self.series.scored_shape)
         name = f"{self.layer.name} focus map"
         scale = tuple(self.layer.scale[-2:])
+        rows, cols = self.series.scored_region  # the map starts at the region's corner
+        origin = (rows.start, cols.start)
+        translate = tuple(float(t) + o * s for t, o, s in zip(self.layer.translate[-2:], origin, scale, strict=True))
         if name in self.viewer.layers:
             self.viewer.layers[name].data = fmap
+            self.viewer.layers[name].translate = translate
             return self.viewer.layers[name]
         return self.viewer.add_image(
-            fmap, name=name, colormap="turbo", contrast_limits=(0, 10), opacity=0.35, scale=scale, blending="additive"
+            fmap,
+            name=name,
+            colormap="turbo",
+            contrast_limits=(0, 10),
+            opacity=0.35,
+            scale=scale,
+            translate=translate,
+            blending="additive",
         )
 
     def export_csv(self, path: str | Path) -> Path:

@@ -139,6 +139,23 @@ class SimulatedFrame:
 
 def render(spec: Specimen, params: FrameParams, rng: np.random.Generator) -> SimulatedFrame:
     """Image a specimen with the probe, detector and scan of ``params``; score it."""
+    signal, contrast_c = detector_signal(spec, params, rng)
+    image, saturated = detector.display(signal, params.brightness, params.contrast)
+    score = labels.focus_score(
+        params.effective_diameter_nm(),
+        params.d0_nm,
+        params.pixel_nm,
+        spec.feature_nm,
+        params.electrons_per_px,
+        contrast_c,
+        saturated,
+    )
+    return SimulatedFrame(image, score, params, spec.feature_nm, saturated)
+
+
+def detector_signal(spec: Specimen, params: FrameParams, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """The detector signal (mean ~1, before brightness/contrast) of a specimen imaged with ``params``, and the
+    specimen's relative SE contrast (std/mean of the noise-free yield)."""
     pixel = params.pixel_nm
     topography = 1.0
     if params.inverted:
@@ -158,17 +175,7 @@ def render(spec: Specimen, params: FrameParams, rng: np.random.Generator) -> Sim
     signal = detector.scan_artefacts(
         rng, signal, params.bandwidth_px, params.line_gain, params.line_jitter_px, params.drift_px
     )
-    image, saturated = detector.display(signal, params.brightness, params.contrast)
-    score = labels.focus_score(
-        params.effective_diameter_nm(),
-        params.d0_nm,
-        pixel,
-        spec.feature_nm,
-        params.electrons_per_px,
-        contrast_c,
-        saturated,
-    )
-    return SimulatedFrame(image, score, params, spec.feature_nm, saturated)
+    return signal, contrast_c
 
 
 def simulate_frame(

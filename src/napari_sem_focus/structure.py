@@ -1,0 +1,92 @@
+"""Where a frame shows specimen structure: which tiles the learned score should look at.
+
+A focus score needs something to focus on. Smooth surfaces, empty background, black holes, saturated areas and
+noise carry no structure: the model rightly scores them low *whatever the focus* (the paper's 0 class), so
+averaging them in pulls every frame down and makes the frame's score depend on where the structure happens to
+lie (the paper's centre crop on the smooth face of one large tin ball scores a sharp frame 1.9/10).
+
+**Structure of a region** (:func:`region_structure`): the standard deviation of the frame's grey values
+(float, [0, 1]) inside the region after a Gaussian low-pass of ``STRUCTURE_SIGMA_PX`` = 2 px, which removes most
+of the pixel noise; the part that white noise of the frame's estimated sigma (Immerkaer 1996) would leave
+(``sigma / (2 sqrt(pi) * 2 px)``) is subtracted in quadrature. Grey-value contrast at the 2-8 px scale survives
+defocus much better than the high frequencies a focus measure uses, so the same regions count as structured
+through a focus series.
+
+**Structure-aware score** (mode ``structure``, the default of :mod:`napari_sem_focus.infer`): the frame's score is
+the mean of the 320x240 tiles whose structure is at least ``RELATIVE_THRESHOLD`` = 0.7 of the frame's most
+structured tile (chosen on the real-texture benchmark, docs/benchmarks.md: 0.7 beat 0.3 and 0.5 and a
+band-pass or gradient measure). When no region reaches ``STRUCTURE_FLOOR`` = 0.04 (4 % of the grey range), the
+frame has no structure (pure noise, blank, flat): it is scored on all tiles and flagged.
+
+**Structure fraction** (:meth:`StructureMap.fraction`): the fraction of the scored region covered by 320x240
+tiles whose structure reaches ``STRUCTURE_FLOOR`` — how much of the image shows specimen structure.
+
+Measured floors (scripts in benchmarks/): pure noise of every kind, flat, black and white frames and the
+simulator's blank frames reach at most 0.027; every real image of ../shared/data reaches 0.094 or more.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+STRUCTURE_SIGMA_PX = 2.0
+RELATIVE_THRESHOLD = 0.7
+STRUCTURE_FLOOR = 0.04
+
+
+def noise_sigma(frame: np.ndarray) -> float:
+    """Pixel-noise sigma of a float frame (same units), Immerkaer's (1996) fast estimate:
+    ``sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N|`` with N the 3x3 Laplacian-difference mask."""
+    if min(frame.shape) < 3:
+        return 0.0
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    conv = cv2.filter2D(np.asarray(frame, np.float32), -1, kernel)[1:-1, 1:-1]
+    return float(math.sqrt(math.pi / 2) * np.abs(conv).mean() / 6)
+
+
+class StructureMap:
+    """The low-passed frame and its noise residue, to measure the structure of any region of one frame."""
+
+    def __init__(self, frame: np.ndarray):
+        img = np.asarray(frame, np.float32)
+        self.lowpass = cv2.GaussianBlur(img, (0, 0), STRUCTURE_SIGMA_PX, borderType=cv2.BORDER_REFLECT)
+        self.noise_residue = noise_sigma(img) / (2.0 * math.sqrt(math.pi) * STRUCTURE_SIGMA_PX)
+
+    def region(self, row: int, col: int, rows: int, cols: int) -> float:
+        """Structure (grey-value std, noise removed) of the region with top-left (row, col) and size rows x cols."""
+        patch = self.lowpass[row : row + rows, col : col + cols]
+        if patch.size == 0:
+            return 0.0
+        return math.sqrt(max(float(patch.var()) - self.noise_residue**2, 0.0))
+
+    def regions(self, origins: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
+        """Structure of each ``size`` (rows, cols) region at ``origins``."""
+        return np.array([self.region(r, c, *size) for r, c in origins], np.float32)
+
+    def fraction(self, origins: Sequence[tuple[int, int]], size: tuple[int, int]) -> float:
+        """Fraction of the frame's pixels inside the ``size`` regions at ``origins`` (a tile grid) whose structure
+        reaches :data:`STRUCTURE_FLOOR`."""
+        covered = np.zeros(self.lowpass.shape, bool)
+        for (r, c), value in zip(origins, self.regions(origins, size), strict=True):
+            if value >= STRUCTURE_FLOOR:
+                covered[r : r + size[0], c : c + size[1]] = True
+        return float(covered.mean())
+
+
+def region_structure(frame: np.ndarray, origins: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
+    """Structure of each ``size`` region of ``frame`` at ``origins`` (see module docstring)."""
+    return StructureMap(frame).regions(origins, size)
+
+
+def structured_tiles(structure: np.ndarray) -> np.ndarray:
+    """Boolean mask of the tiles the structure-aware score averages: structure >= 0.7 x the frame's highest;
+    every tile when none reaches :data:`STRUCTURE_FLOOR` (a frame without structure)."""
+    structure = np.asarray(structure, np.float32)
+    top = float(structure.max()) if structure.size else 0.0
+    if top < STRUCTURE_FLOOR:
+        return np.ones(structure.shape, bool)
+    return structure >= RELATIVE_THRESHOLD * top
