@@ -158,3 +158,55 @@ def test_focus_ordered_stack_has_no_warning(blur_stack, capsys):
     assert main(["metrics", str(blur_stack), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["other_peaks"] == [] and payload["warning"] is None
+
+
+@pytest.fixture
+def corner_stack(tmp_path):
+    """3 frames of 480x640 px, flat grey except a textured 240x320 corner blurred by 3, 0 and 1.5 px, plus a
+    4th, featureless frame: the sharpest is frame 1; frame 3 has no structure."""
+    frames = []
+    for blur in (3.0, 0.0, 1.5):
+        frame = np.full((480, 640), 0.4, np.float32)
+        frame[:240, :320] = texture((240, 320), seed=7, blur_px=blur)
+        frames.append((frame * 255).astype(np.uint8))
+    frames.append(np.full((480, 640), 102, np.uint8))
+    facts = [{"pixel_size_nm": 24.8} for _ in frames]
+    return write_series_tiff(tmp_path / "corner.tif", frames, facts)
+
+
+def test_score_structure_mode_confidence_and_no_structure_note(corner_stack, capsys):
+    assert main(["score", str(corner_stack), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["mode"] == "structure" and payload["best_frame"] == 1
+    rows = payload["rows"]
+    assert all({"score", "spread", "structure", "note"} <= set(r) for r in rows)
+    assert 0.2 <= rows[1]["structure"] <= 0.6  # the textured corner's tiles, of a 480x640 frame
+    assert rows[3]["note"] == "no structure in the scored region" and rows[3]["structure"] == 0
+    assert payload["frames_without_structure"] == [3]
+    assert main(["score", str(corner_stack)]) == 0
+    out = capsys.readouterr().out
+    assert "best frame score" in out and "structure in" in out
+    assert "note: no structure in the scored region of frame(s) 3" in out
+
+
+def test_score_region_of_interest(corner_stack, capsys):
+    assert main(["score", str(corner_stack), "--roi", "0", "0", "320", "240", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["roi"] == [0, 0, 320, 240] and payload["best_frame"] == 1
+    assert payload["rows"][1]["structure"] == 1.0  # the region is all texture
+    assert main(["score", str(corner_stack), "--roi", "320", "240", "320", "240", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["frames_without_structure"] == [0, 1, 2, 3]  # the flat quarter: nothing to focus on
+
+
+@pytest.mark.parametrize(
+    ("roi", "message"),
+    [(["700", "0", "100", "100"], "lies outside the 640x480 px image"), (["0", "0", "200", "100"], "smaller than")],
+)
+def test_score_bad_region_one_line_exit_2(corner_stack, roi, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_sem_focus.cli", "score", str(corner_stack), "--roi", *roi],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -205,3 +205,48 @@ def test_series_from_stack_refuses_empty_and_converts_rgb():
     series = series_from_stack(rgb, rgb=True)
     assert len(series) == 3 and series.frame(1).shape == (40, 50)
     assert series.frame(0).max() == pytest.approx(round(200 * 0.299) / 255, abs=1e-6)
+
+
+# --- region of interest --------------------------------------------------------------------------------------
+
+
+def test_roi_restricts_every_frame_and_reports_itself():
+    from napari_sem_focus.io import series_from_arrays
+
+    frames = [(texture((300, 400), seed=i) * 255).astype(np.uint8) for i in range(2)]
+    series = series_from_arrays(frames).with_roi((50, 20, 200, 100))
+    assert series.roi == (50, 20, 200, 100) and series.scored_shape == (100, 200)
+    np.testing.assert_allclose(series.frame(1), frames[1][20:120, 50:250] / 255.0, atol=1e-6)
+    assert series.describe()["roi"] == [50, 20, 200, 100]
+    assert series.with_roi(None).scored_shape == (300, 400)
+
+
+def test_roi_clipped_outside_and_too_small():
+    from napari_sem_focus.io import series_from_arrays
+
+    series = series_from_arrays([(texture((300, 400)) * 255).astype(np.uint8)])
+    clipped = series.with_roi((300, 200, 500, 500))
+    assert clipped.roi == (300, 200, 100, 100) and "clipped" in clipped.notes[-1]
+    with pytest.raises(InvalidImageError, match="outside the 400x300 px image"):
+        series.with_roi((500, 10, 50, 50))
+    with pytest.raises(InvalidImageError, match=r"60x40 px, smaller than the 320x240 px"):
+        series.with_roi((10, 10, 60, 40), min_shape=(240, 320))
+    with pytest.raises(InvalidImageError, match="clipped to the image"):
+        series.with_roi((300, 0, 400, 300), min_shape=(240, 320))
+    with pytest.raises(InvalidImageError, match="positive size"):
+        series.with_roi((10, 10, 0, 40))
+
+
+def test_roi_stays_above_the_data_bar():
+    from napari_sem_focus.io import series_from_arrays
+
+    series = series_from_arrays([(texture((300, 400)) * 255).astype(np.uint8)], databar_rows=60)
+    assert series.with_roi((0, 200, 400, 100)).roi == (0, 200, 400, 40)
+
+
+def test_roi_from_napari_rectangle_vertices():
+    from napari_sem_focus.io import roi_from_vertices
+
+    corners = [[-0.5, -0.5], [-0.5, 319.5], [239.5, 319.5], [239.5, -0.5]]  # rows, cols as napari draws them
+    assert roi_from_vertices(corners) == (0.0, 0.0, 320.0, 240.0)
+    assert roi_from_vertices([[10.5, 20.5], [50.5, 100.5]]) == (21.0, 11.0, 80.0, 40.0)

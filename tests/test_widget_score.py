@@ -142,3 +142,31 @@ def test_real_optical_folder_opens_cropped_and_picks_defocus_zero(widget, qtbot)
     assert series.frame_paths[w.peak.index].name == "smear_defocus_p00.png"
     # sorted by file name (m01 ... m09, p00 ... p09) the curve has two peaks: the status line says so
     assert "separate peaks (frames 9, 0)" in w.status.text()
+
+
+@pytest.mark.skipif(not bundled_weights_path().is_file(), reason="bundled weights not built")
+def test_region_from_a_shapes_rectangle(widget, qtbot, monkeypatch):
+    """A rectangle drawn on a Shapes layer (world coordinates, scaled layer) restricts every frame's score."""
+    viewer, w = widget
+    frames, _wds = simulate_series("tinball", 5000.0, steps=5, shape=(480, 640), seed=4)
+    layer = viewer.add_image(np.stack([f.image for f in frames]), name="stack", scale=(1.0, 24.8, 24.8))
+    w.layer_box.setCurrentText("stack")
+    # 320x240 px at x 300, y 200, drawn in nm (world) as napari does with the scaled layer
+    corners = np.array([[199.5, 299.5], [439.5, 619.5]]) * 24.8
+    viewer.add_shapes([corners], shape_type="rectangle", name="roi")
+    assert w.region_box.findText("roi") >= 0
+    w.region_box.setCurrentText("roi")
+    _run(qtbot, w)
+    assert w.series.roi == (300, 200, 320, 240) and len(w.rows) == 5
+    assert "region: x 300, y 200, 320x240 px" in w.status.text()
+    assert all(r["structure"] == 1.0 or r["note"] for r in w.rows)
+    fmap = w.show_focus_map()
+    assert fmap.data.shape == (240, 320)
+    assert tuple(fmap.translate) == pytest.approx((200 * 24.8, 300 * 24.8))  # over the region, in nm
+    # too small a rectangle: a message, no crash, nothing scored
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", lambda msg: shown.append(msg))
+    viewer.layers["roi"].data = [np.array([[0.0, 0.0], [50.0, 80.0]]) * 24.8]
+    assert w.start_scoring() is None
+    assert any("smaller than the 320x240 px" in m for m in shown)
+    assert layer.data.shape == (5, 480, 640)
