@@ -168,7 +168,7 @@ def vendor_images(model) -> list[dict]:
             row[mode] = round(r.score, 2)
             if mode == MODES[0]:
                 row["spread"] = round(float(r.spread), 2) if r.spread == r.spread else None
-                row["structure"] = round(r.structure_fraction, 2)
+                row["structure fraction"] = round(r.structure_fraction, 2)
         rows.append(row)
     return rows
 

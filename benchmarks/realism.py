@@ -1,15 +1,17 @@
-"""Realism check: simulated vs real SEM frames, by three image statistics.
+"""Realism check: simulated vs real SEM frames, by four image statistics.
 
 1. slope of the radially averaged power spectrum (log-log fit over 0.02-0.25 cycles/px): how fast detail fades
    with spatial frequency;
 2. noise level: Immerkaer's fast noise estimate (sigma of the pixel noise, image scaled to [0, 1]) and the
    signal-to-noise ratio std(image)/sigma;
-3. histogram shape: skewness and excess kurtosis of the grey values.
+3. histogram shape: skewness and excess kurtosis of the grey values;
+4. saturation: the fraction of pixels at the white level and at the black level (grey 1 and 0 after the
+   reader's intensity rule).
 
 Real frames: every image in ../shared/data/{fei_sem2surface,deepfocus,vendor_metadata} (scored region, data bar
 excluded). Simulated: in-focus and defocused frames of every family at the paper's magnifications, at low
-(5 e/px), medium (100 e/px) and high (5000 e/px) dose; and the first 120 non-blank frames of the training
-split at 1024x768 (the distribution the model learns from).
+(5 e/px), medium (100 e/px) and high (5000 e/px) dose; every frame of the bundled sample series; and the first
+120 non-blank frames of the training split at 1024x768 (the distribution the model learns from).
 Run: python benchmarks/realism.py
 """
 
@@ -17,11 +19,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from napari_sem_focus.io import read_series
+from napari_sem_focus.samples import SAMPLES, sample_series
 from napari_sem_focus.simulate import SPECIMENS, FrameParams, dataset_params, simulate_frame
+from napari_sem_focus.structure import noise_sigma
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -40,13 +43,6 @@ def spectrum_slope(img: np.ndarray) -> float:
     return float(np.polyfit(np.log(centres), np.log(radial), 1)[0])
 
 
-def noise_sigma(img: np.ndarray) -> float:
-    """Immerkaer (1996): sigma = sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N|."""
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    conv = cv2.filter2D(img.astype(np.float32), -1, kernel)[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) * np.abs(conv).mean() / 6)
-
-
 def stats(img: np.ndarray) -> dict[str, float]:
     x = img.astype(np.float64).ravel()
     z = (x - x.mean()) / (x.std() + 1e-12)
@@ -57,6 +53,8 @@ def stats(img: np.ndarray) -> dict[str, float]:
         "snr": float(img.std() / max(sigma, 1e-6)),
         "skew": float((z**3).mean()),
         "kurt": float((z**4).mean() - 3),
+        "white": float(np.mean(img >= 1.0)),  # saturated: at the white level
+        "black": float(np.mean(img <= 0.0)),  # at the black level (clipped, or a true black hole)
     }
 
 
@@ -84,6 +82,15 @@ def simulated_frames() -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def sample_frames() -> list[tuple[str, np.ndarray]]:
+    """Every frame of the bundled sample series (what a new user sees first)."""
+    out = []
+    for name in SAMPLES:
+        series = sample_series(name)
+        out += [(f"sample {name} frame {i}", series.frame(i)) for i in range(len(series))]
+    return out
+
+
 def training_frames(n: int = 120) -> list[tuple[str, np.ndarray]]:
     """The first ``n`` non-blank frames of the training split, at 1024x768: what the model learns from."""
     out, index = [], 0
@@ -97,11 +104,15 @@ def training_frames(n: int = 120) -> list[tuple[str, np.ndarray]]:
 
 
 def main() -> None:
-    header = f"{'frame':46s} {'PSD slope':>9s} {'noise':>7s} {'SNR':>6s} {'skew':>6s} {'kurt':>6s}"
+    header = (
+        f"{'frame':46s} {'PSD slope':>9s} {'noise':>7s} {'SNR':>6s} {'skew':>6s} {'kurt':>6s} {'white%':>7s} "
+        f"{'black%':>7s}"
+    )
     groups = {}
     sources = (
         ("REAL", real_frames() if DATA.exists() else []),
         ("SIMULATED", simulated_frames()),
+        ("SAMPLES", sample_frames()),
         ("TRAINING", training_frames()),
     )
     for title, frames in sources:
@@ -110,10 +121,13 @@ def main() -> None:
         for name, img in frames:
             s = stats(img.astype(np.float32))
             rows.append(s)
-            print(f"{name:46s} {s['slope']:9.2f} {s['noise']:7.4f} {s['snr']:6.1f} {s['skew']:6.2f} {s['kurt']:6.2f}")
+            print(
+                f"{name:46s} {s['slope']:9.2f} {s['noise']:7.4f} {s['snr']:6.1f} {s['skew']:6.2f} {s['kurt']:6.2f} "
+                f"{100 * s['white']:7.2f} {100 * s['black']:7.2f}"
+            )
         groups[title] = rows
     print("\nranges (min .. median .. max)")
-    for key in ("slope", "noise", "snr", "skew", "kurt"):
+    for key in ("slope", "noise", "snr", "skew", "kurt", "white", "black"):
         line = f"{key:6s}"
         for title, rows in groups.items():
             if rows:
