@@ -22,7 +22,7 @@ def _scores(frames: list[np.ndarray], mode: str = "center", magnification: float
     return [r.score for r in score_frames(frames, magnification, load_model(None), mode)]
 
 
-@pytest.mark.parametrize("mode", ["center", "tiles"])
+@pytest.mark.parametrize("mode", ["structure", "center", "tiles"])
 def test_pure_noise_scores_near_zero(mode):
     rng = np.random.default_rng(3)
     noise = [rng.normal(mean, sd, SHAPE) for mean in (0.2, 0.5) for sd in (0.05, 0.15, 0.3)]
@@ -32,14 +32,37 @@ def test_pure_noise_scores_near_zero(mode):
     assert np.mean(scores) < 0.5, scores
 
 
-def test_black_white_and_constant_frames_score_near_zero():
-    scores = _scores([np.zeros(SHAPE), np.ones(SHAPE), np.full(SHAPE, 0.5), np.full(SHAPE, 0.8)])
+@pytest.mark.parametrize("mode", ["structure", "center"])
+def test_black_white_and_constant_frames_score_near_zero(mode):
+    scores = _scores([np.zeros(SHAPE), np.ones(SHAPE), np.full(SHAPE, 0.5), np.full(SHAPE, 0.8)], mode)
     assert max(scores) < FLAT_MAX, scores
 
 
 def test_sharpest_frame_of_a_noisy_simulated_series_wins():
     frames, _ = simulate_series("particles", 2000.0, steps=7, shape=SHAPE, seed=5, noisy_frame=2)
     truth = [f.score for f in frames]
-    scores = _scores([f.image.astype(np.float32) / 255 for f in frames], "tiles", 2000.0)
-    assert int(np.argmax(scores)) == int(np.argmax(truth))
-    assert max(scores) > 7 and min(scores) < 4
+    for mode in ("structure", "tiles"):
+        scores = _scores([f.image.astype(np.float32) / 255 for f in frames], mode, 2000.0)
+        assert int(np.argmax(scores)) == int(np.argmax(truth)), mode
+        assert max(scores) > 7 and min(scores) < 4, mode
+
+
+def test_real_texture_with_a_featureless_centre_is_scored_on_its_structure():
+    """The FEI indent image cropped so that the flat surface fills the centre, turned into a semi-real focus
+    series (real texture, simulator probe and shot noise): the default mode finds the in-focus frame."""
+    from napari_sem_focus.io import read_series
+    from napari_sem_focus.simulate.optics import magnification_from_pixel_size
+    from napari_sem_focus.simulate.semireal import SemiRealSettings, clean_source, semireal_series
+
+    from .conftest import shared
+
+    series = read_series(shared("fei_sem2surface/Indent_20230912_7kV_spot4.5_FOV100um_multiBSE_A_05.tif"))
+    clean = clean_source(series.frame(0)[:768, :1024])  # the indent lies right of the centre crop
+    frames = semireal_series(clean, series.pixel_size_nm, SemiRealSettings(steps=7, step_px=3.0, seed=1))
+    images = [f.image.astype(np.float32) / 255 for f in frames]
+    mag = magnification_from_pixel_size(series.pixel_size_nm)
+    results = list(score_frames(images, mag, load_model(None), "structure"))
+    scores = [r.score for r in results]
+    assert int(np.argmax(scores)) == 3, scores
+    assert scores[3] - max(scores[0], scores[6]) > 0.8, scores
+    assert all(r.has_structure and r.structure_fraction < 0.5 for r in results)  # the indent only
