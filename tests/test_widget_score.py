@@ -155,6 +155,9 @@ def test_region_from_a_shapes_rectangle(widget, qtbot, monkeypatch):
     corners = np.array([[199.5, 299.5], [439.5, 619.5]]) * 24.8
     viewer.add_shapes([corners], shape_type="rectangle", name="roi")
     assert w.region_box.findText("roi") >= 0
+    from napari_sem_focus._widgets.score import ScoreStackWidget
+
+    assert ScoreStackWidget(viewer).region_box.findText("roi") >= 0  # a widget opened after the shapes lists them
     w.region_box.setCurrentText("roi")
     _run(qtbot, w)
     assert w.series.roi == (300, 200, 320, 240) and len(w.rows) == 5

@@ -91,13 +91,15 @@ def score_columns(result: Any) -> dict[str, Any]:
     }
 
 
-def score_summary(row: dict[str, Any]) -> str:
+def score_summary(row: dict[str, Any], region: bool = False) -> str:
     """One line for a result row: score, spread, structure fraction and what the score means, e.g.
-    ``score 8.62/10 ± 0.41 (structure in 63 % of the image): nearly in focus``."""
+    ``score 8.62/10 ± 0.41 (structure in 63 % of the image): nearly in focus`` ("of the region" when
+    ``region``: a region of interest was scored)."""
     from .infer import interpret_score
 
     spread = f" ± {row['spread']:.2f}" if row.get("spread") is not None else ""
     structure = row.get("structure")
-    where = f" (structure in {100 * structure:.0f} % of the image)" if structure is not None else ""
+    part = "region" if region else "image"
+    where = f" (structure in {100 * structure:.0f} % of the {part})" if structure is not None else ""
     meaning = row["note"] if row.get("note") else interpret_score(row["score"])
     return f"score {row['score']:.2f}/10{spread}{where}: {meaning}"

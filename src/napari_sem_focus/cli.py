@@ -388,11 +388,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if not (args.csv or args.json):
             region = "" if series.roi is None else "; region x {}, y {}, {}x{} px".format(*series.roi)
             print(f"model magnification: {mag:.0f}x ({mag_source}); mode: {args.mode}{region}")
+            region = series.roi is not None
             if len(rows) == 1:
-                print(score_summary(rows[0]))
+                print(score_summary(rows[0], region))
             else:
                 _print_best(summary)
-                print(f"best frame {score_summary(rows[peak.index])}")
+                print(f"best frame {score_summary(rows[peak.index], region)}")
                 if blind:
                     print(f"note: {NO_STRUCTURE} of frame(s) {', '.join(map(str, blind))}")
             if len(sources) > 1:

@@ -143,6 +143,7 @@ class ScoreStackWidget(QWidget):
         self.export_button.clicked.connect(self._export_dialog)
         viewer.dims.events.current_step.connect(self._dims_changed)
         self.layer_box.refresh()
+        self.region_box.refresh()
 
     # --- layer choice and magnification ------------------------------------------------------------------
     def selected_layer(self) -> Any:
@@ -259,11 +260,12 @@ class ScoreStackWidget(QWidget):
         metrics = [k for k in self.rows[0] if k not in ("frame", "file", "working_distance_mm", *SCORE_COLUMNS)]
         self.plot.set_data(self.rows, self.peak, metrics)
         best = self.rows[self.peak.index]
+        region = self.series is not None and self.series.roi is not None
         if len(self.rows) == 1 and (self.series is None or len(self.series) == 1):
-            text = score_summary(best)
+            text = score_summary(best, region)
         else:
             text = (
-                f"best frame {best['frame']}: {score_summary(best)}\nfitted best focus "
+                f"best frame {best['frame']}: {score_summary(best, region)}\nfitted best focus "
                 f"{self.peak.position:.5g} ± {self.peak.position_sigma:.2g} {unit}"
             )
             if warning := self.peak.warning():
