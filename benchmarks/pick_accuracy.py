@@ -2,7 +2,8 @@
 
 Simulated series (every training family + the held-out fibres, the paper's magnifications, low and high dose,
 with and without astigmatism, best focus between frames) whose best frame is known, and the real series with a
-known order in ../shared/data. For each: center crop (the paper), and tiles pooled by median, mean, p75, p90, max.
+known order in ../shared/data. For each: the default structure-aware mode, the center crop (the paper), and
+tiles pooled by median, mean, p75, p90, max. Series use the simulator's automatic contrast/brightness.
 Reports the fraction of series whose pick is the true best frame (or within one step) and the mean Spearman
 correlation of scores with the true scores.
 Run: python benchmarks/pick_accuracy.py [WEIGHTS] [N_SERIES]
@@ -32,9 +33,10 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def evaluate_series(model, frames, mag):
+    structure = [r.score for r in score_frames(frames, mag, model, "structure", batch_size=32)]
     centre = [r.score for r in score_frames(frames, mag, model, "center", batch_size=32)]
     tiles = [r.tile_scores for r in score_frames(frames, mag, model, "tiles", batch_size=32)]
-    out = {"center": np.array(centre)}
+    out = {"structure (default)": np.array(structure), "center": np.array(centre)}
     for name, fn in POOLS.items():
         out[f"tiles-{name}"] = np.array([fn(t) for t in tiles])
     return out
@@ -69,10 +71,10 @@ def main() -> None:
             s = stats.setdefault(method, [])
             s.append((pick == int(np.argmax(truth)), abs(pick - int(np.argmax(truth))) <= 1, spearman(scores, truth)))
     print(f"simulated series: {n} (11 frames each, 640x480, doses 4/40/1000 e/px, some astigmatic)")
-    print(f"{'method':14s} {'exact':>6s} {'+-1':>6s} {'spearman':>9s}")
+    print(f"{'method':20s} {'exact':>6s} {'+-1':>6s} {'spearman':>9s}")
     for method, s in stats.items():
         a = np.array(s, dtype=float)
-        print(f"{method:14s} {a[:, 0].mean():6.2f} {a[:, 1].mean():6.2f} {np.nanmean(a[:, 2]):9.3f}")
+        print(f"{method:20s} {a[:, 0].mean():6.2f} {a[:, 1].mean():6.2f} {np.nanmean(a[:, 2]):9.3f}")
     if DATA.exists():
         print("\nreal series (assumed magnification 5,000x and 20,000x):")
         for name, files, ranks, common in real_series(DATA):

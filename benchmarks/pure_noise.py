@@ -3,7 +3,7 @@
 Synthetic noise of several kinds and strengths at 1024x768 (Gaussian, Poisson counts, uniform, noise blurred
 along the scan line as a detector bandwidth does) and 0-score frames of the simulator's `blank` split beyond
 the indices used for training (100,000+). Each frame is scored by every weights file given (side by side, same
-frames) in the `center` and `tiles` modes at 5,000x.
+frames) in every scoring mode (structure, center, tiles) at 5,000x.
 Run: python benchmarks/pure_noise.py [WEIGHTS ...]   (no argument: the bundled default)
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from napari_sem_focus.infer import score_frames
+from napari_sem_focus.infer import MODES, score_frames
 from napari_sem_focus.simulate import dataset_params, simulate_frame
 from napari_sem_focus.weights import load_model
 
@@ -55,7 +55,7 @@ def main() -> None:
     columns = {}
     for w in weights:
         model = load_model(w)
-        for mode in ("center", "tiles"):
+        for mode in MODES:
             name = f"{'default' if w is None else Path(w).stem} [{mode}]"
             columns[name] = [r.score for r in score_frames(frames.values(), MAGNIFICATION, model, mode)]
     width = max(len(n) for n in columns) + 2

@@ -162,15 +162,18 @@ def test_focus_ordered_stack_has_no_warning(blur_stack, capsys):
 
 @pytest.fixture
 def corner_stack(tmp_path):
-    """3 frames of 480x640 px, flat grey except a textured 240x320 corner blurred by 3, 0 and 1.5 px, plus a
-    4th, featureless frame: the sharpest is frame 1; frame 3 has no structure."""
+    """3 frames of 480x640 px, flat grey except a 240x320 corner of simulated tin balls (5,000x) out of focus,
+    in focus and out of focus, plus a 4th, featureless frame: the sharpest is frame 1; frame 3 has no structure."""
+    from napari_sem_focus.simulate import simulate_series
+
+    corners, _ = simulate_series("tinball", 5000.0, steps=3, shape=(240, 320), seed=3, end_score=3.0)
     frames = []
-    for blur in (3.0, 0.0, 1.5):
-        frame = np.full((480, 640), 0.4, np.float32)
-        frame[:240, :320] = texture((240, 320), seed=7, blur_px=blur)
-        frames.append((frame * 255).astype(np.uint8))
+    for corner in corners:
+        frame = np.full((480, 640), int(np.median(corner.image)), np.uint8)
+        frame[:240, :320] = corner.image
+        frames.append(frame)
     frames.append(np.full((480, 640), 102, np.uint8))
-    facts = [{"pixel_size_nm": 24.8} for _ in frames]
+    facts = [{"pixel_size_nm": 24.8046875} for _ in frames]
     return write_series_tiff(tmp_path / "corner.tif", frames, facts)
 
 

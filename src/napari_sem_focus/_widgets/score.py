@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..errors import SemFocusError
+from ..errors import CancelledError, SemFocusError
 from ..focus_curve import FocusPeak
 from ..infer import MODES, model_magnification
 from ..report import curve_peak, write_csv
@@ -209,9 +209,12 @@ class ScoreStackWidget(QWidget):
         self._stop.clear()
 
         def job() -> Any:  # widget values were read above: the worker never touches Qt
-            yield from score_rows(
-                series, weights, magnification, mode, device, metrics=metrics, should_stop=self._stop.is_set
-            )
+            try:
+                yield from score_rows(
+                    series, weights, magnification, mode, device, metrics=metrics, should_stop=self._stop.is_set
+                )
+            except CancelledError:  # the user's Cancel: the frames scored so far stay, no error
+                return
 
         self.worker = create_worker(job, _progress={"total": len(series), "desc": "Scoring frames"})
         self.worker.yielded.connect(self._on_result)
