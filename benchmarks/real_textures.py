@@ -3,6 +3,7 @@
 1. Semi-real focus series (benchmarks/semireal_catalogue.py: 14 in-focus real images x 3 probe/dose settings,
    11 frames each, the middle one in focus): for every mode (structure, center, tiles) and classic metric, the
    number of series whose pick is the in-focus frame, whose Spearman correlation with the true order is >= 0.9,
+   whose fitted sub-step best focus (what the CLI and the widget report) lies within half a step of the truth,
    the mean and worst Spearman, and the in-focus frame's score. Series whose source image is in a weights file's
    training data (its ``data`` facts name the file) are counted apart: they are not a test of that model.
 2. The two public real series of ../shared/data (DeepFocus WD -5/0/+5 µm at an assumed 5,000x and 20,000x;
@@ -69,6 +70,15 @@ def mode_scores(model, frames: list[np.ndarray], mag: float) -> dict[str, list]:
     return {mode: list(score_frames(frames, mag, model, mode, batch_size=32)) for mode in MODES}
 
 
+def fitted_focus_error(values: np.ndarray, best: int) -> float:
+    """|fitted best focus - true best focus| in focus steps: the sub-step position that the CLI and the widget
+    report (``report.curve_peak``: a parabola through the peak and its neighbours)."""
+    from napari_sem_focus.focus_curve import find_best_focus
+
+    peak = find_best_focus([float(v) for v in values], [float(i) for i in range(len(values))])
+    return round(abs(peak.position - best), 3)
+
+
 def summarise(per_series: list[dict], methods: list[str], held_out: bool) -> list[dict]:
     chosen = [s for s in per_series if s["held_out"] == held_out]
     rows = []
@@ -83,6 +93,7 @@ def summarise(per_series: list[dict], methods: list[str], held_out: bool) -> lis
                 "series": len(res),
                 "best frame exact": sum(r["exact"] for r in res),
                 "spearman >= 0.9": int((sp >= 0.9).sum()),
+                "fitted focus within 0.5 step": sum(r["fit_error_steps"] <= 0.5 for r in res),
                 "mean spearman": round(float(np.mean(sp)), 3),
                 "worst spearman": round(float(np.min(sp)), 3),
                 "in-focus score min": round(min(r["in_focus"] for r in res), 2),
@@ -125,6 +136,7 @@ def semireal(model, trained_files: set[str]) -> dict:
                 "exact": bool(truth[pick] == truth.max()),
                 "spearman": round(spearman(values, truth), 3),
                 "in_focus": float(values[best]),
+                "fit_error_steps": fitted_focus_error(values, best),
                 "scores": [round(float(v), 3) for v in values] if name in MODES else None,
             }
         per_series.append(entry)
