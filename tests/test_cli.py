@@ -96,6 +96,8 @@ def test_cli_fine_tune_from_default_on_a_labels_csv(tmp_path, capsys):
                 str(store.path),
                 "--init",
                 "default",
+                "--regime",
+                "full",
                 "--steps",
                 "1",
                 "--batch-size",
@@ -114,6 +116,35 @@ def test_cli_fine_tune_from_default_on_a_labels_csv(tmp_path, capsys):
     )
     facts = read_weights_info(out).facts
     assert facts["steps"] == 1 and facts["init"] == "default" and facts["train_frames"] == 6
+
+
+@pytest.mark.parametrize("user", ["stricter", "agrees"])
+def test_cli_adapts_to_a_few_labels_only_when_it_helps(tmp_path, capsys, user):
+    """`sem-focus train --labels CSV --init default`: few-label adaptation with cross-validated figures."""
+    from napari_sem_focus.infer import score_frames
+    from napari_sem_focus.label_store import LabelStore
+    from napari_sem_focus.simulate import simulate_series, write_series
+    from napari_sem_focus.weights import load_model, read_weights_info
+
+    frames, wds = simulate_series("tinball", 5000.0, steps=8, shape=(240, 320), seed=2)
+    stack = write_series(tmp_path, frames, wds)
+    images = [f.image.astype(np.float32) / 255.0 for f in frames]
+    ours = [r.score for r in score_frames(images, 5000.0, load_model(None), "structure")]
+    store = LabelStore(tmp_path / "labels.csv")
+    for i, s in enumerate(ours):
+        store.set(stack, i, 5000.0, round(10 * (s / 10) ** 2, 2) if user == "stricter" else round(s, 2))
+    out = tmp_path / "mine.safetensors"
+    assert main(["train", "--labels", str(store.path), "--init", "default", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    facts = json.loads(out.with_suffix(".json").read_text())
+    assert facts["n_frames"] == 8 and facts["folds"] == 5 and "calibrate" in facts["table"]
+    if user == "stricter":
+        assert "cross-validated RMSE" in text and out.is_file()
+        assert facts["adopted"] and facts["cv_rmse_after"] < 0.7 * facts["cv_rmse_before"]
+        assert read_weights_info(out).facts["cv_rmse_after"] == facts["cv_rmse_after"]
+    else:
+        assert "did not help" in text and "no weights written" in text and not out.exists()
+        assert not facts["adopted"]
 
 
 def test_eval_prints_the_paper_tables_heldout_and_high_magnifications(tmp_path, capsys):

@@ -52,21 +52,3 @@ def test_default_location_next_to_the_data(tmp_path):
     assert default_labels_path(image) == tmp_path / "stack_focus_labels.csv"
     assert default_labels_path(tmp_path) == tmp_path / "focus_labels.csv"
     assert default_labels_path(image, tmp_path / "proj") == tmp_path / "proj" / "stack_focus_labels.csv"
-
-
-def test_predict_scores_reads_frames_and_marks_unreadable(tmp_path):
-    import numpy as np
-
-    from napari_sem_focus.model import build_focus_net
-
-    store = LabelStore(tmp_path / "labels.csv")
-    store.set("ok", 0, 2000.0, 5.0)
-    store.set("missing", 0, 2000.0, 5.0)
-
-    def loader(path, frame):
-        if path == "missing":
-            raise OSError("gone")
-        return np.random.default_rng(0).random((80, 100), dtype=np.float32)
-
-    scores = store.predict_scores(build_focus_net().eval(), loader)
-    assert scores[0] is None and 0.0 <= scores[1] <= 10.0  # labels() sorts "missing" before "ok"

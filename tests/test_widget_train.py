@@ -1,6 +1,13 @@
-"""The Label & fine-tune widget under Xvfb: label ~20 frames, fine-tune a few steps, cancel, hot-swap."""
+"""The Label & fine-tune widget under Xvfb: label ~20 frames, adapt or fine-tune, cancel, hot-swap; labelling
+keeps napari responsive; the keys are given back on close; the labels file survives a kill."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -42,9 +49,11 @@ def test_label_fine_tune_and_hot_swap(setup, qtbot, tmp_path):
     assert trainer.labels_edit.text().endswith("series_focus_labels.csv")  # next to the data
     _label_all(viewer, trainer, frames)
     assert len(trainer.store) == 20
-    assert trainer.table.rowCount() == 20 and trainer.table.item(0, 2).text() != "-"  # model prediction shown
+    # the model's scores are computed once per frame in a worker and fill the table in
+    qtbot.waitUntil(lambda: all(trainer.table.item(i, 2).text() != "…" for i in range(20)), timeout=120_000)
     reopened = type(trainer.store)(trainer.store.path)
     assert len(reopened) == 20  # the labels file round-trips
+    trainer.regime_box.setCurrentText("whole network")
     trainer.steps_box.setValue(2)
     worker = trainer.start_fine_tune(crop_size=(64, 64), batch_size=4)
     with qtbot.waitSignal(worker.finished, timeout=120_000):
@@ -80,6 +89,7 @@ def test_cancel_leaves_weights_byte_identical(setup, qtbot):
     viewer, scorer, trainer, frames, weights, _path = setup
     _label_all(viewer, trainer, frames[:12])
     before = weights.read_bytes()
+    trainer.regime_box.setCurrentText("whole network")
     trainer.steps_box.setValue(500)
     worker = trainer.start_fine_tune(crop_size=(64, 64), batch_size=4)
     qtbot.waitUntil(lambda: len(trainer.history) >= 1 or not worker.is_running, timeout=120_000)
@@ -103,3 +113,142 @@ def test_keyboard_shortcuts_label_the_current_frame(setup):
     press("=")
     labels = {lb.frame: lb.score for lb in trainer.store.labels()}
     assert labels == {4: 7.0, 5: 10.0}
+
+
+@pytest.fixture
+def default_setup(make_napari_viewer, tmp_path):
+    """A viewer scoring with the bundled default weights (what a user has), a 12-frame 240x320 tin-ball series."""
+    from napari_sem_focus._widgets.score import ScoreStackWidget
+    from napari_sem_focus._widgets.train import TrainWidget
+
+    frames, wds = simulate_series("tinball", 5000.0, steps=12, shape=(240, 320), seed=5)
+    path = write_series(tmp_path / "data", frames, wds)
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari-sem-focus")
+    scorer = ScoreStackWidget(viewer)
+    trainer = TrainWidget(viewer)
+    viewer.window.add_dock_widget(scorer)
+    viewer.window.add_dock_widget(trainer)
+    return viewer, scorer, trainer, frames
+
+
+def _model_scores(qtbot, trainer, n):
+    qtbot.waitUntil(lambda: all(trainer.table.item(i, 2).text() != "…" for i in range(n)), timeout=120_000)
+    return [float(trainer.table.item(i, 2).text()) for i in range(n)]
+
+
+def test_adapt_to_a_stricter_user_then_use_it(default_setup, qtbot, tmp_path):
+    viewer, scorer, trainer, frames = default_setup
+    for i in range(len(frames)):
+        viewer.dims.set_current_step(0, i)
+        trainer.label_current(5.0)  # placeholder labels, replaced below once the model's view is known
+    ours = _model_scores(qtbot, trainer, len(frames))
+    for i, s in enumerate(ours):  # a stricter user: our 7 is their 4.9
+        viewer.dims.set_current_step(0, i)
+        trainer.label_current(round(10.0 * (s / 10.0) ** 2, 1))
+    assert trainer.regime_box.currentText().startswith("adapt")
+    worker = trainer.start_fine_tune()
+    with qtbot.waitSignal(worker.finished, timeout=300_000):
+        pass
+    assert trainer.adaptation is not None and trainer.adaptation.adopted
+    assert "cross-validated RMSE" in trainer.status.text() and "lower" in trainer.status.text()
+    assert trainer.use_button.isEnabled() and trainer.axes.lines  # the cross-validation curves are drawn
+    new_path = trainer.use_model(tmp_path / "adapted.safetensors")
+    facts = __import__("json").loads(new_path.with_suffix(".json").read_text())
+    assert facts["adopted"] and facts["cv_rmse_after"] < facts["cv_rmse_before"]
+    assert scorer.weights_edit.text() == str(new_path)
+    after = _model_scores(qtbot, trainer, len(frames))  # the table re-scores with the new weights
+    assert np.mean(after) < np.mean(ours) - 0.5
+
+
+def test_adaptation_that_does_not_help_keeps_the_model(default_setup, qtbot):
+    viewer, scorer, trainer, _frames = default_setup
+    for i in range(6):
+        viewer.dims.set_current_step(0, i)
+        trainer.label_current(5.0)
+    ours = _model_scores(qtbot, trainer, 6)
+    for i, s in enumerate(ours):  # the user agrees with the model
+        viewer.dims.set_current_step(0, i)
+        trainer.label_current(round(s, 2))
+    worker = trainer.start_fine_tune()
+    with qtbot.waitSignal(worker.finished, timeout=300_000):
+        pass
+    assert "did not help" in trainer.status.text() and "keeping the current model" in trainer.status.text()
+    assert trainer.result is None and not trainer.use_button.isEnabled()
+    assert scorer.weights_edit.text() == ""  # still the default weights
+
+
+def test_labelling_fifty_frames_keeps_napari_responsive(make_napari_viewer, qtbot, tmp_path):
+    """Event-loop latency while 50 frames are labelled in a row (the model scores them in a worker)."""
+    from qtpy.QtCore import QTimer
+
+    from napari_sem_focus._widgets.train import TrainWidget
+
+    frames, wds = simulate_series("grid", 2000.0, steps=50, shape=(240, 320), seed=1)
+    path = write_series(tmp_path / "data", frames, wds)
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="napari-sem-focus")
+    trainer = TrainWidget(viewer)
+    viewer.window.add_dock_widget(trainer)
+    gaps, last = [], [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(10)
+    qtbot.wait(100)
+    for i in range(50):
+        viewer.dims.set_current_step(0, i)
+        trainer.label_current(float(i % 11))
+        qtbot.wait(20)  # a fast user: 50 key presses a second
+    labelling_gaps = list(gaps)
+    _model_scores(qtbot, trainer, 50)
+    timer.stop()
+    assert len(trainer.store) == 50
+    assert max(labelling_gaps[1:]) < 0.100, f"event loop blocked for {max(labelling_gaps[1:]) * 1000:.0f} ms"
+
+
+def test_keys_are_given_back_when_the_widget_closes(default_setup):
+    viewer, _scorer, trainer, _frames = default_setup
+
+    def bound(key):
+        return [func for binding, func in viewer.keymap.items() if str(binding) == key]
+
+    assert bound("7")
+    viewer.window.remove_dock_widget(trainer)
+    assert not bound("7") and not bound("=")
+    n = len(trainer.store) if trainer.store is not None else 0
+    for func in bound("7"):
+        func(viewer)
+    assert (len(trainer.store) if trainer.store is not None else 0) == n
+
+
+def test_labels_file_stays_valid_when_napari_is_killed_while_labelling(tmp_path):
+    """A process labelling as fast as it can (the widget's core call, one atomic save per label) is killed; the
+    labels file it leaves is complete and readable."""
+    from napari_sem_focus.label_store import LabelStore
+
+    labels = tmp_path / "labels.csv"
+    script = (
+        "import sys\n"
+        "from napari_sem_focus.label_store import LabelStore\n"
+        f"store = LabelStore({str(labels)!r})\n"
+        "i = 0\n"
+        "while True:\n"
+        "    store.set('/data/series.tif', i, 5000.0, float(i % 11))\n"
+        "    i += 1\n"
+        "    if i == 20: print('ready', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    store = LabelStore(labels)
+    assert len(store) >= 20
+    frames = sorted(lb.frame for lb in store.labels())
+    assert frames == list(range(len(frames)))  # no label lost in the middle, no half-written row

@@ -204,6 +204,13 @@ def _add_train_parser(sub: Any) -> None:
     train.add_argument("--val", type=Path, nargs="*", default=None, help="validation labels CSV file(s)")
     train.add_argument("--recipe", default="fast", choices=["fast", "paper"])
     train.add_argument("--init", default=None, help="start from weights: 'default' or a .safetensors file")
+    train.add_argument(
+        "--regime",
+        choices=["auto", "adapt", "full"],
+        default="auto",
+        help="adapt: few-label adaptation (trunk frozen, cross-validated, never worse; needs --init and --labels "
+        "only); full: train the whole network; auto (default): adapt when --init is given with --labels only",
+    )
     train.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50"])
     train.add_argument("--no-magnification", action="store_true", help="train without the magnification input")
     train.add_argument("--epochs", type=int, help="epochs (recipe default otherwise)")
@@ -462,6 +469,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if not args.labels and not args.simulate and not args.real_textures:
         raise SemFocusError("give --labels CSV..., --simulate N or --real-textures IMAGE... as training data")
+    labels_only = bool(args.labels) and not args.simulate and not args.real_textures and not args.blank
+    if args.regime == "adapt" and not (labels_only and args.init):
+        raise SemFocusError("--regime adapt needs --init WEIGHTS and --labels CSV... only (no simulated data)")
+    if args.regime == "adapt" or (args.regime == "auto" and labels_only and args.init):
+        return _adapt_from_labels(args)
     overrides: dict[str, Any] = {
         "device": args.device,
         "arch": args.arch,
@@ -538,6 +550,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
     }
     save_weights(result.model, args.out, facts)
     print(f"weights written to {args.out} (steps {result.step}, val RMSE {result.metrics.get('val_rmse', 'n/a')})")
+    return 0
+
+
+def _adapt_from_labels(args: argparse.Namespace) -> int:
+    """``sem-focus train --labels CSV... --init W``: few-label adaptation (:mod:`.adapt`); writes the weights only
+    when it helps, and a JSON of the cross-validated figures next to ``--out`` either way."""
+    import json
+
+    from .adapt import adapt
+    from .atomic import atomic_write_text
+    from .data import load_frame, read_label_csv
+    from .weights import load_model, save_weights
+
+    rows = [row for csv_path in args.labels for row in read_label_csv(csv_path)]
+    samples = [(load_frame(row.path, row.frame), row.magnification, row.score) for row in rows]
+    model = load_model(args.init, "cpu")
+
+    def report(event: Any) -> None:
+        print(f"{event.stage}: {event.message} ({event.elapsed_s:.0f} s)", file=sys.stderr, flush=True)
+
+    result = adapt(model, samples, progress=report)
+    facts = {"init": str(args.init), "labels": [str(p) for p in args.labels], **result.metrics}
+    facts["table"] = {name: {str(k): round(v, 4) for k, v in row.items()} for name, row in result.table.items()}
+    json_path = Path(args.out).with_suffix(".json")
+    print(result.summary())
+    if result.adopted:
+        save_weights(result.model, args.out, facts)
+        atomic_write_text(json_path, json.dumps(facts, indent=2))
+        print(f"weights written to {args.out} (facts: {json_path})")
+    else:
+        atomic_write_text(json_path, json.dumps(facts, indent=2))
+        print(f"no weights written: keep using {args.init} (facts: {json_path})")
     return 0
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -114,23 +113,6 @@ class LabelStore:
 
         read = loader or (lambda p, f: load_frame(Path(p), f))
         return [(read(lb.path, lb.frame), lb.magnification, lb.score) for lb in self.labels()]
-
-    def predict_scores(self, model: Any, loader: Callable[[str, int], np.ndarray] | None = None) -> list[float | None]:
-        """A model's score (centre crop) of every labelled frame, in :meth:`labels` order; None where the frame
-        cannot be read."""
-        from .data import load_frame
-        from .infer import score_frames
-
-        read = loader or (lambda p, f: load_frame(Path(p), f))
-        out: list[float | None] = []
-        for label in self.labels():
-            try:
-                frame = read(label.path, label.frame)
-            except (SemFocusError, OSError):
-                out.append(None)
-                continue
-            out.append(next(score_frames([frame], label.magnification, model, "center")).score)
-        return out
 
 
 def labels_to_csv(labels: Iterable[Label]) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -312,7 +312,34 @@ def train(
     progress: Callable[[TrainEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train a :class:`FocusScoreNet` (new, or a copy of ``init_model``) on ``train_data``.
+    """Train a :class:`FocusScoreNet` (new, or a copy of ``init_model``) on ``train_data``: :func:`iter_train` run
+    to the end, ``progress`` getting each :class:`TrainEvent`."""
+    return drive(iter_train(config, train_data, val_data, checkpoint, resume, init_model, should_stop), progress)
+
+
+def drive(gen: Generator[Any, None, Any], progress: Callable[[Any], None] | None = None) -> Any:
+    """Run a progress generator (``iter_train``, ``iter_fine_tune``, ``adapt.iter_adapt``) to the end; return its
+    return value. ``progress`` gets every yielded event."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(event)
+
+
+def iter_train(
+    config: TrainConfig,
+    train_data: Dataset,
+    val_data: Dataset | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    init_model: FocusScoreNet | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """The training loop as a generator of :class:`TrainEvent` (every ``log_every`` steps and at each
+    validation) whose return value is the :class:`TrainResult` — what a napari ``thread_worker`` runs.
 
     ``should_stop()`` is checked every step: when it turns true the loop raises :class:`CancelledError` and the
     caller's model (``init_model``) is untouched, since training works on a copy.
@@ -388,8 +415,7 @@ def train(
                 metrics["val_rmse"] = event.val_rmse
             if step % config.log_every == 0 or event.val_rmse is not None or last:
                 history.append(event)
-                if progress is not None:
-                    progress(event)
+                yield event
             if checkpoint is not None and (step % config.checkpoint_every == 0 or last):
                 metrics["train_loss"] = running
                 save_checkpoint(checkpoint, model, optimizer, step, config, metrics)
@@ -437,13 +463,32 @@ def fine_tune(
     should_stop: Callable[[], bool] | None = None,
     seed: int = 0,
 ) -> TrainResult:
-    """Fine-tune a copy of ``model`` on ``(image float [0,1], magnification, score)`` samples.
+    """:func:`iter_fine_tune` run to the end (``progress`` gets each :class:`TrainEvent`)."""
+    gen = iter_fine_tune(model, samples, steps, crop_size, batch_size, lr, val_fraction, device, should_stop, seed)
+    return drive(gen, progress)
+
+
+def iter_fine_tune(
+    model: FocusScoreNet,
+    samples: Sequence[tuple[np.ndarray, float, float]],
+    steps: int = 200,
+    crop_size: tuple[int, int] | None = None,
+    batch_size: int = 8,
+    lr: float = 1e-4,
+    val_fraction: float = 0.2,
+    device: str = "auto",
+    should_stop: Callable[[], bool] | None = None,
+    seed: int = 0,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """Fine-tune a copy of the **whole network** on ``(image float [0,1], magnification, score)`` samples — the
+    path for users with many labels (with 5-20, :func:`napari_sem_focus.adapt.iter_adapt` is the one that helps).
 
     ``crop_size``: random training crops and centre crops for the RMSE (None: the paper's 320x240, what
-    scoring uses). With at least 10 samples, ``val_fraction`` of them (every k-th) is held out for the validation
-    RMSE.
-    Returns the new model and RMSE on all samples before/after (``metrics['rmse_before'/'rmse_after']``).
-    Cancelling (``should_stop``) raises :class:`CancelledError`; ``model`` itself is never modified.
+    scoring uses). With at least 10 samples, ``val_fraction`` of them (every k-th) is held out: the metrics then
+    hold the RMSE on those held-out frames before and after (``val_rmse_before``/``val_rmse_after``) and
+    ``adopted`` says whether it fell; with fewer, nothing can be checked (``adopted`` None). ``rmse_before`` /
+    ``rmse_after`` are on all samples, training frames included. Cancelling (``should_stop``) raises
+    :class:`CancelledError`; ``model`` itself is never modified.
     """
     if not samples:
         raise SemFocusError("no labelled frames to fine-tune on")
@@ -453,7 +498,9 @@ def fine_tune(
     train_set = [s for i, s in enumerate(samples) if i not in val_idx] or samples
     val_set = [s for i, s in enumerate(samples) if i in val_idx]
     eval_all = _InMemoryLabels(samples, crop_size, train=False)
+    eval_val = _InMemoryLabels(val_set, crop_size, train=False) if val_set else None
     before = rmse(*predict(model, eval_all)[:2])
+    val_before = rmse(*predict(model, eval_val)[:2]) if eval_val is not None else None
     config = recipe(
         "fast",
         lr=lr,
@@ -471,18 +518,22 @@ def fine_tune(
         channels_last=False,
         freeze_batchnorm=True,
     )
-    result = train(
+    result = yield from iter_train(
         config,
         _InMemoryLabels(train_set, crop_size, True, seed),
-        _InMemoryLabels(val_set, crop_size, False) if val_set else None,
+        eval_val,
         init_model=model,
-        progress=progress,
         should_stop=should_stop,
     )
+    val_after = rmse(*predict(result.model, eval_val)[:2]) if eval_val is not None else None
     result.metrics.update(
         {
+            "regime": "full network",
             "rmse_before": before,
             "rmse_after": rmse(*predict(result.model, eval_all)[:2]),
+            "val_rmse_before": val_before,
+            "val_rmse_after": val_after,
+            "adopted": None if val_after is None else bool(val_after < val_before),
             "n_train": len(train_set),
             "n_val": len(val_set),
         }

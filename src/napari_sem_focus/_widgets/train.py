@@ -1,23 +1,32 @@
-"""The "Label & fine-tune" dock widget: give frames a 0-10 focus score, keep the labels file, fine-tune the model
-on them in a worker with a live loss plot, compare RMSE before/after, then use (hot-swap) and save the new model.
+"""The "Label & fine-tune" dock widget: give frames a 0-10 focus score, keep the labels file, adapt the model to
+them in a worker, compare the cross-validated RMSE before/after, then use (hot-swap) and save the new model.
 
-Keyboard: with the widget open, keys 0-9 label the current frame with that score and ``=`` labels it 10.
+Two regimes: ``adapt (few labels)`` (:func:`~napari_sem_focus.adapt.iter_adapt`: trunk frozen, cross-validated,
+never worse than the current model; the default) and ``whole network`` (:func:`~napari_sem_focus.train.iter_fine_tune`,
+for hundreds of labels). Both run as napari ``thread_worker`` generators whose yielded events update the status and
+the plot; widget values are read before the worker starts.
+
+Labelling never runs the model on the GUI thread: the table's "model" column comes from a cache, and frames not
+scored yet are scored once in a worker. Keyboard: with the widget open, keys 0-9 label the current frame with that
+score and ``=`` labels it 10; the keys are given back (napari's previous bindings restored) when the widget closes.
 Everything it computes is a core call: :class:`~napari_sem_focus.label_store.LabelStore`,
-:func:`~napari_sem_focus.train.fine_tune`, :func:`~napari_sem_focus.weights.save_weights`.
+:mod:`~napari_sem_focus.adapt`, :func:`~napari_sem_focus.train.iter_fine_tune`,
+:func:`~napari_sem_focus.weights.save_weights`.
 """
 
 from __future__ import annotations
 
 import json
-import queue
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
+    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -57,10 +66,15 @@ class TrainWidget(QWidget):
         self.store: LabelStore | None = None
         self.worker: Any = None
         self.result: Any = None
+        self.adaptation: Any = None  # the last AdaptResult (drawn), adopted or not
         self.base_weights: str | None = None
         self._stop = threading.Event()
-        self._events: queue.Queue = queue.Queue()
         self.history: list[Any] = []
+        self._predictions: dict[tuple[str, int, str], float | None] = {}  # (path, frame, weights) -> score
+        self.prediction_worker: Any = None
+        self._predictions_stale = False
+        self._last_draw = 0.0
+        self._previous_keys: dict[str, Any] = {}
 
         self.layer_box = ImageLayerChoice(viewer, self._layer_changed)
         self.labels_edit, labels_row = path_row("next to the data", self._choose_labels_file)
@@ -70,6 +84,12 @@ class TrainWidget(QWidget):
         self.score_box.setSingleStep(0.5)
         self.score_box.setValue(10)
         self.label_button = QPushButton("Label current frame")
+        self.regime_box = QComboBox()
+        self.regime_box.addItems(REGIMES)
+        self.regime_box.setToolTip(
+            "adapt: 5-20 labels, trunk frozen, cross-validated, never worse than the current model; "
+            "whole network: hundreds of labels"
+        )
         self.steps_box = QSpinBox()
         self.steps_box.setRange(1, 100_000)
         self.steps_box.setValue(200)
@@ -84,8 +104,9 @@ class TrainWidget(QWidget):
         form.addRow("magnification", self.mag_box)
         form.addRow("score (keys 0-9, = for 10)", self.score_box)
         form.addRow("", self.label_button)
-        form.addRow("fine-tune steps", self.steps_box)
-        form.addRow("learning rate", self.lr_box)
+        form.addRow("regime", self.regime_box)
+        form.addRow("steps (whole network)", self.steps_box)
+        form.addRow("learning rate (whole network)", self.lr_box)
 
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["frame", "label", "model", "file"])
@@ -125,13 +146,39 @@ class TrainWidget(QWidget):
         self.train_button.clicked.connect(self.start_fine_tune)
         self.cancel_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(self._use_dialog)
-        self._timer = QTimer(self)
-        self._timer.timeout.connect(self._drain_events)
-        for key in range(10):
-            viewer.bind_key(str(key), lambda v, s=key: self.label_current(float(s)), overwrite=True)
-        viewer.bind_key("=", lambda v: self.label_current(10.0), overwrite=True)
+        self.regime_box.currentTextChanged.connect(self._regime_changed)
+        self._bind_keys()
+        self._regime_changed(self.regime_box.currentText())
         self.layer_box.refresh()
         self._draw_history()
+
+    # --- key bindings: given back when the widget closes ---------------------------------------------------
+    def _bind_keys(self) -> None:
+        keys = {str(k): float(k) for k in range(10)} | {"=": 10.0}
+        for key, score in keys.items():
+            previous = self.viewer.bind_key(key, lambda v, s=score: self.label_current(s), overwrite=True)
+            self._previous_keys[key] = previous
+
+    def release_keys(self) -> None:
+        """Unbind the labelling keys and restore what they were bound to before (called when the widget closes)."""
+        for key, previous in self._previous_keys.items():
+            self.viewer.bind_key(key, previous, overwrite=True)
+        self._previous_keys = {}
+
+    def event(self, event: QEvent) -> bool:
+        # napari closes a dock widget by taking it out of its dock (setParent(None)); Qt closes it with close().
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.release_keys()
+        return super().event(event)
+
+    def closeEvent(self, event: Any) -> None:
+        self.release_keys()
+        super().closeEvent(event)
+
+    def _regime_changed(self, text: str) -> None:
+        whole = text == REGIMES[1]
+        self.steps_box.setEnabled(whole)
+        self.lr_box.setEnabled(whole)
 
     # --- layers and the labels file ----------------------------------------------------------------------
     def selected_layer(self) -> Any:
@@ -217,31 +264,76 @@ class TrainWidget(QWidget):
 
         return load
 
+    def _weights_key(self) -> str:
+        return str(self._scoring_weights() or "default")
+
     def predictions(self) -> list[float | None]:
-        """The current scoring model's score of each labelled frame (None when it cannot be read)."""
+        """The scoring model's score of each labelled frame as far as known (None: not scored yet or unreadable);
+        never runs the model (see :meth:`update_predictions`)."""
+        if self.store is None:
+            return []
+        weights = self._weights_key()
+        return [self._predictions.get((lb.path, lb.frame, weights)) for lb in self.store.labels()]
+
+    def update_predictions(self) -> Any:
+        """Score the labelled frames the cache lacks, once each, in a worker; the table fills in as they come."""
+        from napari.qt.threading import create_worker
+
+        from ..infer import score_frames
         from ..weights import load_model
 
-        if self.store is None or not len(self.store):
-            return []
-        try:
-            model = load_model(self._scoring_weights())
-        except SemFocusError:
-            return [None] * len(self.store)
-        return self.store.predict_scores(model, self._frame_loader())
+        if self.store is None:
+            return None
+        if self.prediction_worker is not None and self.prediction_worker.is_running:
+            self._predictions_stale = True  # run again when the current one ends
+            return self.prediction_worker
+        weights, weights_key = self._scoring_weights(), self._weights_key()
+        missing = [lb for lb in self.store.labels() if (lb.path, lb.frame, weights_key) not in self._predictions]
+        if not missing:
+            return None
+        loader = self._frame_loader()  # built here, on the GUI thread: it reads the layers
+
+        def job() -> Any:
+            model = load_model(weights)
+            for label in missing:
+                try:
+                    frame = loader(label.path, label.frame)
+                    score = next(score_frames([frame], label.magnification, model, "structure")).score
+                except (SemFocusError, OSError, ValueError):
+                    score = None
+                yield (label.path, label.frame, weights_key), score
+
+        self._predictions_stale = False
+        self.prediction_worker = create_worker(job)
+        self.prediction_worker.yielded.connect(self._on_prediction)
+        self.prediction_worker.finished.connect(self._on_predictions_finished)
+        self.prediction_worker.start()
+        return self.prediction_worker
+
+    def _on_prediction(self, item: tuple[tuple[str, int, str], float | None]) -> None:
+        key, score = item
+        self._predictions[key] = score
+        self.refresh_table(with_predictions=False)
+
+    def _on_predictions_finished(self) -> None:
+        if self._predictions_stale:
+            self.update_predictions()
 
     def refresh_table(self, with_predictions: bool = True) -> None:
+        """Show the labels and the cached model scores; ``with_predictions``: also score the frames not cached yet
+        (in a worker)."""
         labels = self.store.labels() if self.store is not None else []
-        preds = self.predictions() if with_predictions else [None] * len(labels)
+        weights = self._weights_key()
         self.table.setRowCount(len(labels))
-        for i, (label, pred) in enumerate(zip(labels, preds, strict=True)):
-            cells = [
-                str(label.frame),
-                f"{label.score:g}",
-                "-" if pred is None else f"{pred:.2f}",
-                Path(label.path).name,
-            ]
+        for i, label in enumerate(labels):
+            key = (label.path, label.frame, weights)
+            pred = self._predictions.get(key)
+            model_cell = "…" if key not in self._predictions else "-" if pred is None else f"{pred:.2f}"
+            cells = [str(label.frame), f"{label.score:g}", model_cell, Path(label.path).name]
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))
+        if with_predictions:
+            self.update_predictions()
 
     def _import_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import labels", "", "CSV (*.csv)")
@@ -262,12 +354,14 @@ class TrainWidget(QWidget):
         return self.base_weights
 
     def start_fine_tune(self, crop_size: tuple[int, int] | None = None, batch_size: int = 8) -> Any:
-        """Fine-tune from the scoring model's current weights on the labelled frames, in a worker (``crop_size``:
-        None = :func:`~napari_sem_focus.train.fine_tune`'s default, the paper's 320x240)."""
+        """Adapt (or fine-tune the whole network, by the regime box) from the scoring model's current weights on
+        the labelled frames, in a ``thread_worker`` generator (``crop_size``: whole network only; None = the
+        paper's 320x240)."""
         from napari.qt.threading import create_worker
         from napari.utils.notifications import show_error
 
-        from ..train import fine_tune
+        from ..adapt import iter_adapt
+        from ..train import iter_fine_tune
         from ..weights import load_model
 
         try:
@@ -283,57 +377,62 @@ class TrainWidget(QWidget):
         self._stop.clear()
         self.history = []
         self.result = None
-        steps, lr = self.steps_box.value(), self.lr_box.value()
+        self.adaptation = None
+        # every widget value is read here, on the GUI thread, before the worker starts
+        whole = self.regime_box.currentText() == REGIMES[1]
+        steps, lr, stop = self.steps_box.value(), self.lr_box.value(), self._stop.is_set
 
         def job() -> Any:
             try:
-                return fine_tune(
-                    model,
-                    samples,
-                    steps=steps,
-                    crop_size=crop_size,
-                    batch_size=batch_size,
-                    lr=lr,
-                    device="auto",
-                    progress=self._events.put,
-                    should_stop=self._stop.is_set,
-                )
+                if whole:
+                    gen = iter_fine_tune(model, samples, steps, crop_size, batch_size, lr, should_stop=stop)
+                else:
+                    gen = iter_adapt(model, samples, should_stop=stop)
+                return (yield from gen)
             except CancelledError:
                 return None  # a cancelled run is not an error: the previous model stays in place
 
         self.worker = create_worker(job, _progress={"desc": "Fine-tuning"})
+        self.worker.yielded.connect(self._on_event)
         self.worker.returned.connect(self._on_done)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._on_finished)
         self.train_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.use_button.setEnabled(False)
-        self.status.setText(f"fine-tuning on {len(samples)} labelled frames…")
-        self._timer.start(200)
+        what = "fine-tuning the whole network" if whole else "adapting"
+        self.status.setText(f"{what} on {len(samples)} labelled frames…")
         self.worker.start()
         return self.worker
 
     def cancel(self) -> None:
         self._stop.set()
 
-    def _drain_events(self) -> None:
-        changed = False
-        while True:
-            try:
-                self.history.append(self._events.get_nowait())
-                changed = True
-            except queue.Empty:
-                break
-        if changed:
+    def _on_event(self, event: Any) -> None:
+        """A progress event from the worker: a training step (whole network) or an adaptation stage."""
+        from ..adapt import AdaptEvent
+
+        self.history.append(event)
+        if isinstance(event, AdaptEvent):
+            self.status.setText(f"adapting: {event.message} ({event.elapsed_s:.0f} s)")
+            return
+        now = time.monotonic()
+        if now - self._last_draw > 0.25:  # redraw at most 4 times a second
+            self._last_draw = now
             self._draw_history()
 
     def _draw_history(self) -> None:
+        from ..adapt import AdaptResult
+
         ax = self.axes
         ax.clear()
-        if self.history:
-            steps = [e.step for e in self.history]
-            ax.plot(steps, [e.train_rmse for e in self.history], label="training RMSE (running)")
-            val = [(e.step, e.val_rmse) for e in self.history if e.val_rmse is not None]
+        steps_history = [e for e in self.history if hasattr(e, "train_rmse")]
+        if isinstance(self.adaptation, AdaptResult):
+            self._draw_adaptation(ax, self.adaptation)
+        elif steps_history:
+            steps = [e.step for e in steps_history]
+            ax.plot(steps, [e.train_rmse for e in steps_history], label="training RMSE (running)")
+            val = [(e.step, e.val_rmse) for e in steps_history if e.val_rmse is not None]
             if val:
                 ax.plot(*zip(*val, strict=True), "o-", label="validation RMSE")
             ax.set_xlabel("step")
@@ -345,17 +444,51 @@ class TrainWidget(QWidget):
             ax.set_axis_off()
         self.canvas.draw_idle()
 
+    @staticmethod
+    def _draw_adaptation(ax: Any, result: Any) -> None:
+        """Cross-validated RMSE of each candidate against its steps, and the starting model's."""
+        for name, row in result.table.items():
+            ax.plot(list(row), list(row.values()), "o-", label=f"{name} (cross-validated)")
+        ax.axhline(result.cv_rmse_before, color="0.3", ls="--", label="current model")
+        if result.adopted:
+            ax.plot([result.steps], [result.cv_rmse_after], "k*", ms=12, label="chosen")
+        ax.set_xscale("log")
+        ax.set_xlabel("adaptation steps")
+        ax.set_ylabel("RMSE on labelled frames")
+        ax.legend(fontsize="x-small")
+        ax.grid(True, alpha=0.3)
+
     def _on_done(self, result: Any) -> None:
+        from ..adapt import AdaptResult
+
         self.result = result
         if result is None:
             self.status.setText("cancelled; the previous model is unchanged")
             return
+        if isinstance(result, AdaptResult):
+            self.status.setText(result.summary())
+            self.adaptation = result
+            self.use_button.setEnabled(result.adopted)
+            if not result.adopted:
+                self.result = None  # nothing to use: the current model stays
+            self._draw_history()
+            return
         m = result.metrics
-        self.status.setText(
-            f"RMSE on the labelled frames: before {m['rmse_before']:.3f}, after {m['rmse_after']:.3f} "
-            f"({m['n_train']} train / {m['n_val']} validation frames)"
-        )
-        self.use_button.setEnabled(True)
+        if m.get("val_rmse_after") is not None:
+            verdict = "lower: use it" if m["adopted"] else "not lower: keep the current model"
+            text = (
+                f"RMSE on {m['n_val']} held-out labelled frames: before {m['val_rmse_before']:.3f}, after "
+                f"{m['val_rmse_after']:.3f} ({verdict}; {m['n_train']} training frames)"
+            )
+        else:
+            text = (
+                f"RMSE on the {m['n_train']} training frames: before {m['rmse_before']:.3f}, after "
+                f"{m['rmse_after']:.3f} (fewer than 10 labels: not checked on held-out frames; the 'adapt' regime "
+                "checks it)"
+            )
+        self.status.setText(text)
+        self.use_button.setEnabled(m.get("adopted") is not False)
+        self._draw_history()
 
     def _on_error(self, err: Exception) -> None:
         from napari.utils.notifications import show_error
@@ -363,8 +496,6 @@ class TrainWidget(QWidget):
         show_error(f"fine-tuning failed: {err}")
 
     def _on_finished(self) -> None:
-        self._timer.stop()
-        self._drain_events()
         self.train_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
@@ -380,7 +511,7 @@ class TrainWidget(QWidget):
         facts = {
             "fine_tuned_from": self.base_weights or "default",
             "labels": str(self.store.path if self.store else ""),
-            "steps": self.result.step,
+            "steps": getattr(self.result, "step", getattr(self.result, "steps", 0)),
             **self.result.metrics,
         }
         save_weights(self.result.model, path, facts)
@@ -397,6 +528,9 @@ class TrainWidget(QWidget):
         )
         if path:
             self.use_model(path)
+
+
+REGIMES = ("adapt (few labels)", "whole network")
 
 
 def napari_image_type() -> type:

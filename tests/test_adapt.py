@@ -1,0 +1,129 @@
+"""Few-label adaptation: it fixes a user whose scale differs from ours, keeps the model when it cannot help, and
+the adapted weights score through the normal scoring path exactly as cross-validated."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_sem_focus.adapt import (
+    MIN_FRAMES,
+    adapt,
+    adapt_on_features,
+    frame_features,
+    iter_adapt,
+    predict_from_features,
+)
+from napari_sem_focus.errors import CancelledError, SemFocusError
+from napari_sem_focus.infer import score_frames
+from napari_sem_focus.simulate import simulate_series
+from napari_sem_focus.train import drive, iter_fine_tune
+from napari_sem_focus.weights import load_model, save_weights
+
+MAG = 5000.0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(None)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """24 frames of two small simulated focus series (240x320: one tile each)."""
+    out = []
+    for seed in (3, 4):
+        series, _ = simulate_series("tinball", MAG, steps=12, shape=(240, 320), seed=seed)
+        out += [f.image.astype(np.float32) / 255.0 for f in series]
+    return out
+
+
+@pytest.fixture(scope="module")
+def features(model, frames):
+    return drive(frame_features(model, [(f, MAG, 0.0) for f in frames]))
+
+
+def _relabel(features, scores):
+    for f, s in zip(features, scores, strict=True):
+        f.score = float(s)
+    return features
+
+
+def test_features_predict_what_scoring_gives(model, frames, features):
+    direct = np.array([r.score for r in score_frames(frames, MAG, model, "structure", bf16=False)])
+    assert np.abs(predict_from_features(model, features) - direct).max() < 0.15
+
+
+def test_a_stricter_users_scale_is_learned_from_ten_frames(model, features):
+    ours = predict_from_features(model, features)
+    user = 10.0 * (ours / 10.0) ** 2  # a stricter user: our 7 is their 4.9
+    labelled, held_out = list(range(0, 24, 2))[:10], list(range(1, 24, 2))
+    feats = _relabel(features, user)
+    result = drive(adapt_on_features(model, [feats[i] for i in labelled]))
+    assert result.adopted and result.cv_rmse_after < 0.7 * result.cv_rmse_before
+    before = np.sqrt(np.mean((ours[held_out] - user[held_out]) ** 2))
+    after_pred = predict_from_features(result.model, [feats[i] for i in held_out])
+    after = np.sqrt(np.mean((after_pred - user[held_out]) ** 2))
+    assert after < 0.6 * before  # frames it was not adapted on agree better with the user
+    assert result.model is not model and "lower" in result.summary()
+
+
+def test_labels_the_model_already_agrees_with_keep_the_model(model, features):
+    feats = _relabel(features, predict_from_features(model, features))
+    result = drive(adapt_on_features(model, feats[:8]))
+    assert not result.adopted and result.model is model and result.regime == "none"
+    assert result.cv_rmse_after == result.cv_rmse_before
+    assert "did not help" in result.summary() and "keeping the current model" in result.summary()
+
+
+def test_too_few_frames_and_cancel(model, frames):
+    with pytest.raises(SemFocusError, match=f"at least {MIN_FRAMES}"):
+        adapt(model, [(frames[0], MAG, 5.0)] * (MIN_FRAMES - 1))
+    with pytest.raises(CancelledError):
+        adapt(model, [(f, MAG, 5.0) for f in frames[:5]], should_stop=lambda: True)
+
+
+def test_adapted_weights_round_trip_and_score_like_cross_validation(model, frames, features, tmp_path):
+    ours = predict_from_features(model, features)
+    samples = [(f, MAG, 10.0 * (s / 10.0) ** 2) for f, s in zip(frames[:6], ours[:6], strict=True)]
+    events = []
+    result = adapt(model, samples, progress=events.append)
+    assert result.adopted and {e.stage for e in events} >= {"features", "cross-validation", "final"}
+    path = save_weights(result.model, tmp_path / "adapted.safetensors", result.metrics)
+    reloaded = load_model(path)
+    scores = np.array([r.score for r in score_frames(frames[6:], MAG, reloaded, "structure", bf16=False)])
+    expected = predict_from_features(result.model, features[6:])
+    assert np.abs(scores - expected).max() < 0.15  # the saved fp16 weights score as the adaptation predicted
+    assert (scores <= ours[6:] + 0.15).all() and scores.mean() < ours[6:].mean() - 0.3  # stricter on unseen frames
+    assert json.loads(json.dumps(result.metrics))["cv_rmse_after"] < result.metrics["cv_rmse_before"]
+
+
+def test_iter_adapt_is_a_generator_that_returns_the_result(model, frames):
+    gen = iter_adapt(model, [(f, MAG, 9.0) for f in frames[:4]])
+    stages = []
+    while True:
+        try:
+            stages.append(next(gen).stage)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert stages[0] == "features" and result.n_frames == 4 and result.folds == 4
+
+
+def test_whole_network_fine_tune_reports_held_out_frames(frames):
+    from napari_sem_focus.model import build_focus_net
+
+    samples = [(f, MAG, float(i % 10)) for i, f in enumerate(frames[:10])]
+    gen = iter_fine_tune(build_focus_net(), samples, steps=2, crop_size=(64, 64), batch_size=4, device="cpu")
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert events and events[-1].step == 2
+    m = result.metrics
+    assert m["n_val"] == 2 and m["val_rmse_before"] is not None and m["adopted"] in (True, False)
