@@ -560,7 +560,8 @@ def _adapt_from_labels(args: argparse.Namespace) -> int:
 
     from .adapt import adapt
     from .atomic import atomic_write_text
-    from .data import load_frame, read_label_csv
+    from .data import read_label_csv
+    from .io import load_frame
     from .weights import load_model, save_weights
 
     rows = [row for csv_path in args.labels for row in read_label_csv(csv_path)]

@@ -12,17 +12,16 @@ when evaluating. Frames smaller than the crop are padded by reflection.
 from __future__ import annotations
 
 import csv
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .errors import SemFocusError
+from .io import load_frame
 from .model import normalize_magnification
 
 
@@ -61,24 +60,6 @@ def read_label_csv(csv_path: str | Path) -> list[LabelRow]:
             except (TypeError, ValueError) as err:
                 raise SemFocusError(f"'{csv_path}' line {line}: {err}") from err
     return rows
-
-
-@functools.lru_cache(maxsize=32)
-def _series(path: Path) -> Any:
-    from .io import read_series
-
-    return read_series(path)
-
-
-def load_frame(path: Path, frame: int = 0) -> np.ndarray:
-    """Frame ``frame`` of ``path`` as float32 [0, 1] (8-bit PNG fast path; otherwise the core reader)."""
-    if path.suffix.lower() == ".png":
-        import cv2
-
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is not None and img.ndim == 2 and img.dtype == np.uint8:
-            return img.astype(np.float32) / 255.0
-    return _series(path).frame(frame)
 
 
 def crop(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:

@@ -21,6 +21,7 @@ The burned-in data bar (see :mod:`napari_sem_focus.databar`) is removed from the
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -629,3 +630,21 @@ def write_series_tiff(
                 contiguous=False,
             )
     return path
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_series(path: Path) -> FocusSeries:
+    return read_series(path)
+
+
+def load_frame(path: str | Path, frame: int = 0) -> np.ndarray:
+    """Frame ``frame`` of the file ``path`` as float32 [0, 1] (the labelled frames of a labels CSV): an 8-bit PNG
+    directly, anything else through :func:`read_series` (each file read once, the last 32 kept)."""
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        import cv2
+
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if img is not None and img.ndim == 2 and img.dtype == np.uint8:
+            return img.astype(np.float32) / 255.0
+    return _cached_series(path).frame(frame)

@@ -109,7 +109,7 @@ class LabelStore:
     ) -> list[tuple[np.ndarray, float, float]]:
         """(image float [0, 1], magnification, score) of every label; ``loader(path, frame)`` reads a frame
         (default: the core reader on the file)."""
-        from .data import load_frame
+        from .io import load_frame
 
         read = loader or (lambda p, f: load_frame(Path(p), f))
         return [(read(lb.path, lb.frame), lb.magnification, lb.score) for lb in self.labels()]

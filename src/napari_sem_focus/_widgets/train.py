@@ -7,8 +7,9 @@ for hundreds of labels). Both run as napari ``thread_worker`` generators whose y
 the plot; widget values are read before the worker starts.
 
 Labelling never runs the model on the GUI thread: the table's "model" column comes from a cache, and frames not
-scored yet are scored once in a worker. Keyboard: with the widget open, keys 0-9 label the current frame with that
-score and ``=`` labels it 10; the keys are given back (napari's previous bindings restored) when the widget closes.
+scored yet are scored once in a worker when labelling pauses. Keyboard: with the widget open, keys 0-9 label the
+current frame with that score and ``=`` labels it 10; the keys are given back (napari's previous bindings
+restored) when the widget closes.
 Everything it computes is a core call: :class:`~napari_sem_focus.label_store.LabelStore`,
 :mod:`~napari_sem_focus.adapt`, :func:`~napari_sem_focus.train.iter_fine_tune`,
 :func:`~napari_sem_focus.weights.save_weights`.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from qtpy.QtCore import QEvent
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -72,6 +73,11 @@ class TrainWidget(QWidget):
         self.history: list[Any] = []
         self._predictions: dict[tuple[str, int, str], float | None] = {}  # (path, frame, weights) -> score
         self.prediction_worker: Any = None
+        self._model_cache: dict[str, Any] = {}
+        self._prediction_timer = QTimer(self)
+        self._prediction_timer.setSingleShot(True)
+        self._prediction_timer.setInterval(PREDICTION_DELAY_MS)
+        self._prediction_timer.timeout.connect(self.update_predictions)
         self._predictions_stale = False
         self._last_draw = 0.0
         self._previous_keys: dict[str, Any] = {}
@@ -160,7 +166,9 @@ class TrainWidget(QWidget):
             self._previous_keys[key] = previous
 
     def release_keys(self) -> None:
-        """Unbind the labelling keys and restore what they were bound to before (called when the widget closes)."""
+        """Unbind the labelling keys and restore what they were bound to before, and stop the pending scoring of
+        labelled frames (called when the widget closes)."""
+        self._prediction_timer.stop()
         for key, previous in self._previous_keys.items():
             self.viewer.bind_key(key, previous, overwrite=True)
         self._previous_keys = {}
@@ -249,7 +257,7 @@ class TrainWidget(QWidget):
     def _frame_loader(self) -> Any:
         """Read labelled frames: from open layers when the label names one (each layer's series built once),
         else from files."""
-        from ..data import load_frame
+        from ..io import load_frame
 
         series = {}
         for layer in self.viewer.layers:
@@ -293,8 +301,12 @@ class TrainWidget(QWidget):
             return None
         loader = self._frame_loader()  # built here, on the GUI thread: it reads the layers
 
-        def job() -> Any:
-            model = load_model(weights)
+        cache = self._model_cache
+
+        def job() -> Any:  # a plain dict shared with the GUI thread: the model is loaded once per weights
+            if cache.get("key") != weights_key:
+                cache.update(key=weights_key, model=load_model(weights))
+            model = cache["model"]
             for label in missing:
                 try:
                     frame = loader(label.path, label.frame)
@@ -333,7 +345,7 @@ class TrainWidget(QWidget):
             for j, text in enumerate(cells):
                 self.table.setItem(i, j, QTableWidgetItem(text))
         if with_predictions:
-            self.update_predictions()
+            self._prediction_timer.start()  # scores the new frames once labelling pauses (debounced)
 
     def _import_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import labels", "", "CSV (*.csv)")
@@ -350,7 +362,10 @@ class TrainWidget(QWidget):
     # --- fine-tuning --------------------------------------------------------------------------------------
     def _scoring_weights(self) -> str | None:
         for widget in _score_widgets(self.viewer):
-            return widget.weights_edit.text().strip() or None
+            try:
+                return widget.weights_edit.text().strip() or None
+            except RuntimeError:  # that widget's Qt side is gone (its viewer closed)
+                continue
         return self.base_weights
 
     def start_fine_tune(self, crop_size: tuple[int, int] | None = None, batch_size: int = 8) -> Any:
@@ -531,6 +546,9 @@ class TrainWidget(QWidget):
 
 
 REGIMES = ("adapt (few labels)", "whole network")
+#: The model scores newly labelled frames once labelling pauses this long (ms), so that a run of key presses never
+#: competes with the model for the CPU.
+PREDICTION_DELAY_MS = 400
 
 
 def napari_image_type() -> type:
