@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from napari_sem_focus.adapt import adapt, adapt_on_features, frame_features, predict_from_features
 from napari_sem_focus.simulate.frame import simulate_frame
 from napari_sem_focus.simulate.series import dataset_params
+from napari_sem_focus.train import drive
 from napari_sem_focus.weights import load_model
 
 N_LABELS = (5, 10, 20)
@@ -71,21 +72,13 @@ def real_texture(name: str) -> list[tuple[np.ndarray, float, float]]:
     return out
 
 
-def drain(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
 def rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
 
 
 def run_domain(model, name: str, samples, repeats: int) -> list[dict]:
     started = time.time()
-    feats = drain(frame_features(model, samples))
+    feats = drive(frame_features(model, samples))
     print(f"  {name}: {len(samples)} frames, features {time.time() - started:.0f} s", file=sys.stderr, flush=True)
     labels = np.array([s[2] for s in samples])
     before_all = predict_from_features(model, feats)
@@ -96,7 +89,7 @@ def run_domain(model, name: str, samples, repeats: int) -> list[dict]:
             rng = np.random.default_rng([n, r, 7])
             chosen = rng.choice(len(samples), n, replace=False)
             rest = np.setdiff1d(np.arange(len(samples)), chosen)
-            result = drain(adapt_on_features(model, [feats[i] for i in chosen]))
+            result = drive(adapt_on_features(model, [feats[i] for i in chosen]))
             pred = predict_from_features(result.model, [feats[i] for i in rest])
             b, a = rmse(before_all[rest], labels[rest]), rmse(pred, labels[rest])
             before.append(b)

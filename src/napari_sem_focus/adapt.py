@@ -410,11 +410,6 @@ def adapt(
     should_stop: Callable[[], bool] | None = None,
 ) -> AdaptResult:
     """Run :func:`iter_adapt` to the end (``progress`` gets each event)."""
-    gen = iter_adapt(model, samples, candidates, device, should_stop)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event)
+    from .train import drive
+
+    return drive(iter_adapt(model, samples, candidates, device, should_stop), progress)
