@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import SemFocusError
+from .infer import crop_or_pad
 from .io import load_frame
 from .model import normalize_magnification
 
@@ -62,23 +63,9 @@ def read_label_csv(csv_path: str | Path) -> list[LabelRow]:
     return rows
 
 
-def crop(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:
-    """A ``size`` (rows, cols) crop: random when ``rng`` is given, else centred; reflect-pads small images."""
-    rows, cols = size
-    pad_r, pad_c = max(0, rows - image.shape[0]), max(0, cols - image.shape[1])
-    if pad_r or pad_c:
-        image = np.pad(image, ((pad_r // 2, pad_r - pad_r // 2), (pad_c // 2, pad_c - pad_c // 2)), mode="reflect")
-    if rng is None:
-        r0, c0 = (image.shape[0] - rows) // 2, (image.shape[1] - cols) // 2
-    else:
-        r0 = int(rng.integers(0, image.shape[0] - rows + 1))
-        c0 = int(rng.integers(0, image.shape[1] - cols + 1))
-    return image[r0 : r0 + rows, c0 : c0 + cols]
-
-
 def augment(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None) -> torch.Tensor:
     """Crop (random or centre) and, when training (``rng`` given), random h/v flips; returns (1, H, W)."""
-    out = crop(image, size, rng)
+    out = crop_or_pad(image, size, rng)
     if rng is not None:
         if rng.random() < 0.5:
             out = out[:, ::-1]
@@ -230,8 +217,8 @@ class SemiRealFrames(Dataset):
 
         import cv2
 
+        from .metadata import magnification_from_pixel_size
         from .simulate import labels
-        from .simulate.optics import magnification_from_pixel_size
         from .simulate.semireal import SOURCE_RESOLUTION_PX, FocusStep, SemiRealSettings, degrade, semireal_score
 
         rng = np.random.default_rng([self.seed, index, 31])
@@ -243,7 +230,7 @@ class SemiRealFrames(Dataset):
             pixel, feature = pixel / shrink, feature * shrink
         rows, cols = self.crop_size
         margin = 32
-        region = crop(clean, (rows + 2 * margin, cols + 2 * margin), rng)
+        region = crop_or_pad(clean, (rows + 2 * margin, cols + 2 * margin), rng)
         target = 10.0 if rng.random() < 0.12 else float(rng.uniform(0.02, 10.0))
         d0 = SOURCE_RESOLUTION_PX * pixel
         diameter = labels.diameter_for_blur_score(target, d0, pixel, feature * pixel)

@@ -52,7 +52,7 @@ def interpret_score(score: float) -> str:
 
 def model_magnification(series: Any, override: float | None = None) -> tuple[float | None, str]:
     """The magnification the model gets for ``series`` and where it came from."""
-    from .simulate.optics import REFERENCE_FRAME_WIDTH_PX, magnification_from_pixel_size
+    from .metadata import REFERENCE_FRAME_WIDTH_PX, magnification_from_pixel_size
 
     if override is not None:
         if override <= 0:
@@ -81,10 +81,24 @@ def tile_origins(shape: tuple[int, int], crop: tuple[int, int] = CROP_SIZE) -> l
     return [(r, c) for r in axis(shape[0], crop[0]) for c in axis(shape[1], crop[1])]
 
 
+def crop_or_pad(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:
+    """A ``size`` (rows, cols) crop: random when ``rng`` is given (training), else centred; reflect-pads images
+    smaller than ``size``."""
+    rows, cols = size
+    pad_r, pad_c = max(0, rows - image.shape[0]), max(0, cols - image.shape[1])
+    if pad_r or pad_c:
+        image = np.pad(image, ((pad_r // 2, pad_r - pad_r // 2), (pad_c // 2, pad_c - pad_c // 2)), mode="reflect")
+    if rng is None:
+        r0, c0 = (image.shape[0] - rows) // 2, (image.shape[1] - cols) // 2
+    else:
+        r0 = int(rng.integers(0, image.shape[0] - rows + 1))
+        c0 = int(rng.integers(0, image.shape[1] - cols + 1))
+    return image[r0 : r0 + rows, c0 : c0 + cols]
+
+
 def frame_crops(frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE) -> tuple[np.ndarray, list, dict]:
     """(stack of crops (n, rows, cols) to score, their origins, facts about the frame's structure) of one float
     frame for ``mode``. The facts: ``structure_fraction`` and ``has_structure`` (of the scored region)."""
-    from .data import crop as centre_or_pad
     from .structure import STRUCTURE_FLOOR, StructureMap, structured_tiles
 
     if mode not in MODES:
@@ -97,7 +111,7 @@ def frame_crops(frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE)
     if mode == "center" or small:
         origin = (max((frame.shape[0] - crop[0]) // 2, 0), max((frame.shape[1] - crop[1]) // 2, 0))
         facts["has_structure"] = bool(structure.region(*origin, *crop) >= STRUCTURE_FLOOR)
-        return centre_or_pad(frame, crop, None)[None], [origin], facts
+        return crop_or_pad(frame, crop, None)[None], [origin], facts
     facts["has_structure"] = bool(tile_structure.max() >= STRUCTURE_FLOOR)
     if mode == "structure":
         keep = structured_tiles(tile_structure)

@@ -32,9 +32,25 @@ from typing import Any
 #: Reference display width (mm) that defines the vendor-independent magnification M = W_ref / HFW.
 #: 127 mm is the classic 4x5" Polaroid width that FEI/Thermo use (``MagCanvasRealWidth = 0.127 m``).
 REFERENCE_WIDTH_MM = 127.0
+#: Frame width (pixels) that defines the pixel size of a magnification in the simulator and the model.
+REFERENCE_FRAME_WIDTH_PX = 1024
 
 #: JEOL's reference photo width (mm) at 1280 px, used to derive a pixel size from ``$CM_MAG``.
 JEOL_REFERENCE_WIDTH_MM = 128.0
+
+
+def pixel_size_nm(magnification: float, frame_width_px: int = REFERENCE_FRAME_WIDTH_PX) -> float:
+    """Pixel size (nm) of a frame ``frame_width_px`` wide at magnification ``magnification`` (127 mm reference)."""
+    if magnification <= 0:
+        raise ValueError(f"magnification must be positive, got {magnification}")
+    return REFERENCE_WIDTH_MM * 1e6 / (magnification * frame_width_px)
+
+
+def magnification_from_pixel_size(pixel_nm: float, frame_width_px: int = REFERENCE_FRAME_WIDTH_PX) -> float:
+    """Inverse of :func:`pixel_size_nm`: the magnification whose ``frame_width_px``-wide frame has this pixel size."""
+    if pixel_nm <= 0:
+        raise ValueError(f"pixel size must be positive, got {pixel_nm}")
+    return REFERENCE_WIDTH_MM * 1e6 / (pixel_nm * frame_width_px)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def normalize_magnification(magnification: float | torch.Tensor) -> torch.Tensor
 
     500x -> 0, 10,000x -> 1 (the paper's [0, 1] range), log-linear in between and beyond, clamped to
     :data:`MAG_NORM_CLAMP`. The magnification is the vendor-independent one (127 mm over a 1024-px frame) that
-    :func:`napari_sem_focus.simulate.optics.magnification_from_pixel_size` gives.
+    :func:`napari_sem_focus.metadata.magnification_from_pixel_size` gives.
     """
     m = torch.as_tensor(magnification, dtype=torch.float32)
     lo, hi = MAG_RANGE

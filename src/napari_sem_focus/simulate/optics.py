@@ -21,26 +21,14 @@ import math
 import cv2
 import numpy as np
 
-from ..metadata import REFERENCE_WIDTH_MM
-
-#: Frame width (pixels) that defines the pixel size of a magnification in the simulator and the model.
-REFERENCE_FRAME_WIDTH_PX = 1024
+# The magnification <-> pixel size conversions live with the metadata (the score path uses them); the simulator
+# speaks of them as optics too.
+from ..metadata import REFERENCE_FRAME_WIDTH_PX as REFERENCE_FRAME_WIDTH_PX
+from ..metadata import REFERENCE_WIDTH_MM as REFERENCE_WIDTH_MM
+from ..metadata import magnification_from_pixel_size as magnification_from_pixel_size
+from ..metadata import pixel_size_nm as pixel_size_nm
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
-
-
-def pixel_size_nm(magnification: float, frame_width_px: int = REFERENCE_FRAME_WIDTH_PX) -> float:
-    """Pixel size (nm) of a frame ``frame_width_px`` wide at magnification ``magnification`` (127 mm reference)."""
-    if magnification <= 0:
-        raise ValueError(f"magnification must be positive, got {magnification}")
-    return REFERENCE_WIDTH_MM * 1e6 / (magnification * frame_width_px)
-
-
-def magnification_from_pixel_size(pixel_nm: float, frame_width_px: int = REFERENCE_FRAME_WIDTH_PX) -> float:
-    """Inverse of :func:`pixel_size_nm`: the magnification whose ``frame_width_px``-wide frame has this pixel size."""
-    if pixel_nm <= 0:
-        raise ValueError(f"pixel size must be positive, got {pixel_nm}")
-    return REFERENCE_WIDTH_MM * 1e6 / (pixel_nm * frame_width_px)
 
 
 def probe_diameter_nm(defocus_um: float, d0_nm: float, alpha_mrad: float) -> float:
