@@ -1,8 +1,9 @@
 """napari-sem-focus: score how well focused SEM images are and pick the best frame of a focus series.
 
-The core modules (``io``, ``metadata``, ``databar``, ``metrics``, ``focus_curve``, ``simulate``, ``model``,
-``weights``, ``infer``, ``train``) import neither Qt nor napari, and torch only inside the functions that need it,
-so ``import napari_sem_focus`` stays fast for napari's start-up.
+The core modules import neither Qt nor napari. torch is imported at module level only by the modules built on it
+(``model``, ``train``, ``data``); the reader, the metadata, the classic metrics and the napari layer
+import it only inside the functions that score or train, so ``import napari_sem_focus`` and napari's start-up stay
+fast (tests/test_architecture.py).
 """
 
 __version__ = "0.1.0"

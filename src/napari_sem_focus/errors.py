@@ -30,10 +30,6 @@ class SeriesError(SemFocusError):
     """A set of frames cannot form one focus series (empty folder, mixed frame sizes...)."""
 
 
-class MetadataError(SemFocusError):
-    """Vendor metadata is present but contradicts itself or cannot be parsed."""
-
-
 class WeightsError(SemFocusError):
     """Model weights are missing, corrupt or do not match the architecture."""
 

@@ -97,16 +97,6 @@ def models_rmse(
     return {name: rmse_by_magnification(p, target, mag_norm, magnifications) for name, p in preds.items()}
 
 
-def model_rmse(
-    weights: str | Path | None,
-    csv_paths: Sequence[str | Path],
-    batch_size: int = 64,
-    magnifications: Sequence[float] = PAPER_MAGNIFICATIONS,
-) -> dict[str, float]:
-    """RMSE of one weights file per magnification (see :func:`models_rmse`)."""
-    return models_rmse({"model": weights}, csv_paths, batch_size, magnifications)["model"]
-
-
 def absolute_variance_rmse(
     train_csv: Sequence[str | Path], test_csv: Sequence[str | Path], n_fit: int = 4000
 ) -> dict[str, float]:
