@@ -54,6 +54,12 @@ def test_info_on_real_fei_file(capsys):
     assert main(["info", "--json", str(shared("vendor_metadata/zeiss/zeiss_example_sem.tif"))]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["metadata"]["vendor"] == "Zeiss" and facts["databar_source"] == "detected"
+    # three magnifications, each with its meaning: the vendor's (of a 512-px frame), 127 mm / HFW, and the model's
+    assert main(["info", str(shared("vendor_metadata/zeiss/test_tiff_Zeiss_SEM_512pix.tif"))]) == 0
+    out = capsys.readouterr().out
+    assert "magnification (vendor, as the microscope displays it): 50000x" in out
+    assert "reference magnification (127 mm / HFW): 42583x" in out
+    assert "model magnification (127 mm over a 1024-px frame, from the pixel size 5.825 nm): 21292x" in out
 
 
 @pytest.mark.parametrize(

@@ -241,6 +241,7 @@ def _read(path: Path, args: argparse.Namespace) -> Any:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .infer import model_magnification
     from .report import to_json
 
     series = _read(args.path, args)
@@ -258,12 +259,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
         f"{facts['scored_region_rows'][0]}-{facts['scored_region_rows'][1]}"
     )
     for key, value in meta.items():
-        if key != "derived" and value is not None:
+        if key == "magnification" and value is not None:
+            print(f"  magnification (vendor, as the microscope displays it): {value:g}x")
+        elif key != "derived" and value is not None:
             print(f"  {key}: {value}")
     if meta["derived"]:
         print(f"  derived (not read): {', '.join(meta['derived'])}")
     if facts["reference_magnification"]:
         print(f"  reference magnification (127 mm / HFW): {facts['reference_magnification']:.0f}x")
+    model_mag, source = model_magnification(series)
+    if model_mag:
+        print(f"  model magnification (127 mm over a 1024-px frame, from the {source}): {model_mag:.0f}x")
+    else:
+        print("  model magnification: unknown (no pixel size or magnification; give --mag when scoring)")
     if len(wds) > 1 and any(w is not None for w in wds):
         print("  working distance per frame (mm): " + ", ".join("-" if w is None else f"{w:g}" for w in wds))
     for note in facts["notes"]:
