@@ -8,7 +8,7 @@ import torch
 
 from napari_sem_focus.errors import CancelledError, SemFocusError, WeightsError
 from napari_sem_focus.model import build_focus_net, check_magnification, normalize_magnification
-from napari_sem_focus.train import fine_tune, load_checkpoint, predict, recipe, rmse, score_loss, train
+from napari_sem_focus.train import drive, iter_fine_tune, load_checkpoint, predict, recipe, rmse, score_loss, train
 from napari_sem_focus.weights import load_model, read_weights_info, save_weights
 
 from .conftest import texture
@@ -138,7 +138,7 @@ def test_cancel_keeps_previous_model_and_weights_file(tmp_path):
         return calls["n"] > 3
 
     with pytest.raises(CancelledError):
-        fine_tune(net, samples, steps=50, crop_size=(64, 64), batch_size=4, device="cpu", should_stop=stop)
+        drive(iter_fine_tune(net, samples, 50, (64, 64), 4, device="cpu", should_stop=stop))
     assert all(torch.equal(before_state[k], v) for k, v in net.state_dict().items())
     assert path.read_bytes() == before_bytes
 
@@ -148,7 +148,7 @@ def test_fine_tune_reports_before_and_after(tmp_path):
         (texture((80, 80), seed=i, blur_px=0.0 if i % 2 else 3.0), 2000.0, 9.0 if i % 2 else 1.0) for i in range(10)
     ]
     net = build_focus_net()
-    result = fine_tune(net, samples, steps=3, crop_size=(64, 64), batch_size=4, lr=1e-3, device="cpu")
+    result = drive(iter_fine_tune(net, samples, steps=3, crop_size=(64, 64), batch_size=4, lr=1e-3, device="cpu"))
     assert result.metrics["n_val"] == 2 and result.metrics["n_train"] == 8
     assert np.isfinite(result.metrics["rmse_before"]) and np.isfinite(result.metrics["rmse_after"])
     # a few frames in batches of 4 must not overwrite the BatchNorm statistics learnt on the big training set

@@ -28,7 +28,7 @@ docs/benchmarks.md "Few-label adaptation"): the firm pull on ``calibrate`` and t
 what keep 5 labels from making things worse; with a weak pull (1e-3), or ``head`` at 5 frames, 5 labels made the
 slow-detector shift 7-15 % worse on average.
 
-The whole-network path (:func:`napari_sem_focus.train.fine_tune`) stays for users with hundreds of labels.
+The whole-network path (:func:`napari_sem_focus.train.iter_fine_tune`) stays for users with hundreds of labels.
 """
 
 from __future__ import annotations

@@ -450,24 +450,6 @@ class _InMemoryLabels(Dataset):
         )
 
 
-def fine_tune(
-    model: FocusScoreNet,
-    samples: Sequence[tuple[np.ndarray, float, float]],
-    steps: int = 200,
-    crop_size: tuple[int, int] | None = None,
-    batch_size: int = 8,
-    lr: float = 1e-4,
-    val_fraction: float = 0.2,
-    device: str = "auto",
-    progress: Callable[[TrainEvent], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    seed: int = 0,
-) -> TrainResult:
-    """:func:`iter_fine_tune` run to the end (``progress`` gets each :class:`TrainEvent`)."""
-    gen = iter_fine_tune(model, samples, steps, crop_size, batch_size, lr, val_fraction, device, should_stop, seed)
-    return drive(gen, progress)
-
-
 def iter_fine_tune(
     model: FocusScoreNet,
     samples: Sequence[tuple[np.ndarray, float, float]],
@@ -480,8 +462,9 @@ def iter_fine_tune(
     should_stop: Callable[[], bool] | None = None,
     seed: int = 0,
 ) -> Generator[TrainEvent, None, TrainResult]:
-    """Fine-tune a copy of the **whole network** on ``(image float [0,1], magnification, score)`` samples — the
-    path for users with many labels (with 5-20, :func:`napari_sem_focus.adapt.iter_adapt` is the one that helps).
+    """Fine-tune a copy of the **whole network** (run it with :func:`drive`) on ``(image float [0,1],
+    magnification, score)`` samples — the path for users with many labels (with 5-20,
+    :func:`napari_sem_focus.adapt.iter_adapt` is the one that helps).
 
     ``crop_size``: random training crops and centre crops for the RMSE (None: the paper's 320x240, what
     scoring uses). With at least 10 samples, ``val_fraction`` of them (every k-th) is held out: the metrics then
