@@ -265,3 +265,18 @@ def test_labels_file_stays_valid_when_napari_is_killed_while_labelling(tmp_path)
     assert len(store) >= 20
     frames = sorted(lb.frame for lb in store.labels())
     assert frames == list(range(len(frames)))  # no label lost in the middle, no half-written row
+
+
+def test_plots_follow_napari_theme(default_setup):
+    from matplotlib.colors import to_hex
+
+    from napari_sem_focus._widgets.plot import theme_colours
+
+    viewer, scorer, trainer, _frames = default_setup
+    for theme in ("dark", "light"):
+        viewer.theme = theme
+        expected = theme_colours(theme)
+        for figure in (scorer.plot.figure, trainer.figure):
+            assert to_hex(figure.get_facecolor()) == expected["background"]
+        assert to_hex(scorer.plot.axes.xaxis.label.get_color()) == expected["text"] or not scorer.rows
+    assert theme_colours("dark")["background"] != theme_colours("light")["background"]

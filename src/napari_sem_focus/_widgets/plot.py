@@ -1,5 +1,6 @@
-"""A docked matplotlib plot of score vs focus step (napari-matplotlib style): one draw(), theme colours,
-click a point to jump to that frame, the current frame marked as the dims slider moves."""
+"""Docked matplotlib plots that follow napari's theme (napari-matplotlib's pattern): :class:`ThemedFigure`, the
+base of both plots, and :class:`FocusPlot`, score vs focus step with one draw(); click a point to jump to that
+frame; the current frame is marked as the dims slider moves."""
 
 from __future__ import annotations
 
@@ -14,23 +15,83 @@ from ..focus_curve import FocusPeak
 from ..report import focus_positions, plot_focus_curve
 
 
-class FocusPlot(QWidget):
-    """Score-vs-focus plot. ``on_pick(frame)`` is called when the user clicks a point."""
+def theme_colours(theme_name: str | None) -> dict[str, str]:
+    """Background and text colours (hex) of a napari theme; napari's dark theme when it is unknown."""
+    try:
+        from napari.utils.theme import get_theme
 
-    def __init__(self, on_pick: Callable[[int], None] | None = None, parent: QWidget | None = None):
+        theme = get_theme(theme_name or "dark")
+        return {"background": theme.background.as_hex(), "text": theme.text.as_hex()}
+    except (ImportError, KeyError, ValueError):
+        return {"background": "#262930", "text": "#f0f1f2"}
+
+
+class ThemedFigure(QWidget):
+    """A matplotlib figure in a dock that takes the viewer's theme colours and follows theme changes.
+
+    Subclasses (or owners) draw on ``axes`` and call :meth:`show_drawing`, which colours the figure, then draws;
+    ``redraw`` (default :meth:`show_drawing`) is what a theme change calls.
+    """
+
+    def __init__(
+        self,
+        viewer: Any = None,
+        figsize: tuple[float, float] = (5, 3.6),
+        min_height: int = 320,
+        parent: QWidget | None = None,
+    ):
         super().__init__(parent)
-        self.figure = Figure(figsize=(5, 3.6), dpi=90, constrained_layout=True)
+        self.viewer = viewer
+        self.figure = Figure(figsize=figsize, dpi=90, constrained_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(320)
+        self.canvas.setMinimumHeight(min_height)
         self.axes = self.figure.add_subplot()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas)
+        self.colours = theme_colours(getattr(viewer, "theme", None))
+        self.redraw: Callable[[], None] = self.show_drawing
+        if viewer is not None:
+            viewer.events.theme.connect(self._theme_changed)
+
+    def _theme_changed(self, event: Any = None) -> None:
+        self.colours = theme_colours(getattr(self.viewer, "theme", None))
+        self.redraw()
+
+    def show_drawing(self) -> None:
+        """Colour the figure with the theme (background, axes, ticks, labels, grid, legends) and draw it."""
+        bg, fg = self.colours["background"], self.colours["text"]
+        self.figure.set_facecolor(bg)
+        for ax in self.figure.axes:
+            ax.set_facecolor(bg)
+            ax.tick_params(colors=fg, which="both")
+            for spine in ax.spines.values():
+                spine.set_color(fg)
+            for text in (ax.xaxis.label, ax.yaxis.label, ax.title):
+                text.set_color(fg)
+            for line in ax.get_xgridlines() + ax.get_ygridlines():
+                line.set_color(fg)
+        legends = [ax.get_legend() for ax in self.figure.axes] + list(self.figure.legends)
+        for legend in filter(None, legends):
+            legend.get_frame().set_facecolor(bg)
+            legend.get_frame().set_edgecolor(fg)
+            for text in legend.get_texts():
+                text.set_color(fg)
+        self.canvas.draw_idle()
+
+
+class FocusPlot(ThemedFigure):
+    """Score-vs-focus plot. ``on_pick(frame)`` is called when the user clicks a point."""
+
+    def __init__(self, on_pick: Callable[[int], None] | None = None, viewer: Any = None, parent: QWidget | None = None):
+        super().__init__(viewer, parent=parent)
         self.rows: list[dict[str, Any]] = []
         self.peak: FocusPeak | None = None
         self.extra_keys: list[str] = []
         self.current_frame: int | None = None
         self.on_pick = on_pick
+        self.redraw = self.draw
+        self.draw()
         self.canvas.mpl_connect("button_press_event", self._clicked)
 
     def set_data(self, rows: list[dict[str, Any]], peak: FocusPeak | None, extra_keys: list[str]) -> None:
@@ -63,7 +124,7 @@ class FocusPlot(QWidget):
                 color="0.5",
             )
             self.axes.set_axis_off()
-        self.canvas.draw_idle()
+        self.show_drawing()
 
     def frame_at(self, x: float) -> int | None:
         """The frame whose focus position is closest to ``x`` (data coordinates)."""

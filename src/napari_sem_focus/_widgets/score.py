@@ -122,7 +122,7 @@ class ScoreStackWidget(QWidget):
 
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.plot = FocusPlot(on_pick=self.go_to_frame)
+        self.plot = FocusPlot(on_pick=self.go_to_frame, viewer=viewer)
         self.table = QTableWidget(0, 0)
         self.table.setMinimumHeight(150)
         self.table.cellClicked.connect(lambda row, _col: self.go_to_frame(int(self.rows[row]["frame"])))

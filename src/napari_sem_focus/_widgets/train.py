@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
@@ -44,6 +42,7 @@ from qtpy.QtWidgets import (
 from ..errors import CancelledError, SemFocusError
 from ..label_store import LabelStore, default_labels_path
 from .layer_choice import ImageLayerChoice, magnification_box, path_row
+from .plot import ThemedFigure
 from .score import series_for_layer
 
 if TYPE_CHECKING:
@@ -133,10 +132,9 @@ class TrainWidget(QWidget):
             run_row.addWidget(b)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.figure = Figure(figsize=(4, 2.4), dpi=90, constrained_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(200)
-        self.axes = self.figure.add_subplot()
+        self.plot = ThemedFigure(viewer, figsize=(4, 2.4), min_height=200)
+        self.plot.redraw = self._draw_history  # a theme change redraws the curves
+        self.figure, self.canvas, self.axes = self.plot.figure, self.plot.canvas, self.plot.axes
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -144,7 +142,7 @@ class TrainWidget(QWidget):
         layout.addLayout(io_row)
         layout.addLayout(run_row)
         layout.addWidget(self.status)
-        layout.addWidget(self.canvas)
+        layout.addWidget(self.plot)
 
         self.label_button.clicked.connect(lambda: self.label_current(self.score_box.value()))
         self.import_button.clicked.connect(self._import_dialog)
@@ -457,16 +455,16 @@ class TrainWidget(QWidget):
         else:
             ax.text(0.5, 0.5, "loss curves appear here", ha="center", va="center", color="0.5", transform=ax.transAxes)
             ax.set_axis_off()
-        self.canvas.draw_idle()
+        self.plot.show_drawing()
 
     @staticmethod
     def _draw_adaptation(ax: Any, result: Any) -> None:
         """Cross-validated RMSE of each candidate against its steps, and the starting model's."""
         for name, row in result.table.items():
             ax.plot(list(row), list(row.values()), "o-", label=f"{name} (cross-validated)")
-        ax.axhline(result.cv_rmse_before, color="0.3", ls="--", label="current model")
+        ax.axhline(result.cv_rmse_before, color="0.5", ls="--", label="current model")
         if result.adopted:
-            ax.plot([result.steps], [result.cv_rmse_after], "k*", ms=12, label="chosen")
+            ax.plot([result.steps], [result.cv_rmse_after], "*", color="C3", ms=14, label="chosen")
         ax.set_xscale("log")
         ax.set_xlabel("adaptation steps")
         ax.set_ylabel("RMSE on labelled frames")
