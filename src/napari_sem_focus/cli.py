@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .errors import SemFocusError
+from .infer import CROP_SIZE
 
 
 def _add_series_options(parser: argparse.ArgumentParser) -> None:
@@ -183,7 +184,7 @@ def _add_simulate_parser(sub: Any) -> None:
     dataset.add_argument("--n", type=int, required=True, help="number of frames")
     dataset.add_argument("--split", default="train", choices=list(SPLIT_SEEDS))
     dataset.add_argument("--start", type=int, default=0, help="first frame index of the split")
-    dataset.add_argument("--size", type=int, nargs=2, default=(320, 240), metavar=("W", "H"))
+    dataset.add_argument("--size", type=int, nargs=2, default=CROP_SIZE[::-1], metavar=("W", "H"))
     dataset.add_argument("--out", type=Path, required=True)
     dataset.set_defaults(func=_cmd_simulate_dataset)
 
@@ -366,7 +367,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from .analysis import NO_STRUCTURE, score_rows, score_summary
-    from .infer import CROP_SIZE, model_magnification
+    from .infer import model_magnification
     from .samples import sample_series
     from .train import select_device
 

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import SemFocusError
-from .infer import crop_or_pad
+from .infer import CROP_SIZE, crop_or_pad
 from .io import load_frame
 from .model import normalize_magnification
 
@@ -88,7 +88,7 @@ class LabelledImages(Dataset):
     def __init__(
         self,
         csv_paths: Sequence[str | Path] | str | Path,
-        crop_size: tuple[int, int] = (240, 320),
+        crop_size: tuple[int, int] = CROP_SIZE,
         train: bool = True,
         preload: bool = False,
         seed: int = 0,
@@ -135,7 +135,7 @@ class SimulatedFrames(Dataset):
         self,
         split: str = "train",
         length: int = 10_000,
-        shape: tuple[int, int] = (240, 320),
+        shape: tuple[int, int] = CROP_SIZE,
         crop_size: tuple[int, int] | None = None,
         train: bool | None = None,
     ):
@@ -185,7 +185,7 @@ class SemiRealFrames(Dataset):
         self,
         sources: Sequence[str | Path],
         length: int = 10_000,
-        crop_size: tuple[int, int] = (240, 320),
+        crop_size: tuple[int, int] = CROP_SIZE,
         pixel_nm: float | None = None,
         seed: int = 0,
     ):
