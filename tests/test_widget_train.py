@@ -20,21 +20,28 @@ pytestmark = pytest.mark.gui
 napari = pytest.importorskip("napari")
 
 
-@pytest.fixture
-def setup(make_napari_viewer, tmp_path):
+def _open_with_widgets(make_napari_viewer, tmp_path, steps, shape, seed, weights=None):
+    """A tin-ball focus series opened in napari with the Score-stack and Label & fine-tune docks."""
     from napari_sem_focus._widgets.score import ScoreStackWidget
     from napari_sem_focus._widgets.train import TrainWidget
 
-    frames, wds = simulate_series("tinball", 5000.0, steps=20, shape=(160, 200), seed=3)
+    frames, wds = simulate_series("tinball", 5000.0, steps=steps, shape=shape, seed=seed)
     path = write_series(tmp_path / "data", frames, wds)
     viewer = make_napari_viewer()
     viewer.open(str(path), plugin="napari-sem-focus")
     scorer = ScoreStackWidget(viewer)
-    weights = save_weights(build_focus_net(), tmp_path / "start.safetensors")
-    scorer.set_weights(weights)
+    if weights is not None:
+        scorer.set_weights(weights)
     trainer = TrainWidget(viewer)
     viewer.window.add_dock_widget(scorer)
     viewer.window.add_dock_widget(trainer)
+    return viewer, scorer, trainer, frames, path
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path):
+    weights = save_weights(build_focus_net(), tmp_path / "start.safetensors")
+    viewer, scorer, trainer, frames, path = _open_with_widgets(make_napari_viewer, tmp_path, 20, (160, 200), 3, weights)
     return viewer, scorer, trainer, frames, weights, path
 
 
@@ -118,17 +125,7 @@ def test_keyboard_shortcuts_label_the_current_frame(setup):
 @pytest.fixture
 def default_setup(make_napari_viewer, tmp_path):
     """A viewer scoring with the bundled default weights (what a user has), a 12-frame 240x320 tin-ball series."""
-    from napari_sem_focus._widgets.score import ScoreStackWidget
-    from napari_sem_focus._widgets.train import TrainWidget
-
-    frames, wds = simulate_series("tinball", 5000.0, steps=12, shape=(240, 320), seed=5)
-    path = write_series(tmp_path / "data", frames, wds)
-    viewer = make_napari_viewer()
-    viewer.open(str(path), plugin="napari-sem-focus")
-    scorer = ScoreStackWidget(viewer)
-    trainer = TrainWidget(viewer)
-    viewer.window.add_dock_widget(scorer)
-    viewer.window.add_dock_widget(trainer)
+    viewer, scorer, trainer, frames, _path = _open_with_widgets(make_napari_viewer, tmp_path, 12, (240, 320), 5)
     return viewer, scorer, trainer, frames
 
 

@@ -120,6 +120,7 @@ class AdaptResult:
             "cv_rmse_before": round(self.cv_rmse_before, 4),
             "cv_rmse_after": round(self.cv_rmse_after, 4),
             "seconds": round(self.seconds, 1),
+            "table": {name: {str(k): round(v, 4) for k, v in row.items()} for name, row in self.table.items()},
         }
 
     def summary(self) -> str:
@@ -153,12 +154,12 @@ def frame_features(
     number of frames done, returns the features."""
     import torch
 
-    from .infer import bf16_available, frame_crops
+    from .infer import frame_crops, inference_autocast
     from .model import normalize_magnification
 
     out = []
     model = model.to(device).eval()
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_available(device) and device == "cpu")
+    autocast = inference_autocast(device)
     for i, (image, magnification, score) in enumerate(samples):
         if should_stop is not None and should_stop():
             raise CancelledError("adaptation cancelled")

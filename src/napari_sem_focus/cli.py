@@ -565,13 +565,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _adapt_from_labels(args: argparse.Namespace) -> int:
     """``sem-focus train --labels CSV... --init W``: few-label adaptation (:mod:`.adapt`); writes the weights only
     when it helps, and a JSON of the cross-validated figures next to ``--out`` either way."""
-    import json
 
     from .adapt import adapt
-    from .atomic import atomic_write_text
     from .data import read_label_csv
     from .io import load_frame
-    from .weights import load_model, save_weights
+    from .weights import facts_path, load_model, save_weights_and_facts, write_facts
 
     rows = [row for csv_path in args.labels for row in read_label_csv(csv_path)]
     samples = [(load_frame(row.path, row.frame), row.magnification, row.score) for row in rows]
@@ -582,16 +580,13 @@ def _adapt_from_labels(args: argparse.Namespace) -> int:
 
     result = adapt(model, samples, progress=report)
     facts = {"init": str(args.init), "labels": [str(p) for p in args.labels], **result.metrics}
-    facts["table"] = {name: {str(k): round(v, 4) for k, v in row.items()} for name, row in result.table.items()}
-    json_path = Path(args.out).with_suffix(".json")
     print(result.summary())
     if result.adopted:
-        save_weights(result.model, args.out, facts)
-        atomic_write_text(json_path, json.dumps(facts, indent=2))
-        print(f"weights written to {args.out} (facts: {json_path})")
+        save_weights_and_facts(result.model, args.out, facts)
+        print(f"weights written to {args.out} (facts: {facts_path(args.out)})")
     else:
-        atomic_write_text(json_path, json.dumps(facts, indent=2))
-        print(f"no weights written: keep using {args.init} (facts: {json_path})")
+        write_facts(args.out, facts)
+        print(f"no weights written: keep using {args.init} (facts: {facts_path(args.out)})")
     return 0
 
 

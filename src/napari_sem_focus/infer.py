@@ -183,6 +183,14 @@ def bf16_available(device: str) -> bool:
         return False
 
 
+def inference_autocast(device: str, bf16: bool | None = None) -> Any:
+    """The autocast context scoring runs the model in: bfloat16 when ``bf16`` (None: when :func:`bf16_available`)."""
+    import torch
+
+    enabled = bf16_available(device) if bf16 is None else bf16
+    return torch.autocast("cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def score_frames(
     frames: Iterable[np.ndarray],
     magnification: float,
@@ -205,10 +213,7 @@ def score_frames(
 
     check_magnification(magnification)
     mag = normalize_magnification(magnification)
-    use_bf16 = bf16_available(device) if bf16 is None else bf16
-    autocast = torch.autocast(
-        "cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=use_bf16
-    )
+    autocast = inference_autocast(device, bf16)
     pending: list[tuple[int, np.ndarray, list, dict]] = []
 
     def run(batch: list[tuple[int, np.ndarray, list, dict]]) -> Iterator[FrameScore]:

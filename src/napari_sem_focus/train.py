@@ -306,15 +306,13 @@ def train(
     config: TrainConfig,
     train_data: Dataset,
     val_data: Dataset | None = None,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    init_model: FocusScoreNet | None = None,
     progress: Callable[[TrainEvent], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    **options: Any,
 ) -> TrainResult:
-    """Train a :class:`FocusScoreNet` (new, or a copy of ``init_model``) on ``train_data``: :func:`iter_train` run
-    to the end, ``progress`` getting each :class:`TrainEvent`."""
-    return drive(iter_train(config, train_data, val_data, checkpoint, resume, init_model, should_stop), progress)
+    """Train a :class:`FocusScoreNet` (new, or a copy of ``init_model``) on ``train_data``: :func:`iter_train` (whose
+    keyword ``options`` — checkpoint, resume, init_model, should_stop — it takes) run to the end, ``progress``
+    getting each :class:`TrainEvent`."""
+    return drive(iter_train(config, train_data, val_data, **options), progress)
 
 
 def drive(gen: Generator[Any, None, Any], progress: Callable[[Any], None] | None = None) -> Any:

@@ -85,6 +85,25 @@ def save_weights(model: Any, path: str | Path, facts: dict[str, Any] | None = No
     return path
 
 
+def facts_path(weights_path: str | Path) -> Path:
+    """The JSON beside a weights file that repeats its facts for people (``m.json`` for ``m.safetensors``)."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def write_facts(weights_path: str | Path, facts: dict[str, Any]) -> Path:
+    """Write the facts of a training or adaptation run as JSON beside ``weights_path`` (atomically)."""
+    from .atomic import atomic_write_text
+
+    return atomic_write_text(facts_path(weights_path), json.dumps(facts, indent=2))
+
+
+def save_weights_and_facts(model: Any, path: str | Path, facts: dict[str, Any]) -> Path:
+    """:func:`save_weights` with ``facts`` inside, and the same facts as JSON beside it (:func:`write_facts`)."""
+    save_weights(model, path, facts)
+    write_facts(path, facts)
+    return Path(path)
+
+
 _CACHE: dict[tuple[str, float, str], Any] = {}
 _LOCK = threading.Lock()
 

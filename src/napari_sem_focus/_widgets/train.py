@@ -17,7 +17,6 @@ Everything it computes is a core call: :class:`~napari_sem_focus.label_store.Lab
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -515,8 +514,7 @@ class TrainWidget(QWidget):
     def use_model(self, path: str | Path) -> Path:
         """Save the fine-tuned model (safetensors + a JSON of its training facts) and hot-swap it into every
         Score-stack widget of this viewer."""
-        from ..atomic import atomic_write_text
-        from ..weights import save_weights
+        from ..weights import save_weights_and_facts
 
         if self.result is None:
             raise SemFocusError("no fine-tuned model yet")
@@ -527,8 +525,7 @@ class TrainWidget(QWidget):
             "steps": getattr(self.result, "step", getattr(self.result, "steps", 0)),
             **self.result.metrics,
         }
-        save_weights(self.result.model, path, facts)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(facts, indent=2))
+        save_weights_and_facts(self.result.model, path, facts)
         for widget in _score_widgets(self.viewer):
             widget.set_weights(path)
         self.refresh_table()
