@@ -250,3 +250,18 @@ def test_score_bad_region_one_line_exit_2(corner_stack, roi, message):
         text=True,
     )
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpu_recipe_without_a_gpu_says_so(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = tmp_path / "w.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_sem_focus", "train", "--recipe", "gpu", "--simulate", "8", "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "no CUDA GPU is available" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()

@@ -178,3 +178,57 @@ def test_bad_weights_files(tmp_path):
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     with pytest.raises(WeightsError):
         load_model(bad)
+
+
+def test_data_loader_workers_after_validation_frames_were_made():
+    """Training with a data-loader worker finishes after the main process has made (and kept) the validation
+    frames. With forked workers this hung: the child touched OpenCV's thread pool that the parent had used."""
+    import threading
+
+    from napari_sem_focus.data import SimulatedFrames
+
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = train(
+                _config(max_steps=2, num_workers=1, checkpoint_every=100),
+                SimulatedFrames("train", 16, crop_size=(64, 64)),
+                SimulatedFrames("val", 4),
+            )
+        except Exception as err:  # reported below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=180)
+    assert not thread.is_alive(), "training with a data-loader worker hung"
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert result.step == 2 and result.metrics["val_rmse"] > 0
+
+
+def test_time_budget_sets_the_learning_rate_schedule():
+    """With max_minutes the cosine decay runs over the time budget: at the budget's end the rate is at its floor,
+    even though far fewer steps than planned were made."""
+    from napari_sem_focus.train import _lr_factor
+
+    config = recipe("gpu", warmup_steps=10, max_minutes=1.0)
+    assert _lr_factor(5, 10_000, config, 1.0) == pytest.approx(0.6)  # warm-up
+    assert _lr_factor(100, 10_000, config, 0.0) > 0.99
+    assert _lr_factor(100, 10_000, config, 30.0) == pytest.approx(0.51, abs=0.01)  # half the budget
+    assert _lr_factor(100, 10_000, config, 60.0) == pytest.approx(0.02)
+    unlimited = recipe("gpu", warmup_steps=10)
+    assert _lr_factor(100, 10_000, unlimited, 60.0) > 0.99  # no budget: by steps only
+
+
+def test_gpu_recipe_and_setup_line():
+    from napari_sem_focus.train import describe_setup
+
+    config = recipe("gpu")
+    assert (config.batch_size, config.crop, config.device, config.amp) == (128, (240, 320), "cuda", True)
+    assert config.num_workers >= 1
+    line = describe_setup(recipe("gpu", device="cpu", num_workers=3))
+    assert "recipe gpu: cpu" in line and "bfloat16" in line and "3 data workers" in line
+    with pytest.raises(SemFocusError, match="unknown recipe"):
+        recipe("tpu")

@@ -203,7 +203,13 @@ def _add_train_parser(sub: Any) -> None:
     train.add_argument("--real-frames", type=int, default=10_000, help="semi-real frames per epoch (default 10,000)")
     train.add_argument("--blank", type=int, default=0, metavar="N", help="add N simulated 0-score frames (noise...)")
     train.add_argument("--val", type=Path, nargs="*", default=None, help="validation labels CSV file(s)")
-    train.add_argument("--recipe", default="fast", choices=["fast", "paper"])
+    train.add_argument(
+        "--recipe",
+        default="fast",
+        choices=["fast", "paper", "gpu"],
+        help="fast: a 2-core CPU; paper: Yang et al. exactly (SGD, batch 1); gpu: one CUDA GPU, bf16, batch 128, "
+        "data simulated by a worker on every other CPU core (docs/training.md)",
+    )
     train.add_argument("--init", default=None, help="start from weights: 'default' or a .safetensors file")
     train.add_argument(
         "--regime",
@@ -219,12 +225,18 @@ def _add_train_parser(sub: Any) -> None:
     train.add_argument("--max-minutes", type=float, help="stop after this many minutes")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
+    train.add_argument("--warmup-steps", type=int, help="steps of linear learning-rate warm-up (recipe default)")
+    train.add_argument(
+        "--freeze-batchnorm", action="store_true", help="keep BatchNorm statistics fixed (fine-tuning, small batches)"
+    )
     train.add_argument(
         "--loss", choices=["mse", "bce"], help="mse (the paper) or bce on score/10 (no vanishing gradient at 0 and 10)"
     )
     train.add_argument("--crop", type=int, nargs=2, metavar=("W", "H"), help="training crop size")
-    train.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
-    train.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    train.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, ... (recipe default: auto)")
+    train.add_argument(
+        "--workers", type=int, default=None, help="data-loader processes (recipe default: gpu one per core, else 0)"
+    )
     train.add_argument("--preload", action="store_true", help="decode all training frames into memory first")
     train.add_argument("--checkpoint", type=Path, help="checkpoint file (written atomically during training)")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -472,8 +484,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from torch.utils.data import ConcatDataset
     from tqdm import tqdm
 
+    from . import distributed
     from .data import LabelledImages, SemiRealFrames, SimulatedFrames
-    from .train import TrainEvent, recipe, train
+    from .train import TrainEvent, describe_setup, recipe, train
     from .weights import load_model, save_weights
 
     if not args.labels and not args.simulate and not args.real_textures:
@@ -483,18 +496,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SemFocusError("--regime adapt needs --init WEIGHTS and --labels CSV... only (no simulated data)")
     if args.regime == "adapt" or (args.regime == "auto" and labels_only and args.init):
         return _adapt_from_labels(args)
-    overrides: dict[str, Any] = {
-        "device": args.device,
-        "arch": args.arch,
-        "num_workers": args.workers,
-        "use_magnification": not args.no_magnification,
-    }
+    overrides: dict[str, Any] = {"arch": args.arch, "use_magnification": not args.no_magnification}
+    if args.freeze_batchnorm:
+        overrides["freeze_batchnorm"] = True
     for key, value in (
+        ("device", args.device),
+        ("num_workers", args.workers),
         ("epochs", args.epochs),
         ("max_steps", args.steps),
         ("max_minutes", args.max_minutes),
         ("batch_size", args.batch_size),
         ("lr", args.lr),
+        ("warmup_steps", args.warmup_steps),
         ("loss", args.loss),
     ):
         if value is not None:
@@ -519,8 +532,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         val_data = None
     init = load_model(args.init) if args.init else None
+    main_process = distributed.current().is_main  # under torchrun, process 0 alone logs and writes files
+    if main_process:
+        print(describe_setup(config), file=sys.stderr, flush=True)
     started = time.time()
-    with tqdm(total=1, unit="step", disable=None, dynamic_ncols=True) as bar:
+    with tqdm(total=1, unit="step", disable=None if main_process else True, dynamic_ncols=True) as bar:
 
         def report(event: TrainEvent) -> None:
             bar.total = event.total
@@ -530,10 +546,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 post["val_rmse"] = f"{event.val_rmse:.3f}"
             if event.val_rmse is not None or bar.disable:  # no terminal: one log line per event
                 val = f" val_rmse {event.val_rmse:.4f}" if event.val_rmse is not None else ""
+                speed = f", {event.images_per_s:.0f} images/s" if event.images_per_s else ""
                 print(
                     f"step {event.step}/{event.total} loss {event.loss:.4f} rmse {event.train_rmse:.3f} "
                     f"lr {event.lr:.3g}{val} "
-                    f"({event.elapsed_s / 60:.1f} min)",
+                    f"({event.elapsed_s / 60:.1f} min{speed})",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -548,6 +565,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             init_model=init,
             progress=report,
         )
+    if not main_process:
+        return 0
     facts = {
         "recipe": config.to_dict(),
         "steps": result.step,

@@ -5,9 +5,15 @@ Recipes (:func:`recipe`):
 - ``paper``: exactly Yang et al. — SGD lr 2e-4, momentum 0.9, batch 1, 100 epochs, MSE loss, 320x240 random
   crops with horizontal/vertical flips, 320x240 centre crop for evaluation. Long (days on a CPU).
 - ``fast``: what fits a 2-core CPU in about an hour — AdamW lr 1e-3 with warm-up and cosine decay, batch 32,
-  192x144 random crops + flips, bf16 autocast and channels_last on CPU (AMP fp16 on CUDA), the ``bce`` loss
+  192x144 random crops + flips, bf16 autocast and channels_last, the ``bce`` loss
   (:func:`score_loss`: no vanishing gradient at scores 0 and 10). Evaluation still uses the paper's 320x240
   centre crop.
+- ``gpu``: one CUDA GPU fed by simulator workers on every other CPU core — AdamW lr 1e-3, batch 128, the paper's
+  320x240 crops + flips, bf16 autocast, channels_last, ``bce``. With ``max_minutes`` the cosine decay runs over
+  the time budget, so a run stopped by the clock still ends at the low learning rate.
+
+Mixed precision: bfloat16 autocast wherever it is native (CPUs with AVX512-BF16/AMX, CUDA GPUs from Ampere on);
+float16 with a gradient scaler on older CUDA GPUs.
 
 Checkpoints (``torch.save`` of plain tensors and numbers only, so ``torch.load(weights_only=True)`` reads them):
 ``model``, ``optimizer``, ``scheduler``, ``step``, ``config``, ``model_config``, ``metrics``. They are written
@@ -25,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .atomic import atomic_path
 from .errors import CancelledError, SemFocusError
@@ -77,8 +83,19 @@ class TrainConfig:
         return cls(**known)
 
 
+RECIPES = ("fast", "paper", "gpu")
+
+
+def default_workers() -> int:
+    """Data-loader workers for a GPU run: every CPU core but the one that drives the GPU."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
 def recipe(name: str, **overrides: Any) -> TrainConfig:
-    """The named recipe ('paper' or 'fast'), with field overrides."""
+    """The named recipe (:data:`RECIPES`, see the module docstring), with field overrides."""
     if name == "paper":
         base = TrainConfig(
             recipe="paper",
@@ -99,8 +116,21 @@ def recipe(name: str, **overrides: Any) -> TrainConfig:
         )
     elif name == "fast":
         base = TrainConfig()
+    elif name == "gpu":
+        base = TrainConfig(
+            recipe="gpu",
+            lr=1e-3,
+            batch_size=128,
+            crop=CROP_SIZE,
+            device="cuda",
+            num_workers=default_workers(),
+            warmup_steps=300,
+            eval_every=1000,
+            checkpoint_every=1000,
+            log_every=100,
+        )
     else:
-        raise SemFocusError(f"unknown recipe '{name}'; choose 'paper' or 'fast'")
+        raise SemFocusError(f"unknown recipe '{name}'; choose from {list(RECIPES)}")
     return replace(base, **overrides)
 
 
@@ -116,6 +146,24 @@ def select_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SemFocusError("device 'cuda' was asked for but no CUDA GPU is available")
     return device
+
+
+def describe_setup(config: TrainConfig) -> str:
+    """One line saying where a run trains: device (GPU name), precision, memory format, data-loader workers,
+    processes (under torchrun)."""
+    from .distributed import current
+
+    device = select_device(config.device)
+    group = current()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    precision = str(_amp_dtype(device)).removeprefix("torch.") if config.amp else "float32"
+    layout = "channels_last" if config.channels_last else "contiguous"
+    return (
+        f"recipe {config.recipe}: {name}, {precision}, {layout}, batch {config.batch_size}, "
+        f"crop {config.crop[1]}x{config.crop[0]}, {config.num_workers} data workers"
+        + (f" per process, {group.world_size} processes" if group.active else "")
+        + f", torch {torch.__version__}"
+    )
 
 
 def score_loss(logit: torch.Tensor, score: torch.Tensor, kind: str) -> torch.Tensor:
@@ -147,20 +195,71 @@ def _train_mode(model: torch.nn.Module, freeze_batchnorm: bool) -> None:
                 module.eval()
 
 
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CPUs and on CUDA GPUs that support it (no gradient scaler needed); float16 on older GPUs."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 def _autocast(device: torch.device, enabled: bool) -> Any:
     if not enabled:
         return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=_amp_dtype(device))
 
 
-def _lr_factor(step: int, total: int, config: TrainConfig) -> float:
+def _lr_factor(step: int, total: int, config: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to 2 % over the steps — or over the time budget
+    (``max_minutes``) when that runs out first."""
     if config.warmup_steps and step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     if config.schedule == "constant" or total <= config.warmup_steps:
         return 1.0
-    progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+    if config.max_minutes:
+        progress = max(progress, elapsed_s / (60.0 * config.max_minutes))
+    progress = min(1.0, progress)
     return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _worker_init(worker_id: int) -> None:
+    """Set up a data-loader worker: one thread (OpenCV and torch would each start one per core in every worker)
+    and the allocator that keeps frame buffers (:mod:`.allocator`). Workers are spawned, not forked: a forked
+    child that touches OpenCV's thread pool after the parent has used it hangs."""
+    import cv2
+
+    from .allocator import reuse_freed_memory
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    reuse_freed_memory()
+
+
+class _Logit(torch.nn.Module):
+    """The network's logit as a module's ``forward``: what DistributedDataParallel wraps (it syncs gradients
+    of what runs through ``forward``)."""
+
+    def __init__(self, model: FocusScoreNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, mag_norm: torch.Tensor) -> torch.Tensor:
+        return self.model.logit(image, mag_norm)
+
+
+class _Materialised(Dataset):
+    """A small dataset (validation frames) computed once and kept in memory, so evaluating during training does
+    not simulate the same frames again each time."""
+
+    def __init__(self, dataset: Dataset, batch_size: int = 64):
+        batches = list(DataLoader(dataset, batch_size=batch_size, shuffle=False))
+        self.tensors = [torch.cat(column) for column in zip(*batches, strict=True)]
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[index] for t in self.tensors)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -274,8 +373,8 @@ class RunningMean:
     def __init__(self, decay: float = 0.95):
         self.decay, self.total, self.weight = decay, 0.0, 1.0
 
-    def add(self, value: float) -> float:
-        """Add one value; return the current mean."""
+    def add(self, value: Any) -> Any:
+        """Add one value (a number, or a tensor kept on its device); return the current mean (same type)."""
         self.total = self.decay * self.total + (1.0 - self.decay) * value
         self.weight *= self.decay
         return self.total / (1.0 - self.weight)
@@ -292,6 +391,7 @@ class TrainEvent:
     lr: float = 0.0
     elapsed_s: float = 0.0
     train_rmse: float | None = None  # running RMSE of the training scores (score units), whatever the loss
+    images_per_s: float | None = None  # training throughput since the previous event
 
 
 @dataclass
@@ -344,82 +444,117 @@ def iter_train(
     """
     import copy
 
+    from . import distributed
+
     torch.manual_seed(config.seed)
-    device = select_device(config.device)
+    group, device = distributed.setup(select_device(config.device))
+    if config.batch_size % group.world_size:
+        raise SemFocusError(f"batch size {config.batch_size} does not split between {group.world_size} processes")
     if init_model is not None:
         model = copy.deepcopy(init_model).float()
     else:
         model = FocusScoreNet(ModelConfig(arch=config.arch, use_magnification=config.use_magnification))
-    optimizer = make_optimizer(model, config)
     step = 0
     metrics: dict[str, Any] = {}
-    if resume and checkpoint is not None and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint) if resume and checkpoint is not None and Path(checkpoint).is_file() else None
+    if state is not None:
         model = FocusScoreNet(ModelConfig.from_dict(state["model_config"]))
         model.load_state_dict(state["model"])
-        optimizer = make_optimizer(model, config)
-        optimizer.load_state_dict(state["optimizer"])
         step, metrics = int(state["step"]), dict(state.get("metrics", {}))
-    model.to(device)
+    model.to(device)  # before the optimizer's state is loaded, so that it lands on the same device
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    network: torch.nn.Module = _Logit(model)
+    if group.active:
+        network = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None
+        )
     amp = config.amp and device.type in ("cpu", "cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and _amp_dtype(device) == torch.float16)
+    if not group.is_main:
+        val_data = None
+    elif val_data is not None and len(val_data) <= 4096:
+        val_data = _Materialised(val_data)
 
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     total = config.max_steps or config.epochs * steps_per_epoch
+    workers = config.num_workers
+    # one permutation per epoch, each process taking every world_size-th frame of it: N processes see the same
+    # frames per step as one process would (a plain run is the case N = 1)
+    sampler = DistributedSampler(
+        train_data, num_replicas=group.world_size, rank=group.rank, shuffle=True, seed=config.seed + step
+    )
     loader = DataLoader(
         train_data,
-        batch_size=config.batch_size,
-        shuffle=True,
+        batch_size=config.batch_size // group.world_size,
+        sampler=sampler,
         drop_last=len(train_data) > config.batch_size,
-        num_workers=config.num_workers,
-        generator=torch.Generator().manual_seed(config.seed + step),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_worker_init if workers else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+        multiprocessing_context="spawn" if workers else None,
     )
     history: list[TrainEvent] = []
     start = time.monotonic()
+    last_event_time, last_event_step = start, step
+    # running means stay on the device (tensors) and are read only when an event is emitted: reading a GPU
+    # value every step would make the CPU wait for the GPU
     running_loss, running_mse = RunningMean(), RunningMean()
     _train_mode(model, config.freeze_batchnorm)
+    first_step = step
     while step < total:
+        epoch = (step - first_step) // steps_per_epoch
+        sampler.set_epoch(epoch)
         if hasattr(train_data, "epoch"):
             train_data.epoch = step // steps_per_epoch  # type: ignore[attr-defined]
         for images, mag, score in loader:
-            if should_stop is not None and should_stop():
+            stop = should_stop is not None and should_stop()
+            if distributed.any_process(stop, group, device):
                 raise CancelledError(f"training cancelled at step {step}")
-            lr = config.lr * _lr_factor(step, total, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = images.to(device)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            score = score.to(device)
+            elapsed = distributed.from_main(time.monotonic() - start, group, device)  # one clock for all
+            lr = config.lr * _lr_factor(step, total, config, elapsed)
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+            memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            score, mag = score.to(device, non_blocking=True), mag.to(device, non_blocking=True)
             with _autocast(device, amp):
-                logit = model.logit(images, mag.to(device))
-            loss = score_loss(logit, score, config.loss)
+                logit = network(images, mag)
+            loss = score_loss(logit.float(), score, config.loss)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            running = running_loss.add(float(loss.detach()))
-            train_mse = running_mse.add(float(score_loss(logit.detach(), score, "mse")))
-            elapsed = time.monotonic() - start
-            event = TrainEvent(step, total, running, None, lr, elapsed, train_mse**0.5)
+            running = running_loss.add(loss.detach())
+            train_mse = running_mse.add(score_loss(logit.detach().float(), score, "mse"))
             timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
             last = step >= total or timed_out
-            if val_data is not None and (step % config.eval_every == 0 or last):
-                pred_v, target_v, _ = predict(model, val_data, device=device, amp=amp)
-                event.val_rmse = rmse(pred_v, target_v)
-                metrics["val_rmse"] = event.val_rmse
-            if step % config.log_every == 0 or event.val_rmse is not None or last:
+            validate = val_data is not None and (step % config.eval_every == 0 or last)
+            if group.is_main and (step % config.log_every == 0 or validate or last):
+                now = time.monotonic()
+                event = TrainEvent(step, total, float(running), None, lr, now - start, float(train_mse) ** 0.5)
+                event.images_per_s = (step - last_event_step) * config.batch_size / max(now - last_event_time, 1e-9)
+                if validate:
+                    pred_v, target_v, _ = predict(model, val_data, device=device, amp=amp)
+                    event.val_rmse = rmse(pred_v, target_v)
+                    metrics["val_rmse"] = event.val_rmse
                 history.append(event)
                 yield event
-            if checkpoint is not None and (step % config.checkpoint_every == 0 or last):
-                metrics["train_loss"] = running
+                last_event_time, last_event_step = time.monotonic(), step
+            if group.is_main and checkpoint is not None and (step % config.checkpoint_every == 0 or last):
+                metrics["train_loss"] = float(running)
                 save_checkpoint(checkpoint, model, optimizer, step, config, metrics)
             if last:
                 total = step
                 break
+    distributed.barrier(group)  # the last checkpoint is complete before any process moves on
+    distributed.teardown(group)
     model.eval().to(memory_format=torch.contiguous_format)
     return TrainResult(model.cpu(), step, history, metrics)
 

@@ -1,0 +1,107 @@
+"""GPU speed: scoring throughput at the paper's 320x240 crop, and the training step's ceiling.
+
+Prints, on one CUDA device, side by side in one run:
+
+- scoring, the network alone: 320x240 crops already on the GPU, float32 vs bfloat16 autocast, contiguous vs
+  channels_last, batch 256 — images/s;
+- scoring as ``sem-focus score --device cuda`` does it (:func:`napari_sem_focus.infer.score_frames`, centre mode:
+  crops cut on the CPU from 1024x768 frames, copied to the GPU) — frames/s;
+- training steps on synthetic batches (the recipe ``gpu``: batch 128, bf16, channels_last, AdamW) — images/s, the
+  ceiling that simulator workers must feed (a real run prints its own images/s).
+
+Target (issue #14): >= 3,000 images/s scoring at 320x240 on an H100-class card.
+Run: python benchmarks/bench_gpu.py [--weights W] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+
+from napari_sem_focus.infer import CROP_SIZE, score_frames
+from napari_sem_focus.model import normalize_magnification
+from napari_sem_focus.weights import load_model
+
+
+def timed(fn, seconds: float) -> float:
+    """Calls of ``fn`` per second over about ``seconds`` (after two warm-up calls), the GPU synchronised."""
+    fn()
+    fn()
+    torch.cuda.synchronize()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    torch.cuda.synchronize()
+    return calls / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU here")
+    torch.backends.cudnn.benchmark = True
+    device = torch.device("cuda")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}")
+
+    batch = 256
+    x = torch.rand(batch, 1, *CROP_SIZE, device=device)
+    mag = normalize_magnification(5000.0).expand(batch).to(device)
+    for layout in ("contiguous", "channels_last"):
+        model = copy.deepcopy(load_model(args.weights, "cpu")).to(device)
+        xs = x
+        if layout == "channels_last":
+            model = model.to(memory_format=torch.channels_last)
+            xs = x.contiguous(memory_format=torch.channels_last)
+        for dtype in (None, torch.bfloat16):
+
+            @torch.inference_mode()
+            def run(model=model, xs=xs, dtype=dtype) -> None:
+                with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+                    model(xs, mag)
+
+            rate = timed(run, args.seconds) * batch
+            name = "bf16" if dtype else "fp32"
+            print(f"scoring, network alone, {layout:13s} {name}: {rate:9.0f} images/s (320x240, batch {batch})")
+
+    rng = np.random.default_rng(0)
+    frames = [rng.random((768, 1024), dtype=np.float32) for _ in range(64)]
+    model = load_model(args.weights, "cuda")
+
+    def cli_path() -> None:
+        for _ in score_frames(frames, 5000.0, model, "center", batch_size=64, device="cuda"):
+            pass
+
+    rate = timed(cli_path, args.seconds) * len(frames)
+    print(f"scoring as the CLI does (centre mode, 1024x768 frames in RAM): {rate:9.0f} frames/s")
+
+    from napari_sem_focus.train import make_optimizer, recipe, score_loss
+
+    config = recipe("gpu")
+    net = copy.deepcopy(load_model(args.weights, "cpu")).to(device).to(memory_format=torch.channels_last).train()
+    optimizer = make_optimizer(net, config)
+    xb = torch.rand(config.batch_size, 1, *config.crop, device=device).contiguous(memory_format=torch.channels_last)
+    mb = torch.rand(config.batch_size, device=device)
+    sb = 10 * torch.rand(config.batch_size, device=device)
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logit = net.logit(xb, mb)
+        loss = score_loss(logit.float(), sb, config.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    rate = timed(step, args.seconds) * config.batch_size
+    print(f"training steps, synthetic batches (recipe gpu, batch {config.batch_size}, bf16): {rate:9.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()
