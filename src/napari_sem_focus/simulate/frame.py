@@ -153,18 +153,23 @@ def render(spec: Specimen, params: FrameParams, rng: np.random.Generator) -> Sim
     return SimulatedFrame(image, score, params, spec.feature_nm, saturated)
 
 
-def detector_signal(spec: Specimen, params: FrameParams, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    """The detector signal (mean ~1, before brightness/contrast) of a specimen imaged with ``params``, and the
-    specimen's relative SE contrast (std/mean of the noise-free yield)."""
-    pixel = params.pixel_nm
+def clean_yield(spec: Specimen, params: FrameParams) -> np.ndarray:
+    """The noise-free, unblurred signal of a specimen under ``params`` (SE yield; BSE-like when inverted)."""
     topography = 1.0
     if params.inverted:
         lo, hi = float(spec.material.min()), float(spec.material.max())
         spec = replace(spec, material=np.float32(lo + hi) - spec.material)
         topography = BSE_TOPOGRAPHY
-    clean = detector.se_yield(
-        spec, pixel, params.edge_nm, params.edge_gain, params.shade, params.shade_angle, topography
+    return detector.se_yield(
+        spec, params.pixel_nm, params.edge_nm, params.edge_gain, params.shade, params.shade_angle, topography
     )
+
+
+def detector_signal(spec: Specimen, params: FrameParams, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """The detector signal (mean ~1, before brightness/contrast) of a specimen imaged with ``params``, and the
+    specimen's relative SE contrast (std/mean of the noise-free yield)."""
+    pixel = params.pixel_nm
+    clean = clean_yield(spec, params)
     contrast_c = float(clean.std() / max(clean.mean(), 1e-6))
     du, dv = params.probe_diameters_nm()
     blurred = optics.apply_probe(clean, du / pixel, dv / pixel, params.astig_angle_deg, params.tail_fraction)
