@@ -154,15 +154,49 @@ def save_focus_plot(
     title: str | None = None,
 ) -> Path:
     """Render :func:`plot_focus_curve` to a PNG file (headless, Agg backend), atomically."""
+
+    def draw(ax: Any) -> None:
+        plot_focus_curve(ax, rows, score_key, peak, extra_keys)
+        if title:
+            ax.set_title(title, fontsize="medium")
+
+    return _save_figure(path, draw)
+
+
+def _save_figure(path: str | Path, draw: Any) -> Path:
+    """A one-axes figure drawn by ``draw(ax)``, written headless (Agg) and atomically; format from the suffix."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8.5, 4.2), dpi=110)
-    ax = fig.add_subplot()
-    plot_focus_curve(ax, rows, score_key, peak, extra_keys)
-    if title:
-        ax.set_title(title, fontsize="medium")
+    draw(fig.add_subplot())
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     return path
+
+
+def plot_autofocus_path(ax: Any, result: Any, curve: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
+    """Draw an autofocus search on a matplotlib Axes: each scan's score at its working distance, numbered in
+    order and joined, the best marked; ``curve`` (working distances mm, scores) drawn beneath when known (the
+    virtual SEM's true score)."""
+    if curve is not None:
+        ax.plot(curve[0], curve[1], color="0.7", lw=1.5, label="true score (virtual SEM)")
+    wds = [a.working_distance_mm for a in result.acquisitions]
+    scores = [a.score for a in result.acquisitions]
+    ax.plot(wds, scores, "-", color="tab:blue", lw=0.8, alpha=0.6)
+    ax.scatter(wds, scores, color="tab:blue", zorder=3, label="scans, in order")
+    for a in result.acquisitions:
+        ax.annotate(str(a.index + 1), (a.working_distance_mm, a.score), textcoords="offset points", xytext=(4, 4))
+    ax.axvline(result.best_wd_mm, color="tab:red", ls="--", label=f"best: {result.best_wd_mm:.4f} mm")
+    ax.set_xlabel("working distance (mm)")
+    ax.set_ylabel("focus score")
+    ax.set_title(f"autofocus ({result.strategy}): {result.status}, {result.n_acquisitions} scans")
+    ax.legend(loc="best", fontsize="small")
+
+
+def save_autofocus_plot(
+    path: str | Path, result: Any, curve: tuple[Sequence[float], Sequence[float]] | None = None
+) -> Path:
+    """Render :func:`plot_autofocus_path` to a PNG file (headless), atomically."""
+    return _save_figure(path, lambda ax: plot_autofocus_path(ax, result, curve))

@@ -1,0 +1,112 @@
+"""A virtual SEM: the simulator behind the :class:`napari_sem_focus.autofocus.Acquire` protocol.
+
+``VirtualSEM(...)(working_distance_mm)`` returns the frame (float [0, 1]) that a microscope would scan at that
+working distance: one specimen (fixed by ``seed``), fixed magnification, dose and detector; the working distance
+of best focus is hidden in the object (``true_wd_mm``) and only :meth:`defocus_um` (for benchmarks and tests)
+reads it. Each scan draws fresh shot noise. Optional astigmatism and a focus drift per scan (the sample or the
+stage creeping) make the search harder. Brightness and contrast are set once, from the in-focus image, as an SEM's
+automatic contrast/brightness does before a focus search.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import detector, labels, optics
+from .frame import FrameParams, detector_signal, render
+from .specimens import Specimen, make_specimen
+
+
+@dataclass
+class VirtualSEM:
+    """A simulated microscope whose focus is set by the working distance (mm).
+
+    Args:
+        family: specimen family (:data:`.specimens.SPECIMENS`).
+        magnification: magnification (127 mm over a 1024-px frame).
+        true_wd_mm: working distance of best focus (mm), hidden from the search.
+        electrons_per_px: detected electrons per pixel (dose).
+        astig_um: astigmatic focal-line separation (µm).
+        drift_um_per_scan: the best focus moves by this much (µm) after every scan.
+        shape: (rows, cols) of a scan.
+        seed: specimen and noise seed.
+        overrides: other :class:`.frame.FrameParams` fields (d0_nm, alpha_mrad, ...).
+    """
+
+    family: str = "tinball"
+    magnification: float = 5000.0
+    true_wd_mm: float = 5.0
+    electrons_per_px: float = 200.0
+    astig_um: float = 0.0
+    drift_um_per_scan: float = 0.0
+    shape: tuple[int, int] = (384, 512)
+    seed: int = 0
+    overrides: dict = field(default_factory=dict)
+    scans: int = field(default=0, init=False)
+    _spec: Specimen | None = field(default=None, init=False, repr=False)
+    _params: FrameParams | None = field(default=None, init=False, repr=False)
+
+    def _setup(self) -> tuple[Specimen, FrameParams]:
+        if self._spec is None or self._params is None:
+            base = FrameParams(
+                family=self.family,
+                magnification=self.magnification,
+                electrons_per_px=self.electrons_per_px,
+                astig_um=self.astig_um,
+                seed=self.seed,
+                drift_px=0.0,
+                **self.overrides,
+            )
+            pixel = base.pixel_nm
+            spec = make_specimen(
+                self.family,
+                np.random.default_rng(self.seed),
+                self.shape,
+                pixel,
+                pixel * optics.REFERENCE_FRAME_WIDTH_PX,
+            )
+            signal, _ = detector_signal(spec, replace(base, defocus_um=0.0), np.random.default_rng([self.seed, 0]))
+            brightness, contrast = detector.auto_display(signal)
+            self._spec, self._params = spec, replace(base, brightness=brightness, contrast=contrast)
+        return self._spec, self._params
+
+    @property
+    def feature_nm(self) -> float:
+        """The specimen's characteristic feature size (nm)."""
+        return self._setup()[0].feature_nm
+
+    def defocus_um(self, working_distance_mm: float) -> float:
+        """Focus error (µm) at ``working_distance_mm`` now (the truth the search does not see)."""
+        return (working_distance_mm - self.true_wd_mm) * 1e3
+
+    def depth_of_field_um(self) -> float:
+        """Half-width (µm) of the depth of field: the defocus at which the true score falls from 10 to 9."""
+        spec, params = self._setup()
+        diameter = labels.diameter_for_blur_score(9.0, params.d0_nm, params.pixel_nm, spec.feature_nm)
+        return optics.defocus_for_diameter_um(diameter, params.d0_nm, params.alpha_mrad)
+
+    def visible_range_um(self) -> float:
+        """Defocus (µm) at which the specimen stops being recognisable (true score 1)."""
+        spec, params = self._setup()
+        diameter = labels.diameter_for_blur_score(1.0, params.d0_nm, params.pixel_nm, spec.feature_nm)
+        return optics.defocus_for_diameter_um(diameter, params.d0_nm, params.alpha_mrad)
+
+    def true_score(self, working_distance_mm: float) -> float:
+        """The simulator's label of a scan at ``working_distance_mm`` (noise-free part of the truth)."""
+        spec, params = self._setup()
+        p = replace(params, defocus_um=self.defocus_um(working_distance_mm))
+        return labels.blur_score(p.effective_diameter_nm(), p.d0_nm, p.pixel_nm, spec.feature_nm)
+
+    def __call__(self, working_distance_mm: float) -> np.ndarray:
+        """Scan one frame at ``working_distance_mm``; float32 in [0, 1]."""
+        if not math.isfinite(working_distance_mm):
+            raise ValueError(f"working distance {working_distance_mm} mm is not a number")
+        spec, params = self._setup()
+        self.scans += 1
+        frame_params = replace(params, defocus_um=self.defocus_um(working_distance_mm), noise_seed=self.scans)
+        frame = render(spec, frame_params, np.random.default_rng([self.seed, self.scans]))
+        self.true_wd_mm += self.drift_um_per_scan * 1e-3
+        return frame.image.astype(np.float32) / 255.0
