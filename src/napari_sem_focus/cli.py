@@ -90,11 +90,72 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_eval_parser(sub)
     _add_autofocus_parser(sub)
+    _add_watch_parser(sub)
     export = sub.add_parser("export", help="turn a training checkpoint into a .safetensors weights file")
     export.add_argument("checkpoint", type=Path)
     export.add_argument("--out", type=Path, required=True)
     export.set_defaults(func=_cmd_export)
     return parser
+
+
+def _add_watch_parser(sub: Any) -> None:
+    from .infer import MODES
+
+    watch = sub.add_parser(
+        "watch", help="score each new frame written into a folder, live (half-written files are waited for)"
+    )
+    watch.add_argument("folder", type=Path, help="the folder the microscope writes frames into")
+    watch.add_argument("--mag", type=float, help="magnification when the files have none (127 mm over 1024 px)")
+    watch.add_argument("--mode", default=MODES[0], choices=list(MODES), help="scoring mode (default: structure)")
+    watch.add_argument("--weights", default=None, help="'default' (bundled) or a .safetensors file")
+    watch.add_argument("--new-only", action="store_true", help="ignore the files already in the folder")
+    watch.add_argument("--poll", type=float, default=0.5, metavar="S", help="seconds between looks (default 0.5)")
+    watch.add_argument(
+        "--idle-exit", type=float, metavar="S", help="stop when no new frame came for S seconds (default: never)"
+    )
+    watch.add_argument("--out", type=Path, help="also write the rows as CSV to this file (rewritten per frame)")
+    watch.set_defaults(func=_cmd_watch)
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    """``sem-focus watch FOLDER``: one line per new frame with its score and the best so far (Ctrl-C stops)."""
+    from .live import iter_live_scores
+    from .report import write_csv
+
+    print(f"watching {args.folder} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    rows: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    frames = iter_live_scores(
+        args.folder,
+        args.mag,
+        args.weights,
+        args.mode,
+        poll_s=args.poll,
+        include_existing=not args.new_only,
+        idle_exit_s=args.idle_exit,
+    )
+    for live in frames:
+        if live.error is not None:
+            print(f"{live.index:4d}  {live.path.name}: {live.error}", flush=True)
+            continue
+        row = {
+            "frame": live.index,
+            "file": live.path.name,
+            "score": round(live.score.score, 3),
+            "spread": round(live.score.spread, 3),
+            "working_distance_mm": live.working_distance_mm,
+        }
+        rows.append(row)
+        best = row if best is None or row["score"] > best["score"] else best
+        wd = f"  WD {row['working_distance_mm']:.5f} mm" if row["working_distance_mm"] is not None else ""
+        print(
+            f"{live.index:4d}  {live.path.name}: score {row['score']:.2f}{wd}  "
+            f"(best so far: {best['file']}, {best['score']:.2f})",
+            flush=True,
+        )
+        if args.out:
+            write_csv(args.out, rows)
+    return 0
 
 
 def _add_autofocus_parser(sub: Any) -> None:
