@@ -1,8 +1,9 @@
 """Screenshots of napari with the plugin's widgets, for the README and docs (look at them after a change).
 
 Run under a real X server (not QT_QPA_PLATFORM=offscreen):  xvfb-run -a python docs/screenshots.py
-Writes docs/images/napari_score_stack.png (Score stack after scoring the tin-ball sample) and
-docs/images/napari_train_widget.png (Label & fine-tune: a user whose scale is stricter than ours labels 11
+Writes docs/images/napari_score_stack.png (Score stack after scoring the tin-ball sample),
+docs/images/napari_live_folder.png (Live folder: the sample's frames written one by one into a watched folder)
+and docs/images/napari_train_widget.png (Label & fine-tune: a user whose scale is stricter than ours labels 11
 frames of the tin-ball sample, ``user = 10 (truth / 10) ** 1.7``, and adapts the model; the script prints the RMSE
 on the 10 frames nobody labelled, before and after).
 """
@@ -57,6 +58,44 @@ def score_stack() -> Path:
     return out
 
 
+def live_folder() -> Path:
+    """Live mode: a folder receives the 21 frames of the tin-ball sample one by one while the widget watches."""
+    import threading
+
+    from napari_sem_focus.io import write_series_tiff
+    from napari_sem_focus.samples import sample_series
+
+    series = sample_series("tinball")
+    folder = Path(tempfile.mkdtemp()) / "incoming"
+    folder.mkdir()
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 900)
+    widget = ScoreStackWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Score stack", area="right")
+    widget.start_live(folder, poll_s=0.1, settle_s=0.2)
+
+    def microscope() -> None:
+        for i in range(len(series)):
+            facts = {"magnification": series.magnification, "working_distance_mm": series.working_distance_mm[i]}
+            facts["pixel_size_nm"] = series.pixel_size_nm
+            write_series_tiff(folder / f"frame_{i:02d}.tif", [series.raw_frame(i)], [facts])
+            time.sleep(0.3)
+
+    writer = threading.Thread(target=microscope)
+    writer.start()
+    _wait(lambda: len(widget.rows) == len(series))
+    writer.join()
+    viewer.dims.set_current_step(0, widget.peak.index)
+    _wait(lambda: True)
+    out = IMAGES / "napari_live_folder.png"
+    viewer.screenshot(str(out), canvas_only=False)
+    print(f"live: {len(widget.rows)} frames, best {widget.peak.index}: {out}")
+    widget.cancel()
+    _wait(widget.live_button.isEnabled)
+    viewer.close()
+    return out
+
+
 def train_widget() -> Path:
     viewer, layer = _viewer_with_sample(950)
     widget = TrainWidget(viewer)
@@ -101,4 +140,5 @@ def _held_out_rmse(model, layer, frames: list[int], user: list[float]) -> float:
 if __name__ == "__main__":
     IMAGES.mkdir(parents=True, exist_ok=True)
     score_stack()
+    live_folder()
     train_widget()

@@ -173,3 +173,45 @@ def test_region_from_a_shapes_rectangle(widget, qtbot, monkeypatch):
     assert w.start_scoring() is None
     assert any("smaller than the 320x240 px" in m for m in shown)
     assert layer.data.shape == (5, 480, 640)
+
+
+def test_live_folder_scores_each_new_frame_in_order(widget, qtbot, tmp_path):
+    """Live mode: a 'microscope' thread writes frames (each in two halves) into a folder while the widget
+    watches; every frame is scored once, in order, shown in a growing layer; Cancel stops watching."""
+    import threading
+    import time
+
+    from napari_sem_focus.io import write_series_tiff
+    from napari_sem_focus.weights import load_model
+
+    _viewer, w = widget
+    frames, wds = simulate_series("tinball", 5000.0, steps=4, shape=(240, 320), seed=2)
+    made = tmp_path / "made"
+    made.mkdir()
+    pairs = enumerate(zip(frames, wds, strict=True))
+    sources = [write_series_tiff(made / f"f{i}.tif", [f.image], [f.facts(wd)]) for i, (f, wd) in pairs]
+    watched = tmp_path / "incoming"
+    watched.mkdir()
+    load_model()
+
+    def microscope():
+        for i, src in enumerate(sources):
+            data = src.read_bytes()
+            with open(watched / f"frame_{i}.tif", "wb") as handle:
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                time.sleep(0.4)
+                handle.write(data[len(data) // 2 :])
+
+    worker = w.start_live(watched, poll_s=0.05, settle_s=0.15)
+    writer = threading.Thread(target=microscope)
+    writer.start()
+    qtbot.waitUntil(lambda: len(w.rows) == 4, timeout=60_000)
+    writer.join()
+    assert [r["file"] for r in w.rows] == [f"frame_{i}.tif" for i in range(4)]
+    assert w.live_layer is not None and w.live_layer.data.shape == (4, 240, 320)
+    assert not w.live_button.isEnabled() and w.cancel_button.isEnabled()
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        w.cancel()
+    assert w.live_button.isEnabled() and len(w.rows) == 4
+    assert w.peak is not None and w.rows[w.peak.index]["score"] == max(r["score"] for r in w.rows)

@@ -138,13 +138,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         if live.error is not None:
             print(f"{live.index:4d}  {live.path.name}: {live.error}", flush=True)
             continue
-        row = {
-            "frame": live.index,
-            "file": live.path.name,
-            "score": round(live.score.score, 3),
-            "spread": round(live.score.spread, 3),
-            "working_distance_mm": live.working_distance_mm,
-        }
+        row = live.row()
         rows.append(row)
         best = row if best is None or row["score"] > best["score"] else best
         wd = f"  WD {row['working_distance_mm']:.5f} mm" if row["working_distance_mm"] is not None else ""

@@ -33,6 +33,14 @@ class LiveFrame:
     magnification: float | None = None
     working_distance_mm: float | None = None
     error: str | None = None
+    image: Any = None  # the frame, float [0, 1]
+
+    def row(self) -> dict[str, Any]:
+        """The result-table row of a scored frame (as :func:`.analysis.score_rows` makes them)."""
+        from .analysis import score_columns
+
+        columns = {"frame": self.index, "file": self.path.name, "working_distance_mm": self.working_distance_mm}
+        return columns | score_columns(self.score)
 
 
 class _Pending:
@@ -131,11 +139,12 @@ def iter_live_scores(
     weights: str | None = None,
     mode: str = "structure",
     device: str = "cpu",
+    fallback_magnification: float | None = None,
     **watch: Any,
 ) -> Generator[LiveFrame, None, None]:
     """Score each new complete frame of ``folder`` (:func:`iter_complete_files`; ``watch`` takes its options) with
     the learned model, loaded once. The magnification is ``magnification``, else each file's metadata (pixel size
-    or magnification); a frame without either is reported with an error, not scored."""
+    or magnification), else ``fallback_magnification``; a frame with none is reported with an error, not scored."""
     from .infer import model_magnification, score_frames
     from .weights import load_model
 
@@ -148,6 +157,7 @@ def iter_live_scores(
             continue
         series, frames = decoded
         mag, _ = model_magnification(series, magnification)
+        mag = mag or fallback_magnification
         if mag is None:
             yield LiveFrame(index, path, error=f"'{path.name}': no magnification in its metadata; give one (--mag)")
             index += 1
@@ -155,5 +165,5 @@ def iter_live_scores(
         wds = series.working_distance_mm
         for page, frame in enumerate(frames):
             (result,) = score_frames([frame], mag, model, mode, device=device)
-            yield LiveFrame(index, path, result, mag, wds[page] if page < len(wds) else None)
+            yield LiveFrame(index, path, result, mag, wds[page] if page < len(wds) else None, image=frame)
             index += 1

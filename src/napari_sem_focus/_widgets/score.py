@@ -12,6 +12,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -74,6 +75,8 @@ class ScoreStackWidget(QWidget):
         self.series: Any = None
         self.layer: Any = None
         self.worker: Any = None
+        self.live_layer: Any = None
+        self._live_frames: list[np.ndarray] = []
         self._stop = threading.Event()
 
         self.layer_box = ImageLayerChoice(viewer, self._layer_changed)
@@ -105,6 +108,10 @@ class ScoreStackWidget(QWidget):
         form.addRow("", self.metrics_check)
 
         self.score_button = QPushButton("Score stack")
+        self.live_button = QPushButton("Live folder…")
+        self.live_button.setToolTip(
+            "watch a folder the microscope writes into: score each new frame once it is completely written"
+        )
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.best_button = QPushButton("Go to best")
@@ -115,6 +122,7 @@ class ScoreStackWidget(QWidget):
             b.setEnabled(False)
         buttons = QHBoxLayout()
         buttons.addWidget(self.score_button)
+        buttons.addWidget(self.live_button)
         buttons.addWidget(self.cancel_button)
         actions = QHBoxLayout()
         for b in (self.best_button, self.keep_button, self.map_button, self.export_button):
@@ -136,6 +144,7 @@ class ScoreStackWidget(QWidget):
         layout.addWidget(self.table)
 
         self.score_button.clicked.connect(self.start_scoring)
+        self.live_button.clicked.connect(self._choose_live_folder)
         self.cancel_button.clicked.connect(self.cancel)
         self.best_button.clicked.connect(self.go_to_best)
         self.keep_button.clicked.connect(self.keep_best)
@@ -226,6 +235,72 @@ class ScoreStackWidget(QWidget):
         self.worker.start()
         return self.worker
 
+    def _choose_live_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder the microscope writes frames into")
+        if folder:
+            self.start_live(folder)
+
+    def start_live(self, folder: str | Path, **watch: Any) -> Any:
+        """Live mode: watch ``folder`` and score each new, completely written frame in a worker
+        (:func:`napari_sem_focus.live.iter_live_scores`; ``watch`` takes its options); the frames grow a layer
+        'live: <folder>', the plot and table the rows; *Cancel* stops watching. Returns the worker."""
+        from napari.qt.threading import create_worker
+
+        from ..live import iter_live_scores
+        from ..train import select_device
+
+        try:
+            device = str(select_device(self.device_box.currentText()))
+        except SemFocusError as err:
+            from napari.utils.notifications import show_error
+
+            show_error(str(err))
+            return None
+        folder = Path(folder)
+        self.layer, self.series, self.live_layer, self._live_frames = None, None, None, []
+        self.rows, self.results, self.peak = [], {}, None
+        weights = self.weights_edit.text().strip() or None
+        fallback, mode = float(self.mag_box.value()), self.mode_box.currentText()
+        self._stop.clear()
+
+        def job() -> Any:  # widget values were read above: the worker never touches Qt
+            yield from iter_live_scores(
+                folder, None, weights, mode, device, fallback, should_stop=self._stop.is_set, **watch
+            )
+
+        self.worker = create_worker(job)
+        self.worker.yielded.connect(lambda live: self._on_live_frame(live, folder))
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.score_button.setEnabled(False)
+        self.live_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"watching {folder} for new frames… (Cancel stops)")
+        self.worker.start()
+        return self.worker
+
+    def _on_live_frame(self, live: Any, folder: Path) -> None:
+        from napari.utils.notifications import show_warning
+
+        if live.error is not None:
+            show_warning(live.error)
+            return
+        frames = self._live_frames
+        if frames and frames[0].shape != live.image.shape:
+            show_warning(f"'{live.path.name}' has another size than the first frame: scored, not shown")
+        else:
+            frames.append(live.image)
+            stack = np.stack(frames)
+            if self.live_layer is None or self.live_layer not in self.viewer.layers:
+                self.live_layer = self.viewer.add_image(stack, name=f"live: {folder.name}")
+            else:
+                self.live_layer.data = stack
+        row = live.row()
+        self.rows.append(row)
+        self.results[row["frame"]] = live.score
+        self._update_views()
+        self.status.setText(self.status.text() + f"\nlive: {len(self.rows)} frame(s) from {folder}")
+
     def cancel(self) -> None:
         self._stop.set()
         if self.worker is not None:
@@ -247,6 +322,7 @@ class ScoreStackWidget(QWidget):
 
     def _on_finished(self) -> None:
         self.score_button.setEnabled(True)
+        self.live_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         done = len(self.rows)
         total = len(self.series) if self.series is not None else 0
