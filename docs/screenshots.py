@@ -2,10 +2,11 @@
 
 Run under a real X server (not QT_QPA_PLATFORM=offscreen):  xvfb-run -a python docs/screenshots.py
 Writes docs/images/napari_score_stack.png (Score stack after scoring the tin-ball sample),
-docs/images/napari_live_folder.png (Live folder: the sample's frames written one by one into a watched folder)
-and docs/images/napari_train_widget.png (Label & fine-tune: a user whose scale is stricter than ours labels 11
-frames of the tin-ball sample, ``user = 10 (truth / 10) ** 1.7``, and adapts the model; the script prints the RMSE
-on the 10 frames nobody labelled, before and after).
+docs/images/napari_live_folder.png (Live folder: the sample's frames written one by one into a watched folder),
+docs/images/napari_autofocus.png (Autofocus on the virtual SEM) and docs/images/napari_train_widget.png
+(Label & fine-tune: a user whose scale is stricter than ours labels 11 frames of the tin-ball sample,
+``user = 10 (truth / 10) ** 1.7``, and adapts the model; the script prints the RMSE on the 10 frames nobody
+labelled, before and after).
 """
 
 from __future__ import annotations
@@ -96,6 +97,23 @@ def live_folder() -> Path:
     return out
 
 
+def autofocus_widget() -> Path:
+    """The Autofocus widget after a search on the virtual SEM (tin balls, 5,000x, 40 µm from focus)."""
+    from napari_sem_focus._widgets.autofocus import AutofocusWidget
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 900)
+    widget = AutofocusWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Autofocus", area="right")
+    widget.start()
+    _wait(lambda: widget.result is not None and widget.run_button.isEnabled())
+    out = IMAGES / "napari_autofocus.png"
+    viewer.screenshot(str(out), canvas_only=False)
+    print(f"autofocus: {widget.result.summary()}: {out}")
+    viewer.close()
+    return out
+
+
 def train_widget() -> Path:
     viewer, layer = _viewer_with_sample(950)
     widget = TrainWidget(viewer)
@@ -141,4 +159,5 @@ if __name__ == "__main__":
     IMAGES.mkdir(parents=True, exist_ok=True)
     score_stack()
     live_folder()
+    autofocus_widget()
     train_widget()

@@ -1,0 +1,188 @@
+"""The Autofocus widget: the closed-loop search (:mod:`napari_sem_focus.autofocus`) on the virtual SEM, live.
+
+Each scan is added to the layer 'autofocus scans' and drawn on the plot (score against working distance, over the
+virtual SEM's true score curve) as it arrives; the result (status, best working distance, the true defocus the
+search did not see) goes to the status line. All the logic is the core's: this widget reads its form, runs
+``iter_autofocus`` in a worker and shows what it yields.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..autofocus import STRATEGIES
+from .plot import ThemedFigure
+
+if TYPE_CHECKING:
+    import napari
+
+
+def _spin(low: float, high: float, value: float, decimals: int = 1, suffix: str = "") -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(low, high)
+    box.setDecimals(decimals)
+    box.setValue(value)
+    box.setSuffix(suffix)
+    return box
+
+
+class AutofocusWidget(QWidget):
+    """Run an autofocus search on the virtual SEM and watch it, scan by scan."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        from ..simulate import TRAINING_FAMILIES
+
+        self.viewer = viewer
+        self.worker: Any = None
+        self.sem: Any = None
+        self.result: Any = None
+        self.scans: list[Any] = []
+        self.layer: Any = None
+        self._stop = threading.Event()
+
+        self.specimen_box = QComboBox()
+        self.specimen_box.addItems(list(TRAINING_FAMILIES))
+        self.mag_box = _spin(200, 100_000, 5000, 0, " x")
+        self.dose_box = _spin(1, 10_000, 200, 0, " e/px")
+        self.offset_box = _spin(-2000, 2000, 40, 1, " µm")
+        self.strategy_box = QComboBox()
+        self.strategy_box.addItems(list(STRATEGIES))
+        self.scorer_box = QComboBox()
+        self.scorer_box.addItems(["learned", "normalized_variance"])
+        self.max_box = QSpinBox()
+        self.max_box.setRange(3, 100)
+        self.max_box.setValue(12)
+        form = QFormLayout()
+        form.addRow("specimen", self.specimen_box)
+        form.addRow("magnification", self.mag_box)
+        form.addRow("dose", self.dose_box)
+        form.addRow("start from focus", self.offset_box)
+        form.addRow("strategy", self.strategy_box)
+        form.addRow("score", self.scorer_box)
+        form.addRow("most scans", self.max_box)
+
+        self.run_button = QPushButton("Run autofocus")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.status = QLabel("The virtual SEM hides its focus; the search finds it from the images alone.")
+        self.status.setWordWrap(True)
+        self.plot = ThemedFigure(viewer)
+        self.plot.redraw = self._draw
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot)
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+
+    def start(self) -> Any:
+        """Start the search in a worker (the form is read here); returns the worker."""
+        from napari.qt.threading import create_worker
+
+        from ..autofocus import iter_autofocus, learned_scorer, metric_scorer
+        from ..simulate.virtual_sem import VirtualSEM
+
+        mag = float(self.mag_box.value())
+        self.sem = VirtualSEM(self.specimen_box.currentText(), mag, 5.0, float(self.dose_box.value()))
+        offset = float(self.offset_box.value())
+        start = self.sem.true_wd_mm + offset * 1e-3
+        range_um = max(self.sem.visible_range_um(), 1.5 * abs(offset))
+        scorer_name, strategy, most = (
+            self.scorer_box.currentText(),
+            self.strategy_box.currentText(),
+            self.max_box.value(),
+        )
+        self.scans, self.result, self.layer = [], None, None
+        self._stop.clear()
+        sem, stop = self.sem, self._stop
+
+        def job() -> Any:  # runs in the worker: no Qt here
+            scorer = learned_scorer(mag) if scorer_name == "learned" else metric_scorer(scorer_name)
+            result = yield from iter_autofocus(
+                sem, start, scorer, strategy, range_um, None, most, should_stop=stop.is_set
+            )
+            return result
+
+        self.worker = create_worker(job)
+        self.worker.yielded.connect(self._on_scan)
+        self.worker.returned.connect(self._on_result)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"searching ±{range_um:.1f} µm around the start…")
+        self._range = (start - range_um * 1e-3, start + range_um * 1e-3)
+        self.worker.start()
+        return self.worker
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def _on_scan(self, scan: Any) -> None:
+        self.scans.append(scan)
+        stack = np.stack([s.image for s in self.scans])
+        if self.layer is None or self.layer not in self.viewer.layers:
+            self.layer = self.viewer.add_image(stack, name="autofocus scans")
+        else:
+            self.layer.data = stack
+        self.viewer.dims.set_current_step(0, len(self.scans) - 1)
+        self.status.setText(f"scan {len(self.scans)}: WD {scan.working_distance_mm:.5f} mm, score {scan.score:.2f}")
+        self._draw()
+
+    def _on_result(self, result: Any) -> None:
+        self.result = result
+        defocus = self.sem.defocus_um(result.best_wd_mm)
+        self.status.setText(
+            f"{result.summary()}\ntrue defocus at the end: {defocus:+.2f} µm "
+            f"(depth of field ±{self.sem.depth_of_field_um():.2f} µm)"
+        )
+        self._draw()
+
+    def _on_error(self, err: Exception) -> None:
+        from napari.utils.notifications import show_error
+
+        show_error(f"autofocus failed: {type(err).__name__}: {err}")
+
+    def _on_finished(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def _draw(self) -> None:
+        ax = self.plot.axes
+        ax.clear()
+        if self.sem is not None and self.scans:
+            wds = np.linspace(*self._range, 201)
+            ax.plot(wds, [self.sem.true_score(float(w)) for w in wds], color="0.6", lw=1.2, label="true score")
+            x = [s.working_distance_mm for s in self.scans]
+            y = [s.score for s in self.scans]
+            ax.plot(x, y, "o-", color="tab:blue", lw=0.8, label="scans")
+            for s in self.scans:
+                ax.annotate(
+                    str(s.index + 1), (s.working_distance_mm, s.score), xytext=(3, 3), textcoords="offset points"
+                )
+            if self.result is not None:
+                ax.axvline(self.result.best_wd_mm, color="tab:red", ls="--", label="best")
+            ax.set_xlabel("working distance (mm)")
+            ax.set_ylabel("focus score")
+            ax.legend(loc="best", fontsize="small")
+        self.plot.show_drawing()
