@@ -250,3 +250,21 @@ def test_roi_from_napari_rectangle_vertices():
     corners = [[-0.5, -0.5], [-0.5, 319.5], [239.5, 319.5], [239.5, -0.5]]  # rows, cols as napari draws them
     assert roi_from_vertices(corners) == (0.0, 0.0, 320.0, 240.0)
     assert roi_from_vertices([[10.5, 20.5], [50.5, 100.5]]) == (21.0, 11.0, 80.0, 40.0)
+
+
+def test_a_long_stack_is_opened_once_not_once_per_frame(tmp_path, monkeypatch):
+    """Frame after frame of a multi-page TIFF reuses the open file (re-opening and walking every page per frame
+    made the time per frame grow with the stack: benchmarks/bench_long_stack.py); a rewritten file is re-read."""
+    import napari_sem_focus.io as io_module
+
+    frames = [np.full((32, 48), i, np.uint8) for i in range(40)]
+    path = io_module.write_series_tiff(tmp_path / "long.tif", frames, [{"magnification": 5000}] * 40)
+    opened = []
+    real_open = io_module._open_tiff
+    monkeypatch.setattr(io_module, "_open_tiff", lambda p: opened.append(p) or real_open(p))
+    series = io_module.read_series(path)
+    values = [float(series.raw_frame(i)[0, 0]) for i in range(40)]
+    assert values == [float(i) for i in range(40)]
+    assert len(opened) <= 2  # the header inspection, then one open file for all frames
+    io_module.write_series_tiff(path, frames[::-1] + frames[:1], [{"magnification": 5000}] * 41)
+    assert float(io_module.read_series(path).raw_frame(0)[0, 0]) == 39.0  # the new content, not the cached file
