@@ -232,3 +232,29 @@ def test_gpu_recipe_and_setup_line():
     assert "recipe gpu: cpu" in line and "bfloat16" in line and "3 data workers" in line
     with pytest.raises(SemFocusError, match="unknown recipe"):
         recipe("tpu")
+
+
+class _Payload:
+    """A pickle that runs code when loaded (what a booby-trapped checkpoint or weights file would hold)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_checkpoints_and_weights_with_code_in_them_are_refused(tmp_path):
+    """Untrusted files: a checkpoint is loaded with weights_only=True and weights only as safetensors, so a pickle
+    that would run code is refused with a message and its code never runs."""
+    marker = tmp_path / "code_ran"
+    trap = tmp_path / "trap.pt"
+    torch.save({"model": _Payload(marker), "step": 1}, trap)
+    with pytest.raises(SemFocusError, match="cannot load checkpoint"):
+        load_checkpoint(trap)
+    assert not marker.exists()
+    with pytest.raises(WeightsError, match="cannot read weights"):
+        load_model(trap)
+    assert not marker.exists()
