@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sem_focus.errors import InvalidImageError, SemFocusError, SeriesError, UnreadableImageError
+from napari_sem_focus.errors import (
+    InvalidImageError,
+    MixedFrameSizesError,
+    SemFocusError,
+    SeriesError,
+    UnreadableImageError,
+)
 from napari_sem_focus.io import read_series, write_series_tiff
 
 from .conftest import shared, texture
@@ -109,7 +115,7 @@ def test_folder_natural_order_and_wd_order(tmp_path):
 
 def test_real_palette_png_series_with_common_crop():
     folder = shared("optical_through_focus")
-    with pytest.raises(SeriesError, match="differ in size"):
+    with pytest.raises(MixedFrameSizesError, match="differ in size"):
         read_series(folder)
     series = read_series(folder, common_crop=True)
     assert len(series) == 19

@@ -55,7 +55,7 @@ def series_layer_data(series: Any) -> tuple[Any, dict[str, Any], str]:
 
 def read_layers(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     """Read ``path`` (file, folder, or list of files forming one series) into one image layer."""
-    from .errors import SeriesError
+    from .errors import MixedFrameSizesError
     from .io import read_series
 
     source: Any = path if isinstance(path, str) else [Path(p) for p in path]
@@ -63,9 +63,7 @@ def read_layers(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
         source = source[0]
     try:
         series = read_series(source)
-    except SeriesError as err:
-        if "differ in size" not in str(err):
-            raise
+    except MixedFrameSizesError:
         # frames of slightly different sizes (e.g. a hand-saved series): open them centre-cropped, and say so
         series = read_series(source, common_crop=True)
         from napari.utils.notifications import show_warning

@@ -30,6 +30,10 @@ class SeriesError(SemFocusError):
     """A set of frames cannot form one focus series (empty folder, mixed frame sizes...)."""
 
 
+class MixedFrameSizesError(SeriesError):
+    """The frames of a series differ in size; ``common_crop=True`` (CLI: ``--common-crop``) centre-crops them."""
+
+
 class WeightsError(SemFocusError):
     """Model weights are missing, corrupt or do not match the architecture."""
 

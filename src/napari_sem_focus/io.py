@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .databar import detect_databar_rows
-from .errors import InvalidImageError, SeriesError, UnreadableImageError
+from .errors import InvalidImageError, MixedFrameSizesError, SeriesError, UnreadableImageError
 from .metadata import SemMetadata, read_sidecar, read_tiff_metadata
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -492,7 +492,7 @@ def read_series(
     if len(shapes) > 1:
         if not common_crop:
             other = next(i for i in infos if i.shape != target)
-            raise SeriesError(
+            raise MixedFrameSizesError(
                 f"frames differ in size: '{infos[0].path.name}' is {target[1]}x{target[0]} but "
                 f"'{other.path.name}' is {other.shape[1]}x{other.shape[0]} px; "
                 "use common_crop=True (CLI: --common-crop) to centre-crop them to a common size"

@@ -16,7 +16,8 @@ Mixed precision: bfloat16 autocast wherever it is native (CPUs with AVX512-BF16/
 float16 with a gradient scaler on older CUDA GPUs.
 
 Checkpoints (``torch.save`` of plain tensors and numbers only, so ``torch.load(weights_only=True)`` reads them):
-``model``, ``optimizer``, ``scheduler``, ``step``, ``config``, ``model_config``, ``metrics``. They are written
+``model``, ``optimizer``, ``step``, ``config``, ``model_config``, ``metrics`` (the learning rate is a function of
+the step and the config, so no scheduler state is needed). They are written
 atomically: a run stopped at any moment leaves the last good checkpoint intact. ``resume=True`` continues.
 """
 
