@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sem_focus.autofocus import STRATEGIES, autofocus, learned_scorer, metric_scorer
+from napari_sem_focus.autofocus import STRATEGIES, autofocus, make_scorer
 from napari_sem_focus.simulate import TRAINING_FAMILIES
 from napari_sem_focus.simulate.virtual_sem import VirtualSEM
 
@@ -42,7 +42,7 @@ def run_case(case: dict, strategy: str, scorer_name: str) -> dict:
     visible = sem.visible_range_um()
     start = 5.0 + case["fraction"] * visible * 1e-3
     start_score = sem.true_score(start)
-    scorer = learned_scorer(case["magnification"]) if scorer_name == "learned" else metric_scorer()
+    scorer = make_scorer(scorer_name, case["magnification"])
     result = autofocus(sem, start, scorer, strategy=strategy, range_um=visible, max_acquisitions=12)
     dof = sem.depth_of_field_um()
     final = abs(sem.defocus_um(result.best_wd_mm))
@@ -70,7 +70,7 @@ def main() -> None:
     for strategy in args.strategies:
         for scorer in ("learned", "normalized_variance"):
             t = time.perf_counter()
-            rows = [run_case(c, strategy, "learned" if scorer == "learned" else "metric") for c in cases]
+            rows = [run_case(c, strategy, scorer) for c in cases]
             scans = np.array([r["scans"] for r in rows])
             low = [r for r in rows if r["low_dose"]]
             entry = {

@@ -99,3 +99,15 @@ def test_cli_watch_scores_what_is_there_and_stops_when_idle(tmp_path, frame_file
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and "0  frame_0.tif: score" in lines[0] and "best so far: frame_2.tif" in lines[1]
     assert out.read_text().count("\n") == 3  # header + 2 rows
+
+
+def test_growing_stack_keeps_frames_in_order_and_refuses_another_size():
+    from napari_sem_focus.live import GrowingStack
+
+    stack = GrowingStack()
+    with pytest.raises(ValueError):
+        _ = stack.array
+    for i in range(20):  # past two doublings of the buffer
+        assert stack.append(np.full((3, 4), i, np.float32))
+    assert stack.array.shape == (20, 3, 4) and [float(f[0, 0]) for f in stack.array] == list(range(20))
+    assert not stack.append(np.zeros((4, 4), np.float32)) and stack.count == 20

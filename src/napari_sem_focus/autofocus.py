@@ -85,6 +85,16 @@ def metric_scorer(name: str = "normalized_variance") -> Scorer:
     return score
 
 
+SCORERS = ("learned", "normalized_variance")
+
+
+def make_scorer(name: str, magnification: float, weights: str | None = None, device: str = "cpu") -> Scorer:
+    """The scorer called ``name``: 'learned' (:func:`learned_scorer`) or a classic metric (:func:`metric_scorer`)."""
+    if name == "learned":
+        return learned_scorer(magnification, weights, device=device)
+    return metric_scorer(name)
+
+
 @dataclass
 class Acquisition:
     """One scan of the search."""
@@ -112,6 +122,15 @@ class AutofocusResult:
     @property
     def n_acquisitions(self) -> int:
         return len(self.acquisitions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain values (for JSON): every field, the scans without their images."""
+        scans = [
+            {"working_distance_mm": a.working_distance_mm, "score": a.score, "has_structure": a.has_structure}
+            for a in self.acquisitions
+        ]
+        fields = {k: v for k, v in self.__dict__.items() if k != "acquisitions"}
+        return fields | {"n_acquisitions": self.n_acquisitions, "scans": scans}
 
     def summary(self) -> str:
         return (

@@ -153,7 +153,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _add_autofocus_parser(sub: Any) -> None:
-    from .autofocus import STRATEGIES
+    from .autofocus import SCORERS, STRATEGIES
 
     af = sub.add_parser(
         "autofocus",
@@ -170,9 +170,7 @@ def _add_autofocus_parser(sub: Any) -> None:
         "--start-offset-um", type=float, default=40.0, help="virtual SEM: start this far from best focus (µm)"
     )
     af.add_argument("--strategy", default=STRATEGIES[0], choices=list(STRATEGIES))
-    af.add_argument(
-        "--scorer", default="learned", choices=["learned", "normalized_variance"], help="what the search maximises"
-    )
+    af.add_argument("--scorer", default=SCORERS[0], choices=list(SCORERS), help="what the search maximises")
     af.add_argument("--weights", default=None, help="learned scorer: 'default' or a .safetensors file")
     af.add_argument(
         "--range-um", type=float, help="search within start ± this (µm); default: where the specimen is visible"
@@ -186,7 +184,7 @@ def _add_autofocus_parser(sub: Any) -> None:
 
 def _cmd_autofocus(args: argparse.Namespace) -> int:
     """``sem-focus autofocus --virtual``: the search on the virtual SEM, each scan printed, the result last."""
-    from .autofocus import iter_autofocus, learned_scorer, metric_scorer
+    from .autofocus import iter_autofocus, make_scorer
     from .report import save_autofocus_plot, to_json
 
     if not args.virtual:
@@ -197,12 +195,9 @@ def _cmd_autofocus(args: argparse.Namespace) -> int:
     from .simulate.virtual_sem import VirtualSEM
 
     sem = VirtualSEM(args.specimen, args.mag, 5.0, args.dose, args.astig, args.drift, seed=args.seed)
-    start = sem.true_wd_mm + args.start_offset_um * 1e-3
-    range_um = args.range_um or max(sem.visible_range_um(), 1.5 * abs(args.start_offset_um))
-    if args.scorer == "learned":
-        scorer = learned_scorer(args.mag, args.weights)
-    else:
-        scorer = metric_scorer(args.scorer)
+    start, range_um = sem.search_setup(args.start_offset_um)
+    range_um = args.range_um or range_um
+    scorer = make_scorer(args.scorer, args.mag, args.weights)
     search = iter_autofocus(
         sem, start, scorer, args.strategy, range_um, args.step_um, args.max_scans, keep_images=False
     )
@@ -224,25 +219,13 @@ def _cmd_autofocus(args: argparse.Namespace) -> int:
             )
     final_defocus = sem.defocus_um(result.best_wd_mm)
     if args.json:
-        payload = {
-            **{k: v for k, v in result.__dict__.items() if k != "acquisitions"},
-            "n_acquisitions": result.n_acquisitions,
-            "final_defocus_um": final_defocus,
-            "depth_of_field_um": sem.depth_of_field_um(),
-            "scans": [
-                {"working_distance_mm": a.working_distance_mm, "score": a.score, "has_structure": a.has_structure}
-                for a in result.acquisitions
-            ],
-        }
-        print(to_json(payload))
+        truth = {"final_defocus_um": final_defocus, "depth_of_field_um": sem.depth_of_field_um()}
+        print(to_json(result.to_dict() | truth))
     else:
         print(result.summary())
         print(f"true defocus at the end: {final_defocus:+.2f} µm (depth of field ±{sem.depth_of_field_um():.2f} µm)")
     if args.plot:
-        import numpy as np
-
-        wds = np.linspace(start - range_um * 1e-3, start + range_um * 1e-3, 301)
-        curve = (list(wds), [sem.true_score(float(w)) for w in wds])
+        curve = sem.true_curve(start - range_um * 1e-3, start + range_um * 1e-3, 301)
         print(f"plot written to {save_autofocus_plot(args.plot, result, curve)}", file=sys.stderr)
     return 0 if result.status in ("focused", "no peak") else 1
 

@@ -21,6 +21,7 @@ The burned-in data bar (see :mod:`napari_sem_focus.databar`) is removed from the
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import re
@@ -373,8 +374,17 @@ class _OpenTiffs:
                     old.close()
         return pages, entry[2]
 
+    def close_all(self) -> None:
+        """Close every kept file (at exit, so none is left for the interpreter to complain about)."""
+        with self.lock:
+            while self.entries:
+                _, (tif, _, lock) = self.entries.popitem()
+                with lock:
+                    tif.close()
+
 
 _OPEN_TIFFS = _OpenTiffs()
+atexit.register(_OPEN_TIFFS.close_all)
 
 
 def _read_tiff_page(path: Path, page_index: int, notes: list[str]) -> np.ndarray:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import SemFocusError
 
 
@@ -41,6 +43,35 @@ class LiveFrame:
 
         columns = {"frame": self.index, "file": self.path.name, "working_distance_mm": self.working_distance_mm}
         return columns | score_columns(self.score)
+
+
+class GrowingStack:
+    """Frames of one size gathered one at a time into a (n, rows, cols) array without copying them all at each
+    new frame: the buffer doubles when full (amortised one copy per frame), :attr:`array` is a view of the filled
+    part. A frame of another size is refused (``append`` returns False)."""
+
+    def __init__(self) -> None:
+        self._buffer: np.ndarray | None = None
+        self.count = 0
+
+    def append(self, frame: np.ndarray) -> bool:
+        frame = np.asarray(frame)
+        if self._buffer is not None and frame.shape != self._buffer.shape[1:]:
+            return False
+        if self._buffer is None or self.count == len(self._buffer):
+            grown = np.empty((max(8, 2 * self.count), *frame.shape), dtype=frame.dtype)
+            if self._buffer is not None:
+                grown[: self.count] = self._buffer[: self.count]
+            self._buffer = grown
+        self._buffer[self.count] = frame
+        self.count += 1
+        return True
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._buffer is None:
+            raise ValueError("no frames yet")
+        return self._buffer[: self.count]
 
 
 class _Pending:

@@ -176,22 +176,27 @@ def _save_figure(path: str | Path, draw: Any) -> Path:
     return path
 
 
-def plot_autofocus_path(ax: Any, result: Any, curve: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
+def plot_autofocus_path(
+    ax: Any,
+    scans: Sequence[Any],
+    result: Any = None,
+    curve: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> None:
     """Draw an autofocus search on a matplotlib Axes: each scan's score at its working distance, numbered in
-    order and joined, the best marked; ``curve`` (working distances mm, scores) drawn beneath when known (the
-    virtual SEM's true score)."""
+    order and joined; the best marked once the search has ended (``result``); ``curve`` (working distances mm,
+    scores) drawn beneath when known (the virtual SEM's true score). A search under way is drawn from its scans."""
     if curve is not None:
         ax.plot(curve[0], curve[1], color="0.7", lw=1.5, label="true score (virtual SEM)")
-    wds = [a.working_distance_mm for a in result.acquisitions]
-    scores = [a.score for a in result.acquisitions]
-    ax.plot(wds, scores, "-", color="tab:blue", lw=0.8, alpha=0.6)
-    ax.scatter(wds, scores, color="tab:blue", zorder=3, label="scans, in order")
-    for a in result.acquisitions:
+    wds = [a.working_distance_mm for a in scans]
+    scores = [a.score for a in scans]
+    ax.plot(wds, scores, "o-", color="tab:blue", lw=0.8, label="scans, in order")
+    for a in scans:
         ax.annotate(str(a.index + 1), (a.working_distance_mm, a.score), textcoords="offset points", xytext=(4, 4))
-    ax.axvline(result.best_wd_mm, color="tab:red", ls="--", label=f"best: {result.best_wd_mm:.4f} mm")
+    if result is not None:
+        ax.axvline(result.best_wd_mm, color="tab:red", ls="--", label=f"best: {result.best_wd_mm:.4f} mm")
+        ax.set_title(f"autofocus ({result.strategy}): {result.status}, {result.n_acquisitions} scans")
     ax.set_xlabel("working distance (mm)")
     ax.set_ylabel("focus score")
-    ax.set_title(f"autofocus ({result.strategy}): {result.status}, {result.n_acquisitions} scans")
     ax.legend(loc="best", fontsize="small")
 
 
@@ -199,4 +204,4 @@ def save_autofocus_plot(
     path: str | Path, result: Any, curve: tuple[Sequence[float], Sequence[float]] | None = None
 ) -> Path:
     """Render :func:`plot_autofocus_path` to a PNG file (headless), atomically."""
-    return _save_figure(path, lambda ax: plot_autofocus_path(ax, result, curve))
+    return _save_figure(path, lambda ax: plot_autofocus_path(ax, result.acquisitions, result, curve))

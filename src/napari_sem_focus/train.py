@@ -517,7 +517,9 @@ def iter_train(
             stop = should_stop is not None and should_stop()
             if distributed.any_process(stop, group, device):
                 raise CancelledError(f"training cancelled at step {step}")
-            elapsed = distributed.from_main(time.monotonic() - start, group, device)  # one clock for all
+            elapsed = time.monotonic() - start
+            if config.max_minutes:  # the budget and the schedule follow process 0's clock in every process
+                elapsed = distributed.from_main(elapsed, group, device)
             lr = config.lr * _lr_factor(step, total, config, elapsed)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..autofocus import STRATEGIES
+from ..autofocus import SCORERS, STRATEGIES
 from .plot import ThemedFigure
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class AutofocusWidget(QWidget):
         self.result: Any = None
         self.scans: list[Any] = []
         self.layer: Any = None
+        self._curve: tuple[list[float], list[float]] | None = None  # the virtual SEM's true score, once per run
         self._stop = threading.Event()
 
         self.specimen_box = QComboBox()
@@ -63,7 +64,7 @@ class AutofocusWidget(QWidget):
         self.strategy_box = QComboBox()
         self.strategy_box.addItems(list(STRATEGIES))
         self.scorer_box = QComboBox()
-        self.scorer_box.addItems(["learned", "normalized_variance"])
+        self.scorer_box.addItems(list(SCORERS))
         self.max_box = QSpinBox()
         self.max_box.setRange(3, 100)
         self.max_box.setValue(12)
@@ -99,14 +100,13 @@ class AutofocusWidget(QWidget):
         """Start the search in a worker (the form is read here); returns the worker."""
         from napari.qt.threading import create_worker
 
-        from ..autofocus import iter_autofocus, learned_scorer, metric_scorer
+        from ..autofocus import iter_autofocus, make_scorer
         from ..simulate.virtual_sem import VirtualSEM
 
         mag = float(self.mag_box.value())
         self.sem = VirtualSEM(self.specimen_box.currentText(), mag, 5.0, float(self.dose_box.value()))
-        offset = float(self.offset_box.value())
-        start = self.sem.true_wd_mm + offset * 1e-3
-        range_um = max(self.sem.visible_range_um(), 1.5 * abs(offset))
+        start, range_um = self.sem.search_setup(float(self.offset_box.value()))
+        self._curve = self.sem.true_curve(start - range_um * 1e-3, start + range_um * 1e-3)
         scorer_name, strategy, most = (
             self.scorer_box.currentText(),
             self.strategy_box.currentText(),
@@ -117,7 +117,7 @@ class AutofocusWidget(QWidget):
         sem, stop = self.sem, self._stop
 
         def job() -> Any:  # runs in the worker: no Qt here
-            scorer = learned_scorer(mag) if scorer_name == "learned" else metric_scorer(scorer_name)
+            scorer = make_scorer(scorer_name, mag)
             result = yield from iter_autofocus(
                 sem, start, scorer, strategy, range_um, None, most, should_stop=stop.is_set
             )
@@ -131,7 +131,6 @@ class AutofocusWidget(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"searching ±{range_um:.1f} µm around the start…")
-        self._range = (start - range_um * 1e-3, start + range_um * 1e-3)
         self.worker.start()
         return self.worker
 
@@ -168,21 +167,9 @@ class AutofocusWidget(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _draw(self) -> None:
-        ax = self.plot.axes
-        ax.clear()
-        if self.sem is not None and self.scans:
-            wds = np.linspace(*self._range, 201)
-            ax.plot(wds, [self.sem.true_score(float(w)) for w in wds], color="0.6", lw=1.2, label="true score")
-            x = [s.working_distance_mm for s in self.scans]
-            y = [s.score for s in self.scans]
-            ax.plot(x, y, "o-", color="tab:blue", lw=0.8, label="scans")
-            for s in self.scans:
-                ax.annotate(
-                    str(s.index + 1), (s.working_distance_mm, s.score), xytext=(3, 3), textcoords="offset points"
-                )
-            if self.result is not None:
-                ax.axvline(self.result.best_wd_mm, color="tab:red", ls="--", label="best")
-            ax.set_xlabel("working distance (mm)")
-            ax.set_ylabel("focus score")
-            ax.legend(loc="best", fontsize="small")
+        from ..report import plot_autofocus_path
+
+        self.plot.axes.clear()
+        if self.scans:
+            plot_autofocus_path(self.plot.axes, self.scans, self.result, self._curve)
         self.plot.show_drawing()

@@ -12,7 +12,6 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -31,6 +30,7 @@ from qtpy.QtWidgets import (
 from ..errors import CancelledError, SemFocusError
 from ..focus_curve import FocusPeak
 from ..infer import MODES, model_magnification
+from ..live import GrowingStack
 from ..report import curve_peak, write_csv
 from .layer_choice import ImageLayerChoice, RegionChoice, magnification_box, path_row, region_of_interest
 from .plot import FocusPlot
@@ -76,7 +76,7 @@ class ScoreStackWidget(QWidget):
         self.layer: Any = None
         self.worker: Any = None
         self.live_layer: Any = None
-        self._live_frames: list[np.ndarray] = []
+        self._live_frames = GrowingStack()
         self._stop = threading.Event()
 
         self.layer_box = ImageLayerChoice(viewer, self._layer_changed)
@@ -257,7 +257,7 @@ class ScoreStackWidget(QWidget):
             show_error(str(err))
             return None
         folder = Path(folder)
-        self.layer, self.series, self.live_layer, self._live_frames = None, None, None, []
+        self.layer, self.series, self.live_layer, self._live_frames = None, None, None, GrowingStack()
         self.rows, self.results, self.peak = [], {}, None
         weights = self.weights_edit.text().strip() or None
         fallback, mode = float(self.mag_box.value()), self.mode_box.currentText()
@@ -285,16 +285,12 @@ class ScoreStackWidget(QWidget):
         if live.error is not None:
             show_warning(live.error)
             return
-        frames = self._live_frames
-        if frames and frames[0].shape != live.image.shape:
+        if not self._live_frames.append(live.image):
             show_warning(f"'{live.path.name}' has another size than the first frame: scored, not shown")
+        elif self.live_layer is None or self.live_layer not in self.viewer.layers:
+            self.live_layer = self.viewer.add_image(self._live_frames.array, name=f"live: {folder.name}")
         else:
-            frames.append(live.image)
-            stack = np.stack(frames)
-            if self.live_layer is None or self.live_layer not in self.viewer.layers:
-                self.live_layer = self.viewer.add_image(stack, name=f"live: {folder.name}")
-            else:
-                self.live_layer.data = stack
+            self.live_layer.data = self._live_frames.array
         row = live.row()
         self.rows.append(row)
         self.results[row["frame"]] = live.score

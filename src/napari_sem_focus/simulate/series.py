@@ -25,6 +25,14 @@ def defocus_span_um(params: FrameParams, feature_nm: float, end_score: float = 1
     return optics.defocus_for_diameter_um(diameter, params.d0_nm, params.alpha_mrad)
 
 
+def auto_contrast_params(spec: Any, params: FrameParams, seed: int) -> FrameParams:
+    """``params`` with brightness and contrast set once from the in-focus image of ``spec``, as an SEM's
+    automatic contrast/brightness does before a series or a focus search (:func:`.detector.auto_display`)."""
+    signal, _ = detector_signal(spec, replace(params, defocus_um=0.0), np.random.default_rng([seed, 0]))
+    brightness, contrast = detector.auto_display(signal)
+    return replace(params, brightness=brightness, contrast=contrast)
+
+
 def simulate_series(
     family: str = "tinball",
     magnification: float = 5000.0,
@@ -58,10 +66,7 @@ def simulate_series(
     offsets = np.linspace(-span, span, steps) if steps > 1 else np.zeros(1)
     step_um = float(offsets[1] - offsets[0]) if steps > 1 else 0.0
     if auto_contrast:
-        focused = replace(base, defocus_um=0.0)
-        signal, _ = detector_signal(spec, focused, np.random.default_rng([seed, 0]))
-        brightness, contrast = detector.auto_display(signal)
-        base = replace(base, brightness=brightness, contrast=contrast)
+        base = auto_contrast_params(spec, base, seed)
     frames, wds = [], []
     for i, setting in enumerate(offsets):
         defocus = float(setting - focus_offset_steps * step_um)

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import detector, labels, optics
-from .frame import FrameParams, detector_signal, render
+from . import labels, optics
+from .frame import FrameParams, render
+from .series import auto_contrast_params
 from .specimens import Specimen, make_specimen
 
 
@@ -68,9 +69,7 @@ class VirtualSEM:
                 pixel,
                 pixel * optics.REFERENCE_FRAME_WIDTH_PX,
             )
-            signal, _ = detector_signal(spec, replace(base, defocus_um=0.0), np.random.default_rng([self.seed, 0]))
-            brightness, contrast = detector.auto_display(signal)
-            self._spec, self._params = spec, replace(base, brightness=brightness, contrast=contrast)
+            self._spec, self._params = spec, auto_contrast_params(spec, base, self.seed)
         return self._spec, self._params
 
     @property
@@ -93,6 +92,17 @@ class VirtualSEM:
         spec, params = self._setup()
         diameter = labels.diameter_for_blur_score(1.0, params.d0_nm, params.pixel_nm, spec.feature_nm)
         return optics.defocus_for_diameter_um(diameter, params.d0_nm, params.alpha_mrad)
+
+    def search_setup(self, start_offset_um: float) -> tuple[float, float]:
+        """(start working distance mm, search half-range µm) for a search started ``start_offset_um`` from focus:
+        the range covers where the specimen is recognisable, and the focus from the start."""
+        start = self.true_wd_mm + start_offset_um * 1e-3
+        return start, max(self.visible_range_um(), 1.5 * abs(start_offset_um))
+
+    def true_curve(self, low_mm: float, high_mm: float, n: int = 201) -> tuple[list[float], list[float]]:
+        """(working distances mm, true scores) across ``low_mm``-``high_mm``: what a search plot draws beneath."""
+        wds = [float(w) for w in np.linspace(low_mm, high_mm, n)]
+        return wds, [self.true_score(w) for w in wds]
 
     def true_score(self, working_distance_mm: float) -> float:
         """The simulator's label of a scan at ``working_distance_mm`` (noise-free part of the truth)."""
