@@ -111,3 +111,45 @@ def test_growing_stack_keeps_frames_in_order_and_refuses_another_size():
         assert stack.append(np.full((3, 4), i, np.float32))
     assert stack.array.shape == (20, 3, 4) and [float(f[0, 0]) for f in stack.array] == list(range(20))
     assert not stack.append(np.zeros((4, 4), np.float32)) and stack.count == 20
+
+
+def test_cli_watch_mag_is_only_a_fallback_for_files_without_metadata(tmp_path, frame_files, capsys):
+    """--mag serves files that state no magnification; a file's own metadata wins (the tin-ball TIFF: 5,000x)."""
+    import cv2
+
+    from napari_sem_focus.cli import main
+    from napari_sem_focus.live import read_frames
+
+    files, _ = frame_files
+    (tmp_path / "a_with_metadata.tif").write_bytes(files[2].read_bytes())
+    _, frames = read_frames(files[2])
+    cv2.imwrite(str(tmp_path / "b_plain.png"), (frames[0] * 255).astype("uint8"))
+    assert (
+        main(
+            [
+                "watch",
+                str(tmp_path),
+                "--mag",
+                "500",
+                "--poll",
+                "0.05",
+                "--idle-exit",
+                "1",
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 0
+    )
+    import csv
+
+    with open(tmp_path / "o.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    scores = {r["file"]: float(r["score"]) for r in rows}
+    # the same image: scored at 5,000x from its metadata, at the 500x fallback as a bare PNG — so they differ
+    from napari_sem_focus.infer import score_frames
+    from napari_sem_focus.weights import load_model
+
+    (at_5000,) = score_frames([frames[0]], 5000.0, load_model())
+    assert scores["a_with_metadata.tif"] == pytest.approx(at_5000.score, abs=1e-3)
+    assert abs(scores["b_plain.png"] - scores["a_with_metadata.tif"]) > 1e-3

@@ -127,9 +127,10 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     best: dict[str, Any] | None = None
     frames = iter_live_scores(
         args.folder,
-        args.mag,
+        None,  # each file's own metadata first; --mag only for files that state none
         args.weights,
         args.mode,
+        fallback_magnification=args.mag,
         poll_s=args.poll,
         include_existing=not args.new_only,
         idle_exit_s=args.idle_exit,
