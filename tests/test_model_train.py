@@ -125,6 +125,25 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     assert load_checkpoint(ckpt)["step"] == 4
 
 
+def test_weight_average_is_what_the_run_returns_and_survives_a_resume(tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    start = build_focus_net()
+    first = train(_config(max_steps=3, ema=0.5, lr=1e-3), _Tiny(), checkpoint=ckpt, init_model=start)
+    key = "head.2.weight"
+    averaged, last = first.model.state_dict()[key], first.last_model.state_dict()[key]
+    assert not torch.equal(averaged, last)  # the average lags the last step
+    state = load_checkpoint(ckpt)
+    assert torch.equal(state["ema"]["module." + key], averaged) and torch.equal(state["model"][key], last)
+    # decay 0.5 over steps w1, w2, w3 (the first update copies w1): 0.25 w1 + 0.25 w2 + 0.5 w3, which has moved
+    # from the start, but less far than the last step
+    assert 0 < float((averaged - start.state_dict()[key]).norm()) < float((last - start.state_dict()[key]).norm())
+    resumed = train(_config(max_steps=4, ema=0.5, lr=1e-3), _Tiny(), checkpoint=ckpt, resume=True)
+    n_averaged = load_checkpoint(ckpt)["ema"]["n_averaged"]
+    assert resumed.step == 4 and int(n_averaged) == 4  # the average went on from the checkpoint's, not afresh
+    plain = train(_config(max_steps=2), _Tiny())
+    assert plain.last_model is None
+
+
 def test_cancel_keeps_previous_model_and_weights_file(tmp_path):
     net = build_focus_net()
     path = save_weights(net, tmp_path / "current.safetensors")

@@ -362,6 +362,12 @@ def _add_train_parser(sub: Any) -> None:
     train.add_argument("--lr", type=float)
     train.add_argument("--warmup-steps", type=int, help="steps of linear learning-rate warm-up (recipe default)")
     train.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights (e.g. 0.999) and write it out (docs/training.md)",
+    )
+    train.add_argument(
         "--freeze-batchnorm", action="store_true", help="keep BatchNorm statistics fixed (fine-tuning, small batches)"
     )
     train.add_argument(
@@ -643,6 +649,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("batch_size", args.batch_size),
         ("lr", args.lr),
         ("warmup_steps", args.warmup_steps),
+        ("ema", args.ema),
         ("loss", args.loss),
     ):
         if value is not None:
@@ -713,6 +720,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     }
     save_weights(result.model, args.out, facts)
     print(f"weights written to {args.out} (steps {result.step}, val RMSE {result.metrics.get('val_rmse', 'n/a')})")
+    if result.last_model is not None:  # --ema: the average went to --out; the last step's weights beside it
+        last = Path(args.out).with_suffix(".last.safetensors")
+        save_weights(result.last_model, last, {**facts, "ema": "off: the last step's weights"})
+        print(f"last step's weights (not averaged) written to {last}")
     return 0
 
 

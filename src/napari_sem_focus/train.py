@@ -17,8 +17,9 @@ float16 with a gradient scaler on older CUDA GPUs.
 
 Checkpoints (``torch.save`` of plain tensors and numbers only, so ``torch.load(weights_only=True)`` reads them):
 ``model``, ``optimizer``, ``step``, ``config``, ``model_config``, ``metrics`` (the learning rate is a function of
-the step and the config, so no scheduler state is needed). They are written
-atomically: a run stopped at any moment leaves the last good checkpoint intact. ``resume=True`` continues.
+the step and the config, so no scheduler state is needed) and, with ``ema``, ``ema`` (the averaged weights). They
+are written atomically: a run stopped at any moment leaves the last good checkpoint intact. ``resume=True``
+continues.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" or "constant" (paper)
     loss: str = "bce"  # "bce" or "mse" (paper); see score_loss
     freeze_batchnorm: bool = False  # keep BatchNorm statistics fixed (fine-tuning on a few frames, small batches)
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); see iter_train
     crop: tuple[int, int] = (144, 192)
     eval_crop: tuple[int, int] = CROP_SIZE
     device: str = "auto"
@@ -338,9 +340,10 @@ def save_checkpoint(
     step: int,
     config: TrainConfig,
     metrics: dict[str, Any],
+    ema: torch.nn.Module | None = None,
 ) -> Path:
     """Atomic checkpoint: the previous file stays intact until the new one is complete."""
-    state = {
+    state: dict[str, Any] = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "step": step,
@@ -348,6 +351,8 @@ def save_checkpoint(
         "model_config": model.config.to_dict(),
         "metrics": metrics,
     }
+    if ema is not None:
+        state["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -397,10 +402,28 @@ class TrainEvent:
 
 @dataclass
 class TrainResult:
+    """``model``: the trained network (the weight average when ``config.ema`` is on); ``last_model``: the weights
+    of the last step when an average was kept (else None)."""
+
     model: FocusScoreNet
     step: int
     history: list[TrainEvent] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    last_model: FocusScoreNet | None = None
+
+
+def weight_average(model: FocusScoreNet, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics (``decay`` per step; 0.999
+    averages about the last 1,000 steps), updated by ``update_parameters(model)`` after each optimiser step.
+
+    Averaging the weights along the path of a long run gives a network that sits nearer the middle of the valley
+    the optimiser wanders in (Polyak averaging; Izmailov et al. 2018, "Averaging weights leads to wider optima"),
+    which is what a noisy objective such as randomly simulated frames needs. The averaged network is what
+    validation sees and what is written out.
+    """
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def train(
@@ -442,6 +465,9 @@ def iter_train(
 
     ``should_stop()`` is checked every step: when it turns true the loop raises :class:`CancelledError` and the
     caller's model (``init_model``) is untouched, since training works on a copy.
+
+    With ``config.ema`` > 0 an exponential moving average of the weights (:func:`weight_average`) is kept beside
+    the trained weights: validation scores it, checkpoints hold it (``ema``), and it is the result's ``model``.
     """
     import copy
 
@@ -468,6 +494,10 @@ def iter_train(
     optimizer = make_optimizer(model, config)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+    ema = weight_average(model, config.ema) if config.ema else None
+    if ema is not None and state is not None and "ema" in state:
+        ema.load_state_dict(state["ema"])
+    scored = ema.module if ema is not None else model  # what validation sees and the run returns
     network: torch.nn.Module = _Logit(model)
     if group.active:
         network = torch.nn.parallel.DistributedDataParallel(
@@ -533,6 +563,8 @@ def iter_train(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             running = running_loss.add(loss.detach())
             train_mse = running_mse.add(score_loss(logit.detach().float(), score, "mse"))
@@ -544,7 +576,7 @@ def iter_train(
                 event = TrainEvent(step, total, float(running), None, lr, now - start, float(train_mse) ** 0.5)
                 event.images_per_s = (step - last_event_step) * config.batch_size / max(now - last_event_time, 1e-9)
                 if validate:
-                    pred_v, target_v, _ = predict(model, val_data, device=device, amp=amp)
+                    pred_v, target_v, _ = predict(scored, val_data, device=device, amp=amp)
                     event.val_rmse = rmse(pred_v, target_v)
                     metrics["val_rmse"] = event.val_rmse
                 history.append(event)
@@ -552,14 +584,15 @@ def iter_train(
                 last_event_time, last_event_step = time.monotonic(), step
             if group.is_main and checkpoint is not None and (step % config.checkpoint_every == 0 or last):
                 metrics["train_loss"] = float(running)
-                save_checkpoint(checkpoint, model, optimizer, step, config, metrics)
+                save_checkpoint(checkpoint, model, optimizer, step, config, metrics, ema=ema)
             if last:
                 total = step
                 break
     distributed.barrier(group)  # the last checkpoint is complete before any process moves on
     distributed.teardown(group)
-    model.eval().to(memory_format=torch.contiguous_format)
-    return TrainResult(model.cpu(), step, history, metrics)
+    for net in (model, scored):  # the same object when no average was kept
+        net.eval().to(memory_format=torch.contiguous_format).cpu()
+    return TrainResult(scored, step, history, metrics, last_model=model if ema is not None else None)
 
 
 # --- fine-tuning entry point (used by the napari training widget and `sem-focus train --labels`) -----------
