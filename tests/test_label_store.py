@@ -52,3 +52,55 @@ def test_default_location_next_to_the_data(tmp_path):
     assert default_labels_path(image) == tmp_path / "stack_focus_labels.csv"
     assert default_labels_path(tmp_path) == tmp_path / "focus_labels.csv"
     assert default_labels_path(image, tmp_path / "proj") == tmp_path / "proj" / "stack_focus_labels.csv"
+
+
+def _write_tiff(path, value=0.5):
+    import numpy as np
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, np.full((32, 48), int(255 * value), np.uint8))
+    return path
+
+
+def test_images_in_the_labels_folder_are_stored_relative_so_the_folder_can_move(tmp_path):
+    import shutil
+
+    from napari_sem_focus.label_store import label_samples, read_label_files
+
+    image = _write_tiff(tmp_path / "run" / "frames" / "f0.tif")
+    outside = _write_tiff(tmp_path / "elsewhere" / "g.tif", 0.25)
+    store = LabelStore(tmp_path / "run" / "focus_labels.csv")
+    store.set(str(image), 0, 2000.0, 7.0)
+    store.set(str(outside), 0, 2000.0, 3.0)
+    store.set("Image layer", 2, 2000.0, 5.0)  # a layer without a file keeps its name
+    text = store.path.read_text()
+    assert "frames/f0.tif" in text and str(image) not in text
+    assert str(outside) in text  # outside the folder: absolute, as labelled
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    moved = LabelStore(tmp_path / "moved" / "focus_labels.csv")
+    assert {lb.path for lb in moved.labels()} == {
+        str((tmp_path / "moved" / "frames" / "f0.tif").resolve()),
+        str(outside),
+        "Image layer",
+    }
+    labels = [lb for lb in read_label_files([moved.path]) if lb.path != "Image layer"]
+    images = {score: image for image, _, score in label_samples(labels)}
+    assert images[7.0].shape == (32, 48) and abs(float(images[3.0].mean()) - 63 / 255) < 1e-6
+
+
+def test_a_relative_label_path_cannot_climb_out_of_its_folder(tmp_path):
+    from napari_sem_focus.data import LabelledImages
+    from napari_sem_focus.label_store import read_label_files
+
+    _write_tiff(tmp_path / "secret.tif")
+    folder = tmp_path / "shared_labels"
+    folder.mkdir()
+    csv_path = folder / "labels.csv"
+    csv_path.write_text("path,frame,magnification,score\n../secret.tif,0,2000,5\n")
+    with pytest.raises(SemFocusError, match="outside the labels file's folder"):
+        read_label_files([csv_path])
+    with pytest.raises(SemFocusError, match="outside the labels file's folder"):
+        LabelledImages([csv_path])
+    csv_path.write_text(f"path,frame,magnification,score\n{tmp_path / 'secret.tif'},0,2000,5\n")
+    assert len(LabelledImages([csv_path])) == 1  # an absolute path is what the user wrote: honoured

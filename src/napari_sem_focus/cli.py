@@ -732,12 +732,10 @@ def _adapt_from_labels(args: argparse.Namespace) -> int:
     when it helps, and a JSON of the cross-validated figures next to ``--out`` either way."""
 
     from .adapt import adapt
-    from .data import read_label_csv
-    from .io import load_frame
+    from .label_store import label_samples, read_label_files
     from .weights import facts_path, load_model, save_weights_and_facts, write_facts
 
-    rows = [row for csv_path in args.labels for row in read_label_csv(csv_path)]
-    samples = [(load_frame(row.path, row.frame), row.magnification, row.score) for row in rows]
+    samples = label_samples(read_label_files(args.labels))
     model = load_model(args.init, "cpu")
 
     def report(event: Any) -> None:

@@ -1,9 +1,7 @@
 """Torch datasets: labelled images from CSV files, and simulated frames made on the fly (no disk needed).
 
-Labels CSV format (shared by the simulator's datasets, the napari labelling widget and ``sem-focus train``):
-``path`` (relative to the CSV's folder, or absolute), ``frame`` (page of a multi-page file, default 0),
-``magnification`` (the model's magnification, 127 mm over a 1024-px frame; see :mod:`napari_sem_focus.model`)
-and ``score`` (0-10). Other columns are kept but ignored.
+Labelled images come from labels CSV files, the one format of :mod:`napari_sem_focus.label_store` (written by the
+napari labelling widget and the simulator): ``path``, ``frame``, ``magnification``, ``score``.
 
 Augmentation as in the paper: a random crop and random horizontal/vertical flips when training, a centre crop
 when evaluating. Frames smaller than the crop are padded by reflection.
@@ -11,9 +9,7 @@ when evaluating. Frames smaller than the crop are padded by reflection.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,44 +19,8 @@ from torch.utils.data import Dataset
 from .errors import SemFocusError
 from .infer import CROP_SIZE, crop_or_pad
 from .io import load_frame
+from .label_store import read_label_files
 from .model import normalize_magnification
-
-
-@dataclass(frozen=True)
-class LabelRow:
-    """One labelled frame: file, page, magnification, score (0-10)."""
-
-    path: Path
-    frame: int
-    magnification: float
-    score: float
-
-
-def read_label_csv(csv_path: str | Path) -> list[LabelRow]:
-    """Rows of a labels CSV; paths resolved relative to the CSV's folder."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise SemFocusError(f"labels file '{csv_path}' does not exist")
-    rows = []
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "magnification", "score"} - set(reader.fieldnames or [])
-        if missing:
-            raise SemFocusError(f"'{csv_path}': labels CSV lacks column(s) {sorted(missing)}")
-        for line, rec in enumerate(reader, start=2):
-            try:
-                path = Path(rec["path"])
-                rows.append(
-                    LabelRow(
-                        path if path.is_absolute() else csv_path.parent / path,
-                        int(rec.get("frame") or 0),
-                        float(rec["magnification"]),
-                        float(rec["score"]),
-                    )
-                )
-            except (TypeError, ValueError) as err:
-                raise SemFocusError(f"'{csv_path}' line {line}: {err}") from err
-    return rows
 
 
 def augment(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None) -> torch.Tensor:
@@ -94,7 +54,7 @@ class LabelledImages(Dataset):
         seed: int = 0,
     ):
         paths = [csv_paths] if isinstance(csv_paths, str | Path) else list(csv_paths)
-        self.rows = [row for p in paths for row in read_label_csv(p)]
+        self.rows = read_label_files(paths)
         if not self.rows:
             raise SemFocusError("no labelled frames in " + ", ".join(map(str, paths)))
         self.crop_size = crop_size
@@ -103,7 +63,7 @@ class LabelledImages(Dataset):
         self.epoch = 0
         self._cache: list[np.ndarray] | None = None
         if preload:
-            self._cache = [(load_frame(r.path, r.frame) * 255).round().astype(np.uint8) for r in self.rows]
+            self._cache = [(load_frame(Path(r.path), r.frame) * 255).round().astype(np.uint8) for r in self.rows]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -112,7 +72,7 @@ class LabelledImages(Dataset):
         if self._cache is not None:
             return self._cache[index].astype(np.float32) / 255.0
         row = self.rows[index]
-        return load_frame(row.path, row.frame)
+        return load_frame(Path(row.path), row.frame)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         row = self.rows[index]

@@ -1,8 +1,16 @@
-"""The user's focus labels: one CSV file, saved atomically on every change, reloaded when the data is reopened.
+"""Focus labels: the one labels CSV format, and the user's labels file (saved atomically on every change).
 
-Columns (the labels format of :mod:`napari_sem_focus.data`): ``path`` (the image file, or the layer name for data
-that has no file), ``frame``, ``magnification`` (the model's magnification), ``score`` (0-10, the paper's scale),
-``time`` (ISO 8601, UTC). A (path, frame) pair has at most one label; labelling it again replaces the score.
+The labels CSV (written by the napari labelling widget and the simulator, read by ``sem-focus train`` and
+:class:`~napari_sem_focus.data.LabelledImages`): ``path``, ``frame`` (page of a multi-page file, default 0),
+``magnification`` (the model's magnification, 127 mm over a 1024-px frame; :mod:`napari_sem_focus.metadata`),
+``score`` (0-10, the paper's scale) and ``time`` (ISO 8601, UTC; optional). Other columns are ignored. A
+(path, frame) pair has at most one label; labelling it again replaces the score.
+
+Paths: an image inside the labels file's folder (or below it) is written relative to that folder, so a folder of
+frames and its labels can be moved or shared together; other images are written as absolute paths. A relative
+path is read relative to the labels file's folder and may not climb out of it (``../../x.tif`` is refused: a
+labels file from elsewhere cannot make the reader open files outside its folder by stealth). A ``path`` that is no
+file (the name of a napari layer that was not opened from a file) stays a name.
 
 Default location (:func:`default_labels_path`): next to the data — ``<stem>_focus_labels.csv`` beside a file,
 ``focus_labels.csv`` inside a folder of frames — or in a project folder the user chooses.
@@ -13,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +29,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .errors import SemFocusError
+from .report import to_csv
 
 COLUMNS = ("path", "frame", "magnification", "score", "time")
 
@@ -33,7 +42,7 @@ class Label:
     frame: int
     magnification: float
     score: float
-    time: str
+    time: str = ""
 
 
 def default_labels_path(source: str | Path, project_dir: str | Path | None = None) -> Path:
@@ -52,14 +61,65 @@ def _check(score: float, magnification: float) -> None:
         raise SemFocusError(f"the magnification must be positive, got {magnification}")
 
 
+def resolve_label_path(path: str, folder: str | Path) -> str:
+    """The image a labels file's ``path`` names: absolute as written, relative under ``folder`` (the labels file's
+    folder; a relative path that climbs out of it raises), or the name as is when no such file exists (a layer)."""
+    if Path(path).is_absolute():
+        return path
+    folder = Path(folder).resolve()
+    target = (folder / path).resolve()
+    if not target.is_relative_to(folder):
+        raise SemFocusError(
+            f"label path '{path}' lies outside the labels file's folder {folder}; give it as an "
+            "absolute path if it is meant"
+        )
+    return str(target) if target.exists() else path
+
+
+def portable_label_path(path: str, folder: str | Path) -> str:
+    """What a labels file in ``folder`` stores for ``path``: relative (POSIX) when the image lies in or below the
+    folder, else the path unchanged (absolute file, or a layer name)."""
+    if not Path(path).is_absolute():
+        return path
+    try:
+        return Path(path).resolve().relative_to(Path(folder).resolve()).as_posix()
+    except ValueError:
+        return path
+
+
+def label_samples(
+    labels: Iterable[Label], loader: Callable[[str, int], np.ndarray] | None = None
+) -> list[tuple[np.ndarray, float, float]]:
+    """(image float [0, 1], magnification, score) of each label, read by ``loader(path, frame)`` (default: the
+    core reader on the file): the training sample of the fine-tuning and adaptation loops."""
+    from .io import load_frame
+
+    read = loader or (lambda p, f: load_frame(Path(p), f))
+    return [(read(lb.path, lb.frame), lb.magnification, lb.score) for lb in labels]
+
+
+def read_label_files(csv_paths: Iterable[str | Path]) -> list[Label]:
+    """The labels of one or more labels CSV files, each path resolved against its file's folder
+    (:func:`resolve_label_path`)."""
+    out = []
+    for csv_path in csv_paths:
+        folder = Path(csv_path).parent
+        out += [replace(lb, path=resolve_label_path(lb.path, folder)) for lb in read_labels(csv_path)]
+    return out
+
+
 class LabelStore:
-    """Labels kept in memory and mirrored to ``path`` (atomically) after every change."""
+    """Labels kept in memory and mirrored to ``path`` (atomically) after every change.
+
+    In memory a label's ``path`` is the image's own path (absolute) or a layer name; on disk it is portable
+    (module docstring).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._labels: dict[tuple[str, int], Label] = {}
         if self.path.is_file():
-            self._labels = {(lb.path, lb.frame): lb for lb in read_labels(self.path)}
+            self._labels = {(lb.path, lb.frame): lb for lb in read_label_files([self.path])}
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -96,36 +156,29 @@ class LabelStore:
         return count
 
     def import_csv(self, csv_path: str | Path) -> int:
-        return self.merge(read_labels(csv_path))
+        return self.merge(read_label_files([csv_path]))
 
     def export_csv(self, destination: str | Path) -> Path:
-        return atomic_write_text(destination, labels_to_csv(self.labels()))
+        return atomic_write_text(destination, labels_to_csv(self.labels(), Path(destination).parent))
 
     def save(self) -> None:
-        atomic_write_text(self.path, labels_to_csv(self.labels()))
+        atomic_write_text(self.path, labels_to_csv(self.labels(), self.path.parent))
 
     def training_samples(
         self, loader: Callable[[str, int], np.ndarray] | None = None
     ) -> list[tuple[np.ndarray, float, float]]:
-        """(image float [0, 1], magnification, score) of every label; ``loader(path, frame)`` reads a frame
-        (default: the core reader on the file)."""
-        from .io import load_frame
-
-        read = loader or (lambda p, f: load_frame(Path(p), f))
-        return [(read(lb.path, lb.frame), lb.magnification, lb.score) for lb in self.labels()]
+        """:func:`label_samples` of every label."""
+        return label_samples(self.labels(), loader)
 
 
-def labels_to_csv(labels: Iterable[Label]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for label in labels:
-        writer.writerow(asdict(label))
-    return buffer.getvalue()
+def labels_to_csv(labels: Iterable[Label], folder: str | Path) -> str:
+    """CSV text of labels for a labels file in ``folder`` (paths made portable: :func:`portable_label_path`)."""
+    return to_csv([asdict(replace(lb, path=portable_label_path(lb.path, folder))) for lb in labels], COLUMNS)
 
 
 def read_labels(csv_path: str | Path) -> list[Label]:
-    """Labels from a CSV with at least path, magnification, score (frame and time optional)."""
+    """Labels from a CSV with at least path, magnification, score (frame and time optional); paths as written
+    (:func:`read_label_files` resolves them)."""
     csv_path = Path(csv_path)
     try:
         text = csv_path.read_text(encoding="utf-8")

@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +45,18 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     return "\n".join(lines)
 
 
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """CSV text with a header row (full float precision)."""
+def to_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """CSV text with a header row (``columns``, default the first row's keys; none for no rows and no columns);
+    full float precision."""
     buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()), lineterminator="\n")
+    if rows or columns:
+        writer = csv.DictWriter(buffer, fieldnames=list(columns or rows[0].keys()), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return buffer.getvalue()
 
 
-def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
+def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     """Write rows as CSV atomically."""
     return atomic_write_text(path, to_csv(rows))
 

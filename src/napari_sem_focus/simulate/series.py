@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..report import write_csv
 from . import detector, labels, optics
 from .frame import FrameParams, SimulatedFrame, detector_signal, render, sample_params, simulate_frame
 from .specimens import make_specimen
@@ -87,16 +85,8 @@ def write_series(out_dir: str | Path, frames: list[SimulatedFrame], wds: list[fl
     facts = [f.facts(wd) for f, wd in zip(frames, wds, strict=True)]
     tif = write_series_tiff(out / f"{name}.tif", [f.image for f in frames], facts)
     rows = [{"frame": i, **fact} for i, fact in enumerate(facts)]
-    _write_rows(out / f"{name}_labels.csv", rows)
+    write_csv(out / f"{name}_labels.csv", rows)
     return tif
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 SPLIT_SEEDS = {
@@ -160,5 +150,5 @@ def write_dataset(
         rows.append({"path": rel, "frame": 0, **frame.facts()})
         if progress is not None:
             progress(i + 1 - start, n)
-    _write_rows(out / "labels.csv", rows)
+    write_csv(out / "labels.csv", rows)
     return out / "labels.csv"
