@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .simulate import PAPER_MAGNIFICATIONS
+from .metadata import PAPER_MAGNIFICATIONS
 
 
 def isotonic_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -35,6 +35,9 @@ REFERENCE_WIDTH_MM = 127.0
 #: Frame width (pixels) that defines the pixel size of a magnification in the simulator and the model.
 REFERENCE_FRAME_WIDTH_PX = 1024
 
+#: The magnifications of the paper's training and test images (Yang et al.): the RMSE tables report these.
+PAPER_MAGNIFICATIONS = (500.0, 1000.0, 2000.0, 5000.0, 10000.0)
+
 #: JEOL's reference photo width (mm) at 1280 px, used to derive a pixel size from ``$CM_MAG``.
 JEOL_REFERENCE_WIDTH_MM = 128.0
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ..metadata import PAPER_MAGNIFICATIONS
 from . import detector, labels, optics
 from .specimens import TRAINING_FAMILIES, Specimen, make_specimen
 
-PAPER_MAGNIFICATIONS = (500.0, 1000.0, 2000.0, 5000.0, 10000.0)
 #: High magnifications for the evaluation split 'highmag' (inside the training range, beyond the paper's).
 HIGH_MAGNIFICATIONS = (20000.0, 50000.0, 100000.0)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..infer import CROP_SIZE
 from ..report import write_csv
 from . import detector, labels, optics
 from .frame import FrameParams, SimulatedFrame, detector_signal, render, sample_params, simulate_frame
@@ -129,7 +130,7 @@ def write_dataset(
     out_dir: str | Path,
     n: int,
     split: str = "train",
-    shape: tuple[int, int] = (240, 320),
+    shape: tuple[int, int] = CROP_SIZE,
     start: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
