@@ -215,3 +215,18 @@ def test_live_folder_scores_each_new_frame_in_order(widget, qtbot, tmp_path):
         w.cancel()
     assert w.live_button.isEnabled() and len(w.rows) == 4
     assert w.peak is not None and w.rows[w.peak.index]["score"] == max(r["score"] for r in w.rows)
+
+
+def test_the_widgets_of_one_viewer_share_their_model_and_other_viewers_keep_theirs(make_napari_viewer, qtbot):
+    from napari_sem_focus._widgets.current_model import current_model
+    from napari_sem_focus._widgets.score import ScoreStackWidget
+
+    viewer, other_viewer = make_napari_viewer(), make_napari_viewer()
+    first, second, other = ScoreStackWidget(viewer), ScoreStackWidget(viewer), ScoreStackWidget(other_viewer)
+    first.weights_edit.setText("/models/tuned.safetensors")  # typed, without Enter: counts when scoring starts
+    assert first._weights() == "/models/tuned.safetensors"
+    assert second.weights_edit.text() == "/models/tuned.safetensors"
+    assert current_model(viewer).weights == "/models/tuned.safetensors"
+    assert other.weights_edit.text() == "" and current_model(other_viewer).weights is None
+    second.set_weights(None)  # back to the bundled default, everywhere in this viewer
+    assert first.weights_edit.text() == "" and current_model(viewer).weights is None

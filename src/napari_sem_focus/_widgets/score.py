@@ -8,9 +8,8 @@ All computing is done by core functions (:func:`~napari_sem_focus.analysis.score
 from __future__ import annotations
 
 import threading
-import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -32,6 +31,7 @@ from ..focus_curve import FocusPeak
 from ..infer import MODES, model_magnification
 from ..live import GrowingStack
 from ..report import curve_peak, write_csv
+from .current_model import current_model
 from .layer_choice import ImageLayerChoice, RegionChoice, magnification_box, path_row, region_of_interest
 from .plot import FocusPlot
 
@@ -58,17 +58,10 @@ def series_for_layer(layer: Any) -> Any:
 class ScoreStackWidget(QWidget):
     """Dock widget: score a focus series (or one image) with the learned model and classic metrics."""
 
-    _instances: ClassVar[weakref.WeakSet[ScoreStackWidget]] = weakref.WeakSet()
-
-    @classmethod
-    def instances(cls) -> list[ScoreStackWidget]:
-        """Open Score-stack widgets (the training widget hot-swaps weights into them)."""
-        return list(cls._instances)
-
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
-        ScoreStackWidget._instances.add(self)
         self.viewer = viewer
+        self.model_state = current_model(viewer)
         self.rows: list[dict[str, Any]] = []
         self.results: dict[int, Any] = {}
         self.peak: FocusPeak | None = None
@@ -94,6 +87,9 @@ class ScoreStackWidget(QWidget):
         self.region_box = RegionChoice(viewer)
         self.region_box.setToolTip("score only inside the first rectangle of a Shapes layer (every frame)")
         self.weights_edit, weights_row = path_row("bundled default", self._browse_weights)
+        self.weights_edit.setText(self.model_state.weights or "")
+        self.weights_edit.editingFinished.connect(lambda: self.model_state.set(self.weights_edit.text()))
+        self.model_state.changed.connect(self._show_weights)
         self.metrics_check = QCheckBox("classic metrics too")
         self.metrics_check.setChecked(True)
 
@@ -176,8 +172,18 @@ class ScoreStackWidget(QWidget):
             self.mag_info.setText("not in the metadata: set it")
 
     def set_weights(self, path: str | Path | None) -> None:
-        """Use these weights for the next scoring (None = the bundled default); used by the training widget."""
-        self.weights_edit.setText("" if path is None else str(path))
+        """Use these weights for the next scoring (None = the bundled default), in every widget of this viewer."""
+        self.model_state.set(path)
+        self._show_weights(self.model_state.weights)
+
+    def _weights(self) -> str | None:
+        """The weights to score with: what the field says now (typed text counts without Enter), shared."""
+        self.model_state.set(self.weights_edit.text())
+        return self.model_state.weights
+
+    def _show_weights(self, weights: str | None) -> None:
+        if self.weights_edit.text().strip() != (weights or ""):
+            self.weights_edit.setText(weights or "")
 
     def _browse_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model weights", "", "safetensors (*.safetensors)")
@@ -212,7 +218,7 @@ class ScoreStackWidget(QWidget):
             show_info(note)
         self.layer, self.series = layer, series
         self.rows, self.results, self.peak = [], {}, None
-        weights = self.weights_edit.text().strip() or None
+        weights = self._weights()
         magnification, mode = float(self.mag_box.value()), self.mode_box.currentText()
         metrics = None if self.metrics_check.isChecked() else ()
         self._stop.clear()
@@ -259,7 +265,7 @@ class ScoreStackWidget(QWidget):
         folder = Path(folder)
         self.layer, self.series, self.live_layer, self._live_frames = None, None, None, GrowingStack()
         self.rows, self.results, self.peak = [], {}, None
-        weights = self.weights_edit.text().strip() or None
+        weights = self._weights()
         fallback, mode = float(self.mag_box.value()), self.mode_box.currentText()
         self._stop.clear()
 

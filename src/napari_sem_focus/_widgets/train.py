@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, SemFocusError
 from ..label_store import LabelStore, default_labels_path
+from .current_model import current_model
 from .layer_choice import ImageLayerChoice, magnification_box, path_row
 from .plot import ThemedFigure
 from .score import series_for_layer
@@ -62,6 +63,7 @@ class TrainWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
+        current_model(viewer).changed.connect(self._on_model_changed)
         self.store: LabelStore | None = None
         self.worker: Any = None
         self.result: Any = None
@@ -328,6 +330,11 @@ class TrainWidget(QWidget):
         if self._predictions_stale:
             self.update_predictions()
 
+    def _on_model_changed(self, weights: str | None) -> None:
+        """Another widget (or this one) changed the viewer's model: show that model's scores of the labels."""
+        if self.store is not None:
+            self.refresh_table()
+
     def refresh_table(self, with_predictions: bool = True) -> None:
         """Show the labels and the cached model scores; ``with_predictions``: also score the frames not cached yet
         (in a worker)."""
@@ -358,12 +365,8 @@ class TrainWidget(QWidget):
 
     # --- fine-tuning --------------------------------------------------------------------------------------
     def _scoring_weights(self) -> str | None:
-        for widget in _score_widgets(self.viewer):
-            try:
-                return widget.weights_edit.text().strip() or None
-            except RuntimeError:  # that widget's Qt side is gone (its viewer closed)
-                continue
-        return self.base_weights
+        """The weights this viewer scores with (:mod:`.current_model`)."""
+        return current_model(self.viewer).weights
 
     def start_fine_tune(self, crop_size: tuple[int, int] | None = None, batch_size: int = 8) -> Any:
         """Adapt (or fine-tune the whole network, by the regime box) from the scoring model's current weights on
@@ -526,8 +529,7 @@ class TrainWidget(QWidget):
             **self.result.metrics,
         }
         save_weights_and_facts(self.result.model, path, facts)
-        for widget in _score_widgets(self.viewer):
-            widget.set_weights(path)
+        current_model(self.viewer).set(path)
         self.refresh_table()
         self.status.setText(f"using {path.name}; re-score the stack to see the new curve")
         return path
@@ -550,9 +552,3 @@ def napari_image_type() -> type:
     import napari
 
     return napari.layers.Image
-
-
-def _score_widgets(viewer: Any) -> list[Any]:
-    from .score import ScoreStackWidget
-
-    return [w for w in ScoreStackWidget.instances() if w.viewer is viewer]
