@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import SemFocusError
 from .metadata import PAPER_MAGNIFICATIONS
 
 
@@ -121,22 +122,36 @@ def absolute_variance_rmse(
     return rmse_by_magnification(isotonic_predict(knots, av_test), s_test, m_test, PAPER_MAGNIFICATIONS)
 
 
-#: Real series with a known order in ../shared/data: (name, files sharpest-first, common crop).
-def real_series(data_dir: Path) -> list[tuple[str, list[Path], list[float], bool]]:
-    """(name, files in physical order, known sharpness rank per file (1 = sharpest), needs common crop)."""
+def real_series(data_dir: Path, manifest: str = "manifest.csv") -> list[tuple[str, list[Path], list[float], bool]]:
+    """Real focus series with a known sharpness order, from the data folder's manifest CSV (``data_dir/manifest``;
+    no file lists live in the package): one (name, files in focus-position order, known sharpness rank per file
+    (1 = sharpest), common crop) per ``series`` value.
+
+    Manifest columns used: ``path`` (relative to ``data_dir``), ``series`` (rows without one are not series),
+    ``position`` (the focus position, any unit; orders the frames) and ``expected_rank_sharpest_first``. Frames
+    are always read with a common crop (a series whose frame sizes differ, such as the optical through-focus one,
+    is centre-cropped to the smallest; same-size frames are unchanged). No manifest: no series.
+    """
+    import csv
+
+    path = Path(data_dir) / manifest
+    if not path.is_file():
+        return []
+    groups: dict[str, list[tuple[float, Path, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for line, row in enumerate(csv.DictReader(handle), start=2):
+            if not (row.get("series") or "").strip():
+                continue
+            try:
+                rank = float(row["expected_rank_sharpest_first"])
+                entry = (float(row["position"]), Path(data_dir) / row["path"], rank)
+            except (KeyError, TypeError, ValueError) as err:
+                raise SemFocusError(f"'{path}' line {line}: a series row needs position and rank ({err})") from err
+            groups.setdefault(row["series"].strip(), []).append(entry)
     out = []
-    deep = data_dir / "deepfocus"
-    if deep.is_dir():
-        stem = "series_0_def-13324_astx-466_asty219_"
-        files = [deep / f"{stem}{s}.png" for s in ("pert-5000", "base", "pert5000")]  # WD -5, 0, +5 µm
-        out.append(("deepfocus (WD -5, 0, +5 µm)", files, [3.0, 2.0, 1.0], False))
-    optical = data_dir / "optical_through_focus"
-    if optical.is_dir():
-        names = [f"smear_defocus_m{n:02d}.png" for n in range(9, 0, -1)] + [
-            f"smear_defocus_p{n:02d}.png" for n in range(10)
-        ]
-        ranks = [1.0 + abs(n) for n in range(-9, 10)]
-        out.append(("optical smear (defocus -9 ... +9)", [optical / n for n in names], ranks, True))
+    for name, rows in groups.items():
+        rows.sort(key=lambda r: r[0])
+        out.append((name, [r[1] for r in rows], [r[2] for r in rows], True))
     return out
 
 
