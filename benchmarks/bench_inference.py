@@ -11,7 +11,8 @@ import time
 import numpy as np
 import torch
 
-from napari_sem_focus.infer import MODES, bf16_available, score_frames
+from napari_sem_focus.device import mixed_precision_dtype
+from napari_sem_focus.infer import MODES, score_frames
 from napari_sem_focus.samples import sample_series
 from napari_sem_focus.weights import load_model
 
@@ -21,7 +22,8 @@ def main() -> None:
     model = load_model(weights)
     series = sample_series("tinball")
     frames = [series.frame(i % len(series)) for i in range(100)]
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, bf16 native: {bf16_available('cpu')}")
+    precision = mixed_precision_dtype("cpu")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, reduced precision: {precision}")
     results = {}
     for mode in MODES:
         for bf16 in (False, True):

@@ -520,9 +520,9 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from .analysis import NO_STRUCTURE, score_rows, score_summary
+    from .device import select_device
     from .infer import model_magnification
     from .samples import sample_series
-    from .train import select_device
 
     if not args.paths and not args.sample:
         raise SemFocusError("give one or more PATHs or --sample NAME")

@@ -169,26 +169,12 @@ def pool(tile_scores: np.ndarray, mode: str = "tiles") -> tuple[float, float]:
     return float(np.quantile(scores, TILE_QUANTILE)), spread
 
 
-def bf16_available(device: str) -> bool:
-    """Whether bfloat16 autocast is fast here: a CUDA device, or a CPU with native bf16 (AVX512-BF16/AMX)."""
-    import torch
-
-    if str(device).startswith("cuda"):
-        return True
-    if str(device) != "cpu":
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def inference_autocast(device: str, bf16: bool | None = None) -> Any:
-    """The autocast context scoring runs the model in: bfloat16 when ``bf16`` (None: when :func:`bf16_available`)."""
-    import torch
+    """The autocast context scoring runs the model in (:mod:`napari_sem_focus.device`'s policy); ``bf16=False``
+    forces float32 (None or True: reduced precision where the device has it natively)."""
+    from .device import autocast
 
-    enabled = bf16_available(device) if bf16 is None else bf16
-    return torch.autocast("cuda" if str(device).startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=enabled)
+    return autocast(device, enabled=bf16 is not False)
 
 
 def score_frames(
@@ -203,7 +189,8 @@ def score_frames(
 ) -> Iterator[FrameScore]:
     """Yield a :class:`FrameScore` per float [0, 1] frame, batching crops across frames.
 
-    ``bf16``: bfloat16 autocast (None = when :func:`bf16_available`; about 2x faster on such CPUs, scores within
+    ``bf16``: reduced-precision autocast where the device has it natively (None/True; False: float32; about 2x
+    faster on such CPUs, scores within
     ~0.05 of float32 — see benchmarks/bench_inference.py). Raises :class:`CancelledError` between batches when
     ``should_stop()`` turns true.
     """

@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .atomic import atomic_path
+from .device import autocast, mixed_precision_dtype, select_device
 from .errors import CancelledError, SemFocusError
 from .infer import CROP_SIZE
 from .model import FocusScoreNet, ModelConfig, normalize_magnification, score_from_logit
@@ -137,20 +138,6 @@ def recipe(name: str, **overrides: Any) -> TrainConfig:
     return replace(base, **overrides)
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; otherwise the named device (checked to exist)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SemFocusError("device 'cuda' was asked for but no CUDA GPU is available")
-    return device
-
-
 def describe_setup(config: TrainConfig) -> str:
     """One line saying where a run trains: device (GPU name), precision, memory format, data-loader workers,
     processes (under torchrun)."""
@@ -159,7 +146,8 @@ def describe_setup(config: TrainConfig) -> str:
     device = select_device(config.device)
     group = current()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    precision = str(_amp_dtype(device)).removeprefix("torch.") if config.amp else "float32"
+    dtype = mixed_precision_dtype(device) if config.amp else None
+    precision = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
     layout = "channels_last" if config.channels_last else "contiguous"
     return (
         f"recipe {config.recipe}: {name}, {precision}, {layout}, batch {config.batch_size}, "
@@ -196,19 +184,6 @@ def _train_mode(model: torch.nn.Module, freeze_batchnorm: bool) -> None:
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.eval()
-
-
-def _amp_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 on CPUs and on CUDA GPUs that support it (no gradient scaler needed); float16 on older GPUs."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
-def _autocast(device: torch.device, enabled: bool) -> Any:
-    if not enabled:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=_amp_dtype(device))
 
 
 def _lr_factor(step: int, total: int, config: TrainConfig, elapsed_s: float = 0.0) -> float:
@@ -295,7 +270,7 @@ def predict_models(
     for images, mag, score in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         images, mag_d = images.to(device), mag.to(device)
         for name, model in models.items():
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 preds[name].append(model(images, mag_d).float().cpu().numpy())
         targets.append(score.numpy())
         mags.append(mag.numpy())
@@ -504,7 +479,7 @@ def iter_train(
             network, device_ids=[device.index] if device.type == "cuda" else None
         )
     amp = config.amp and device.type in ("cpu", "cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and _amp_dtype(device) == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and mixed_precision_dtype(device) == torch.float16)
     if not group.is_main:
         val_data = None
     elif val_data is not None and len(val_data) <= 4096:
@@ -556,7 +531,7 @@ def iter_train(
             memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
             images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             score, mag = score.to(device, non_blocking=True), mag.to(device, non_blocking=True)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logit = network(images, mag)
             loss = score_loss(logit.float(), score, config.loss)
             optimizer.zero_grad(set_to_none=True)

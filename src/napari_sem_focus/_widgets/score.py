@@ -197,8 +197,8 @@ class ScoreStackWidget(QWidget):
         from napari.utils.notifications import show_error, show_info
 
         from ..analysis import score_rows
+        from ..device import select_device
         from ..infer import CROP_SIZE
-        from ..train import select_device
 
         layer = self.selected_layer()
         if layer is None:
@@ -252,8 +252,8 @@ class ScoreStackWidget(QWidget):
         'live: <folder>', the plot and table the rows; *Cancel* stops watching. Returns the worker."""
         from napari.qt.threading import create_worker
 
+        from ..device import select_device
         from ..live import iter_live_scores
-        from ..train import select_device
 
         try:
             device = str(select_device(self.device_box.currentText()))
