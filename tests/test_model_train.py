@@ -8,7 +8,17 @@ import torch
 
 from napari_sem_focus.errors import CancelledError, SemFocusError, WeightsError
 from napari_sem_focus.model import build_focus_net, check_magnification, normalize_magnification
-from napari_sem_focus.train import drive, iter_fine_tune, load_checkpoint, predict, recipe, rmse, score_loss, train
+from napari_sem_focus.train import (
+    drive,
+    iter_fine_tune,
+    load_checkpoint,
+    model_from_checkpoint,
+    predict,
+    recipe,
+    rmse,
+    score_loss,
+    train,
+)
 from napari_sem_focus.weights import load_model, read_weights_info, save_weights
 
 from .conftest import texture
@@ -134,6 +144,8 @@ def test_weight_average_is_what_the_run_returns_and_survives_a_resume(tmp_path):
     assert not torch.equal(averaged, last)  # the average lags the last step
     state = load_checkpoint(ckpt)
     assert torch.equal(state["ema"]["module." + key], averaged) and torch.equal(state["model"][key], last)
+    assert torch.equal(model_from_checkpoint(state, averaged=True).state_dict()[key], averaged)
+    assert torch.equal(model_from_checkpoint(state).state_dict()[key], last)
     # decay 0.5 over steps w1, w2, w3 (the first update copies w1): 0.25 w1 + 0.25 w2 + 0.5 w3, which has moved
     # from the start, but less far than the last step
     assert 0 < float((averaged - start.state_dict()[key]).norm()) < float((last - start.state_dict()[key]).norm())

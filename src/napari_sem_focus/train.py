@@ -344,6 +344,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise SemFocusError(f"cannot load checkpoint '{path}': {err}") from err
 
 
+def model_from_checkpoint(state: Mapping[str, Any], averaged: bool = False) -> FocusScoreNet:
+    """The network a checkpoint dict (:func:`load_checkpoint`) holds: the trained weights, or with ``averaged`` the
+    weight average (``ema``; an error when the run kept none)."""
+    model = FocusScoreNet(ModelConfig.from_dict(state["model_config"]))
+    if not averaged:
+        model.load_state_dict(state["model"])
+        return model
+    if "ema" not in state:
+        raise SemFocusError("this checkpoint holds no weight average (the run was trained without --ema)")
+    prefix = "module."
+    model.load_state_dict({k[len(prefix) :]: v for k, v in state["ema"].items() if k.startswith(prefix)})
+    return model
+
+
 # --- the loop -----------------------------------------------------------------------------------------------
 
 
@@ -460,8 +474,7 @@ def iter_train(
     metrics: dict[str, Any] = {}
     state = load_checkpoint(checkpoint) if resume and checkpoint is not None and Path(checkpoint).is_file() else None
     if state is not None:
-        model = FocusScoreNet(ModelConfig.from_dict(state["model_config"]))
-        model.load_state_dict(state["model"])
+        model = model_from_checkpoint(state)
         step, metrics = int(state["step"]), dict(state.get("metrics", {}))
     model.to(device)  # before the optimizer's state is loaded, so that it lands on the same device
     if config.channels_last:
