@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..autofocus import SCORERS, STRATEGIES
+from .jobs import start_job
 from .plot import ThemedFigure
 
 if TYPE_CHECKING:
@@ -98,7 +99,6 @@ class AutofocusWidget(QWidget):
 
     def start(self) -> Any:
         """Start the search in a worker (the form is read here); returns the worker."""
-        from napari.qt.threading import create_worker
 
         from ..autofocus import iter_autofocus, make_scorer
         from ..simulate.virtual_sem import VirtualSEM
@@ -123,15 +123,16 @@ class AutofocusWidget(QWidget):
             )
             return result
 
-        self.worker = create_worker(job)
-        self.worker.yielded.connect(self._on_scan)
-        self.worker.returned.connect(self._on_result)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText(f"searching ±{range_um:.1f} µm around the start…")
-        self.worker.start()
+        self.worker = start_job(
+            job,
+            "autofocus",
+            [self.run_button],
+            self.cancel_button,
+            self.status,
+            f"searching ±{range_um:.1f} µm around the start…",
+            yielded=self._on_scan,
+            returned=self._on_result,
+        )
         return self.worker
 
     def cancel(self) -> None:
@@ -156,15 +157,6 @@ class AutofocusWidget(QWidget):
             f"(depth of field ±{self.sem.depth_of_field_um():.2f} µm)"
         )
         self._draw()
-
-    def _on_error(self, err: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        show_error(f"autofocus failed: {type(err).__name__}: {err}")
-
-    def _on_finished(self) -> None:
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
 
     def _draw(self) -> None:
         from ..report import plot_autofocus_path

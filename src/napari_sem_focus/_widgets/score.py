@@ -32,6 +32,7 @@ from ..infer import MODES, model_magnification
 from ..live import GrowingStack
 from ..report import curve_peak, write_csv
 from .current_model import current_model
+from .jobs import start_job
 from .layer_choice import ImageLayerChoice, RegionChoice, magnification_box, path_row, region_of_interest
 from .plot import FocusPlot
 
@@ -193,7 +194,6 @@ class ScoreStackWidget(QWidget):
     # --- scoring ------------------------------------------------------------------------------------------
     def start_scoring(self) -> Any:
         """Score the chosen layer in a worker thread; returns the worker (None when the input is refused)."""
-        from napari.qt.threading import create_worker
         from napari.utils.notifications import show_error, show_info
 
         from ..analysis import score_rows
@@ -231,14 +231,17 @@ class ScoreStackWidget(QWidget):
             except CancelledError:  # the user's Cancel: the frames scored so far stay, no error
                 return
 
-        self.worker = create_worker(job, _progress={"total": len(series), "desc": "Scoring frames"})
-        self.worker.yielded.connect(self._on_result)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.score_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText(f"scoring {len(series)} frame(s)…")
-        self.worker.start()
+        self.worker = start_job(
+            job,
+            "scoring",
+            [self.score_button, self.live_button],
+            self.cancel_button,
+            self.status,
+            f"scoring {len(series)} frame(s)…",
+            yielded=self._on_result,
+            finished=self._on_finished,
+            progress={"total": len(series), "desc": "Scoring frames"},
+        )
         return self.worker
 
     def _choose_live_folder(self) -> None:
@@ -250,7 +253,6 @@ class ScoreStackWidget(QWidget):
         """Live mode: watch ``folder`` and score each new, completely written frame in a worker
         (:func:`napari_sem_focus.live.iter_live_scores`; ``watch`` takes its options); the frames grow a layer
         'live: <folder>', the plot and table the rows; *Cancel* stops watching. Returns the worker."""
-        from napari.qt.threading import create_worker
 
         from ..device import select_device
         from ..live import iter_live_scores
@@ -274,15 +276,16 @@ class ScoreStackWidget(QWidget):
                 folder, None, weights, mode, device, fallback, should_stop=self._stop.is_set, **watch
             )
 
-        self.worker = create_worker(job)
-        self.worker.yielded.connect(lambda live: self._on_live_frame(live, folder))
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.score_button.setEnabled(False)
-        self.live_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText(f"watching {folder} for new frames… (Cancel stops)")
-        self.worker.start()
+        self.worker = start_job(
+            job,
+            "live scoring",
+            [self.score_button, self.live_button],
+            self.cancel_button,
+            self.status,
+            f"watching {folder} for new frames… (Cancel stops)",
+            yielded=lambda live: self._on_live_frame(live, folder),
+            finished=self._on_finished,
+        )
         return self.worker
 
     def _on_live_frame(self, live: Any, folder: Path) -> None:
@@ -314,18 +317,7 @@ class ScoreStackWidget(QWidget):
         self.results[row["frame"]] = result
         self._update_views()
 
-    def _on_error(self, err: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        if isinstance(err, SemFocusError):
-            show_error(str(err))
-        else:
-            show_error(f"scoring failed: {type(err).__name__}: {err}")
-
     def _on_finished(self) -> None:
-        self.score_button.setEnabled(True)
-        self.live_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
         done = len(self.rows)
         total = len(self.series) if self.series is not None else 0
         if done < total:

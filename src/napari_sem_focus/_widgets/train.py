@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 from ..errors import CancelledError, SemFocusError
 from ..label_store import LabelStore, default_labels_path
 from .current_model import current_model
+from .jobs import start_job
 from .layer_choice import ImageLayerChoice, magnification_box, path_row
 from .plot import ThemedFigure
 from .score import series_for_layer
@@ -372,7 +373,6 @@ class TrainWidget(QWidget):
         """Adapt (or fine-tune the whole network, by the regime box) from the scoring model's current weights on
         the labelled frames, in a ``thread_worker`` generator (``crop_size``: whole network only; None = the
         paper's 320x240)."""
-        from napari.qt.threading import create_worker
         from napari.utils.notifications import show_error
 
         from ..adapt import iter_adapt
@@ -407,17 +407,19 @@ class TrainWidget(QWidget):
             except CancelledError:
                 return None  # a cancelled run is not an error: the previous model stays in place
 
-        self.worker = create_worker(job, _progress={"desc": "Fine-tuning"})
-        self.worker.yielded.connect(self._on_event)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        self.train_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
         self.use_button.setEnabled(False)
         what = "fine-tuning the whole network" if whole else "adapting"
-        self.status.setText(f"{what} on {len(samples)} labelled frames…")
-        self.worker.start()
+        self.worker = start_job(
+            job,
+            "fine-tuning",
+            [self.train_button],
+            self.cancel_button,
+            self.status,
+            f"{what} on {len(samples)} labelled frames…",
+            yielded=self._on_event,
+            returned=self._on_done,
+            progress={"desc": "Fine-tuning"},
+        )
         return self.worker
 
     def cancel(self) -> None:
@@ -504,15 +506,6 @@ class TrainWidget(QWidget):
         self.status.setText(text)
         self.use_button.setEnabled(m.get("adopted") is not False)
         self._draw_history()
-
-    def _on_error(self, err: Exception) -> None:
-        from napari.utils.notifications import show_error
-
-        show_error(f"fine-tuning failed: {err}")
-
-    def _on_finished(self) -> None:
-        self.train_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
 
     def use_model(self, path: str | Path) -> Path:
         """Save the fine-tuned model (safetensors + a JSON of its training facts) and hot-swap it into every

@@ -1,0 +1,68 @@
+"""Long jobs of the dock widgets: a core generator run in napari's ``create_worker``, with the widget's run and
+cancel buttons and status line kept in step.
+
+Every widget reads its values on the GUI thread before it calls :func:`start_job`; the job itself never touches
+Qt. While it runs, the run buttons are disabled and the cancel button enabled; when it ends (done, cancelled or
+failed) the other way round. An exception from the job is shown as a napari notification — the message alone for
+a :class:`~napari_sem_focus.errors.SemFocusError` (the user can act on it), else "<what> failed: <type>: <text>".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import SemFocusError
+
+
+def show_job_error(what: str, err: BaseException) -> None:
+    """Show a job's exception in napari's notifications (module docstring)."""
+    from napari.utils.notifications import show_error
+
+    show_error(str(err) if isinstance(err, SemFocusError) else f"{what} failed: {type(err).__name__}: {err}")
+
+
+def start_job(
+    job: Callable[[], Any],
+    what: str,
+    run_buttons: Sequence[Any],
+    cancel_button: Any,
+    status: Any,
+    message: str,
+    yielded: Callable[[Any], None] | None = None,
+    returned: Callable[[Any], None] | None = None,
+    finished: Callable[[], None] | None = None,
+    progress: dict[str, Any] | None = None,
+) -> Any:
+    """Start ``job`` (a generator function) in a napari worker and return the worker.
+
+    ``what`` names the job in an error message; ``message`` goes to the ``status`` label as it starts;
+    ``yielded``/``returned`` get the job's yielded items and its return value; ``finished`` runs after the buttons
+    are restored; ``progress`` is napari's progress-bar spec (``{"total": n, "desc": "..."}``).
+    """
+    from napari.qt.threading import create_worker
+
+    # the error handler is given to create_worker itself: connected afterwards, napari would also re-raise the
+    # exception in the event loop (a traceback in the viewer)
+    connect = {"errored": lambda err: show_job_error(what, err)}
+    extra = {"_progress": progress} if progress else {}
+    worker = create_worker(job, _connect=connect, _start_thread=False, **extra)
+    if yielded is not None:
+        worker.yielded.connect(yielded)
+    if returned is not None:
+        worker.returned.connect(returned)
+
+    def restore() -> None:
+        for button in run_buttons:
+            button.setEnabled(True)
+        cancel_button.setEnabled(False)
+        if finished is not None:
+            finished()
+
+    worker.finished.connect(restore)
+    for button in run_buttons:
+        button.setEnabled(False)
+    cancel_button.setEnabled(True)
+    status.setText(message)
+    worker.start()
+    return worker

@@ -1,0 +1,57 @@
+"""Long widget jobs: buttons disabled while a job runs and restored after it ends, errors shown as notifications."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.gui
+napari = pytest.importorskip("napari")
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (None, None),
+        ("semfocus", "no structure anywhere in frame 3"),
+        ("bug", "scoring failed: ZeroDivisionError: division by zero"),
+    ],
+)
+def test_a_job_keeps_the_buttons_in_step_and_shows_its_error(qtbot, monkeypatch, error, shown):
+    from qtpy.QtWidgets import QLabel, QPushButton
+
+    from napari_sem_focus._widgets import jobs
+    from napari_sem_focus.errors import SemFocusError
+
+    messages, items, finished = [], [], []
+    monkeypatch.setattr("napari.utils.notifications.show_error", messages.append)
+    run, live, cancel, status = QPushButton("run"), QPushButton("live"), QPushButton("cancel"), QLabel()
+    cancel.setEnabled(False)
+    for widget in (run, live, cancel, status):
+        qtbot.addWidget(widget)
+
+    def job():
+        yield 1
+        assert not run.isEnabled() and not live.isEnabled()  # read only: the GUI thread set them before start
+        yield 2
+        if error == "semfocus":
+            raise SemFocusError("no structure anywhere in frame 3")
+        if error == "bug":
+            return 1 / 0
+        return "done"
+
+    worker = jobs.start_job(
+        job,
+        "scoring",
+        [run, live],
+        cancel,
+        status,
+        "scoring 3 frame(s)…",
+        yielded=items.append,
+        finished=lambda: finished.append(cancel.isEnabled()),
+    )
+    assert status.text() == "scoring 3 frame(s)…" and cancel.isEnabled() and not run.isEnabled()
+    qtbot.waitUntil(lambda: bool(finished), timeout=10_000)
+    assert items == [1, 2] and finished == [False]
+    assert run.isEnabled() and live.isEnabled() and not cancel.isEnabled()
+    assert messages == ([] if shown is None else [shown])
+    assert worker is not None
