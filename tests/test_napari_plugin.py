@@ -38,6 +38,6 @@ def test_sample_data_and_widgets_from_the_manifest(make_napari_viewer):
     assert max(range(15), key=lambda i: truth[i]["score"]) == 7
     _, score_widget = viewer.window.add_plugin_dock_widget("napari-sem-focus", "Score stack")
     _, train_widget = viewer.window.add_plugin_dock_widget("napari-sem-focus", "Label & fine-tune")
-    assert score_widget.layer_box.currentText() == layer.name
-    assert score_widget.mag_box.value() == pytest.approx(1000.0)
-    assert train_widget.layer_box.currentText() == layer.name
+    assert score_widget.layer_box.current_choice == layer.name
+    assert score_widget.mag_box.value == pytest.approx(1000.0)
+    assert train_widget.layer_box.current_choice == layer.name

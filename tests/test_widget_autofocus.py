@@ -18,9 +18,9 @@ def widget(make_napari_viewer):
 def test_autofocus_widget_finds_focus_and_shows_every_scan(widget, qtbot):
     viewer, w = widget
     assert w.layer is None and not viewer.layers
-    w.specimen_box.setCurrentText("tinball")
-    w.mag_box.setValue(5000)
-    w.offset_box.setValue(40)
+    w.specimen_box.value = "tinball"
+    w.mag_box.value = 5000
+    w.offset_box.value = 40
     worker = w.start()
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         pass
@@ -34,7 +34,7 @@ def test_autofocus_widget_finds_focus_and_shows_every_scan(widget, qtbot):
 
 def test_autofocus_widget_cancel_keeps_the_best_seen(widget, qtbot):
     _, w = widget
-    w.offset_box.setValue(60)
+    w.offset_box.value = 60
     worker = w.start()
     worker.yielded.connect(lambda _scan: w.cancel())
     with qtbot.waitSignal(worker.finished, timeout=120_000):

@@ -43,8 +43,8 @@ def test_reader_widget_best_frame_and_clicks(widget, qtbot, series_path):
     layer = viewer.layers[0]
     assert layer.data.shape == (7, 240, 320)
     assert layer.metadata["sem_focus"]["working_distance_mm"][3] == pytest.approx(5.0)
-    assert w.layer_box.currentText() == layer.name
-    assert w.mag_box.value() == pytest.approx(5000, rel=1e-3)  # from the pixel size in the file
+    assert w.layer_box.current_choice == layer.name
+    assert w.mag_box.value == pytest.approx(5000, rel=1e-3)  # from the pixel size in the file
     _run(qtbot, w)
     assert len(w.rows) == 7
     truth = [t["score"] for t in layer.metadata["focus_series"].truth]
@@ -94,7 +94,7 @@ def test_bad_layers_give_messages(widget, qtbot, monkeypatch):
     with pytest.raises(score.SemFocusError, match="Labels layer"):
         score.series_for_layer(viewer.layers["labels"])
     viewer.add_image(np.zeros((4, 10, 10), np.uint8), name="tiny")  # napari refuses empty layers itself
-    w.layer_box.setCurrentText("tiny")
+    w.layer_box.value = viewer.layers["tiny"]
     assert w.start_scoring() is None
     assert any("smaller than 16x16" in m for m in shown)
     rgb = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
@@ -122,7 +122,7 @@ def test_real_deepfocus_series_best_pick_and_click(widget, qtbot):
     viewer, w = widget
     viewer.open(str(shared("deepfocus")), plugin="napari-sem-focus")
     names = [p.name for p in viewer.layers[0].metadata["focus_series"].frame_paths]
-    w.mag_box.setValue(20000)  # the files carry no metadata
+    w.mag_box.value = 20000  # the files carry no metadata
     _run(qtbot, w)
     assert names[w.peak.index].endswith("pert5000.png")  # WD +5 µm: the known sharpest frame
     _click_point(w, 0)
@@ -137,7 +137,7 @@ def test_real_optical_folder_opens_cropped_and_picks_defocus_zero(widget, qtbot)
     viewer.open(str(shared("optical_through_focus")), plugin="napari-sem-focus")
     series = viewer.layers[0].metadata["focus_series"]
     assert series.shape == (286, 330) and len(series) == 19
-    w.mag_box.setValue(5000)
+    w.mag_box.value = 5000
     _run(qtbot, w)
     assert series.frame_paths[w.peak.index].name == "smear_defocus_p00.png"
     # sorted by file name (m01 ... m09, p00 ... p09) the curve has two peaks: the status line says so
@@ -150,15 +150,15 @@ def test_region_from_a_shapes_rectangle(widget, qtbot, monkeypatch):
     viewer, w = widget
     frames, _wds = simulate_series("tinball", 5000.0, steps=5, shape=(480, 640), seed=4)
     layer = viewer.add_image(np.stack([f.image for f in frames]), name="stack", scale=(1.0, 24.8, 24.8))
-    w.layer_box.setCurrentText("stack")
+    w.layer_box.value = viewer.layers["stack"]
     # 320x240 px at x 300, y 200, drawn in nm (world) as napari does with the scaled layer
     corners = np.array([[199.5, 299.5], [439.5, 619.5]]) * 24.8
     viewer.add_shapes([corners], shape_type="rectangle", name="roi")
-    assert w.region_box.findText("roi") >= 0
+    assert viewer.layers["roi"] in w.region_box.choices  # the open widget follows the new layer
     from napari_sem_focus._widgets.score import ScoreStackWidget
 
-    assert ScoreStackWidget(viewer).region_box.findText("roi") >= 0  # a widget opened after the shapes lists them
-    w.region_box.setCurrentText("roi")
+    assert viewer.layers["roi"] in ScoreStackWidget(viewer).region_box.choices  # and one opened after it
+    w.region_box.value = viewer.layers["roi"]
     _run(qtbot, w)
     assert w.series.roi == (300, 200, 320, 240) and len(w.rows) == 5
     assert "region: x 300, y 200, 320x240 px" in w.status.text()

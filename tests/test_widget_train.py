@@ -60,16 +60,16 @@ def test_label_fine_tune_and_hot_swap(setup, qtbot, tmp_path):
     qtbot.waitUntil(lambda: all(trainer.table.item(i, 2).text() != "…" for i in range(20)), timeout=120_000)
     reopened = type(trainer.store)(trainer.store.path)
     assert len(reopened) == 20  # the labels file round-trips
-    trainer.regime_box.setCurrentText("whole network")
-    trainer.steps_box.setValue(2)
+    trainer.regime_box.value = "whole network"
+    trainer.steps_box.value = 2
     worker = trainer.start_fine_tune(crop_size=(64, 64), batch_size=4)
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         pass
     assert trainer.result is not None and trainer.result.step == 2
     assert "before" in trainer.status.text() and "after" in trainer.status.text()
     assert len(trainer.history) >= 2 and trainer.axes.lines
-    scorer.mode_box.setCurrentText("center")
-    scorer.metrics_check.setChecked(False)
+    scorer.mode_box.value = "center"
+    scorer.metrics_check.value = False
 
     def score_now():
         w = scorer.start_scoring()
@@ -96,8 +96,8 @@ def test_cancel_leaves_weights_byte_identical(setup, qtbot):
     viewer, scorer, trainer, frames, weights, _path = setup
     _label_all(viewer, trainer, frames[:12])
     before = weights.read_bytes()
-    trainer.regime_box.setCurrentText("whole network")
-    trainer.steps_box.setValue(500)
+    trainer.regime_box.value = "whole network"
+    trainer.steps_box.value = 500
     worker = trainer.start_fine_tune(crop_size=(64, 64), batch_size=4)
     qtbot.waitUntil(lambda: len(trainer.history) >= 1 or not worker.is_running, timeout=120_000)
     with qtbot.waitSignal(worker.finished, timeout=120_000):
@@ -143,7 +143,7 @@ def test_adapt_to_a_stricter_user_then_use_it(default_setup, qtbot, tmp_path):
     for i, s in enumerate(ours):  # a stricter user: our 7 is their 4.9
         viewer.dims.set_current_step(0, i)
         trainer.label_current(round(10.0 * (s / 10.0) ** 2, 1))
-    assert trainer.regime_box.currentText().startswith("adapt")
+    assert trainer.regime_box.value.startswith("adapt")
     worker = trainer.start_fine_tune()
     with qtbot.waitSignal(worker.finished, timeout=300_000):
         pass
@@ -277,3 +277,19 @@ def test_plots_follow_napari_theme(default_setup):
             assert to_hex(figure.get_facecolor()) == expected["background"]
         assert to_hex(scorer.plot.axes.xaxis.label.get_color()) == expected["text"] or not scorer.rows
     assert theme_colours("dark")["background"] != theme_colours("light")["background"]
+
+
+def test_the_form_opens_a_chosen_labels_file_and_enables_what_the_regime_uses(make_napari_viewer, tmp_path):
+    from napari_sem_focus.label_store import LabelStore
+
+    _viewer, _scorer, trainer, _frames, path = _open_with_widgets(make_napari_viewer, tmp_path, 3, (240, 320), 0)
+    assert trainer.store is not None and trainer.store.path == path.with_name(f"{path.stem}_focus_labels.csv")
+    elsewhere = tmp_path / "project" / "mine.csv"
+    elsewhere.parent.mkdir()
+    LabelStore(elsewhere).set(str(path), 1, 5000.0, 6.0)
+    trainer.labels_box.value = elsewhere  # as the field's "Choose file" button sets it
+    assert trainer.store.path == elsewhere and [lb.score for lb in trainer.store.labels()] == [6.0]
+    assert trainer.table.rowCount() == 1
+    assert not trainer.steps_box.enabled and not trainer.lr_box.enabled  # adapt: no steps or learning rate
+    trainer.regime_box.value = "whole network"
+    assert trainer.steps_box.enabled and trainer.lr_box.enabled

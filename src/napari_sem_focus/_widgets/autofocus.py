@@ -12,33 +12,16 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..autofocus import SCORERS, STRATEGIES
+from .forms import magnification_spin
 from .jobs import start_job
 from .plot import ThemedFigure
 
 if TYPE_CHECKING:
     import napari
-
-
-def _spin(low: float, high: float, value: float, decimals: int = 1, suffix: str = "") -> QDoubleSpinBox:
-    box = QDoubleSpinBox()
-    box.setRange(low, high)
-    box.setDecimals(decimals)
-    box.setValue(value)
-    box.setSuffix(suffix)
-    return box
 
 
 class AutofocusWidget(QWidget):
@@ -57,26 +40,24 @@ class AutofocusWidget(QWidget):
         self._curve: tuple[list[float], list[float]] | None = None  # the virtual SEM's true score, once per run
         self._stop = threading.Event()
 
-        self.specimen_box = QComboBox()
-        self.specimen_box.addItems(list(TRAINING_FAMILIES))
-        self.mag_box = _spin(200, 100_000, 5000, 0, " x")
-        self.dose_box = _spin(1, 10_000, 200, 0, " e/px")
-        self.offset_box = _spin(-2000, 2000, 40, 1, " µm")
-        self.strategy_box = QComboBox()
-        self.strategy_box.addItems(list(STRATEGIES))
-        self.scorer_box = QComboBox()
-        self.scorer_box.addItems(list(SCORERS))
-        self.max_box = QSpinBox()
-        self.max_box.setRange(3, 100)
-        self.max_box.setValue(12)
-        form = QFormLayout()
-        form.addRow("specimen", self.specimen_box)
-        form.addRow("magnification", self.mag_box)
-        form.addRow("dose", self.dose_box)
-        form.addRow("start from focus", self.offset_box)
-        form.addRow("strategy", self.strategy_box)
-        form.addRow("score", self.scorer_box)
-        form.addRow("most scans", self.max_box)
+        self.specimen_box = ComboBox(label="specimen", choices=list(TRAINING_FAMILIES))
+        self.mag_box = magnification_spin(low=200, high=100_000)
+        self.dose_box = FloatSpinBox(label="dose (e/px)", value=200, min=1, max=10_000)
+        self.offset_box = FloatSpinBox(label="start from focus (µm)", value=40, min=-2000, max=2000)
+        self.strategy_box = ComboBox(label="strategy", choices=list(STRATEGIES))
+        self.scorer_box = ComboBox(label="score", choices=list(SCORERS))
+        self.max_box = SpinBox(label="most scans", value=12, min=3, max=100)
+        self.form = Container(
+            widgets=[
+                self.specimen_box,
+                self.mag_box,
+                self.dose_box,
+                self.offset_box,
+                self.strategy_box,
+                self.scorer_box,
+                self.max_box,
+            ]
+        )
 
         self.run_button = QPushButton("Run autofocus")
         self.cancel_button = QPushButton("Cancel")
@@ -90,7 +71,7 @@ class AutofocusWidget(QWidget):
         self.plot.redraw = self._draw
 
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form.native)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
@@ -103,15 +84,11 @@ class AutofocusWidget(QWidget):
         from ..autofocus import iter_autofocus, make_scorer
         from ..simulate.virtual_sem import VirtualSEM
 
-        mag = float(self.mag_box.value())
-        self.sem = VirtualSEM(self.specimen_box.currentText(), mag, 5.0, float(self.dose_box.value()))
-        start, range_um = self.sem.search_setup(float(self.offset_box.value()))
+        mag = float(self.mag_box.value)
+        self.sem = VirtualSEM(self.specimen_box.value, mag, 5.0, float(self.dose_box.value))
+        start, range_um = self.sem.search_setup(float(self.offset_box.value))
         self._curve = self.sem.true_curve(start - range_um * 1e-3, start + range_um * 1e-3)
-        scorer_name, strategy, most = (
-            self.scorer_box.currentText(),
-            self.strategy_box.currentText(),
-            self.max_box.value(),
-        )
+        scorer_name, strategy, most = self.scorer_box.value, self.strategy_box.value, self.max_box.value
         self.scans, self.result, self.layer = [], None, None
         self._stop.clear()
         sem, stop = self.sem, self._stop

@@ -11,12 +11,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -32,8 +30,8 @@ from ..infer import MODES, model_magnification
 from ..live import GrowingStack
 from ..report import curve_peak, write_csv
 from .current_model import current_model
+from .forms import WHOLE_IMAGE, layer_choice, magnification_spin, region_of_interest
 from .jobs import start_job
-from .layer_choice import ImageLayerChoice, RegionChoice, magnification_box, path_row, region_of_interest
 from .plot import FocusPlot
 
 if TYPE_CHECKING:
@@ -73,36 +71,44 @@ class ScoreStackWidget(QWidget):
         self._live_frames = GrowingStack()
         self._stop = threading.Event()
 
-        self.layer_box = ImageLayerChoice(viewer, self._layer_changed)
-        self.mag_box = magnification_box()
-        self.mag_info = QLabel("")
-        self.mag_info.setWordWrap(True)
-        self.device_box = QComboBox()
-        self.device_box.addItems(["auto", "cpu", "cuda"])
-        self.mode_box = QComboBox()
-        self.mode_box.addItems(list(MODES))
-        self.mode_box.setToolTip(
-            "structure: mean over the tiles with specimen structure (default)\n"
-            "center: the paper's 320x240 centre crop\ntiles: upper quartile over all tiles"
+        self.layer_box = layer_choice(viewer, "Image", "image")
+        self.mag_box = magnification_spin()
+        self.mag_info = Label(label="", value="")
+        self.device_box = ComboBox(label="device", choices=["auto", "cpu", "cuda"])
+        self.mode_box = ComboBox(
+            label="mode",
+            choices=list(MODES),
+            tooltip="structure: mean over the tiles with specimen structure (default)\n"
+            "center: the paper's 320x240 centre crop\ntiles: upper quartile over all tiles",
         )
-        self.region_box = RegionChoice(viewer)
-        self.region_box.setToolTip("score only inside the first rectangle of a Shapes layer (every frame)")
-        self.weights_edit, weights_row = path_row("bundled default", self._browse_weights)
+        self.region_box = layer_choice(
+            viewer,
+            "Shapes",
+            "region",
+            none_text=WHOLE_IMAGE,
+            tooltip="score only inside the first rectangle of a Shapes layer (every frame)",
+        )
+        self.weights_box = FileEdit(label="weights", mode="r", filter="*.safetensors", nullable=True)
+        self.weights_edit = self.weights_box.line_edit.native  # the path as typed; empty: the bundled default
+        self.weights_edit.setPlaceholderText("bundled default")
         self.weights_edit.setText(self.model_state.weights or "")
         self.weights_edit.editingFinished.connect(lambda: self.model_state.set(self.weights_edit.text()))
+        self.weights_box.changed.connect(self._weights_field_changed)
         self.model_state.changed.connect(self._show_weights)
-        self.metrics_check = QCheckBox("classic metrics too")
-        self.metrics_check.setChecked(True)
-
-        form = QFormLayout()
-        form.addRow("image", self.layer_box)
-        form.addRow("magnification", self.mag_box)
-        form.addRow("", self.mag_info)
-        form.addRow("device", self.device_box)
-        form.addRow("mode", self.mode_box)
-        form.addRow("region", self.region_box)
-        form.addRow("weights", weights_row)
-        form.addRow("", self.metrics_check)
+        self.metrics_check = CheckBox(label="", text="classic metrics too", value=True)
+        self.form = Container(
+            widgets=[
+                self.layer_box,
+                self.mag_box,
+                self.mag_info,
+                self.device_box,
+                self.mode_box,
+                self.region_box,
+                self.weights_box,
+                self.metrics_check,
+            ]
+        )
+        self.layer_box.changed.connect(lambda _layer: self._layer_changed())
 
         self.score_button = QPushButton("Score stack")
         self.live_button = QPushButton("Live folder…")
@@ -133,7 +139,7 @@ class ScoreStackWidget(QWidget):
         self.table.cellClicked.connect(lambda row, _col: self.go_to_frame(int(self.rows[row]["frame"])))
 
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form.native)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
@@ -148,29 +154,29 @@ class ScoreStackWidget(QWidget):
         self.map_button.clicked.connect(self.show_focus_map)
         self.export_button.clicked.connect(self._export_dialog)
         viewer.dims.events.current_step.connect(self._dims_changed)
-        self.layer_box.refresh()
-        self.region_box.refresh()
+        self.form.reset_choices()
+        self._layer_changed()
 
     # --- layer choice and magnification ------------------------------------------------------------------
     def selected_layer(self) -> Any:
-        return self.layer_box.layer()
+        return self.layer_box.value
 
     def _layer_changed(self) -> None:
         layer = self.selected_layer()
         if layer is None:
-            self.mag_info.setText("")
+            self.mag_info.value = ""
             return
         try:
             series = series_for_layer(layer)
         except SemFocusError as err:
-            self.mag_info.setText(str(err))
+            self.mag_info.value = str(err)
             return
         mag, source = model_magnification(series)
         if mag is not None:
-            self.mag_box.setValue(mag)
-            self.mag_info.setText(f"from {source}")
+            self.mag_box.value = mag
+            self.mag_info.value = f"from {source}"
         else:
-            self.mag_info.setText("not in the metadata: set it")
+            self.mag_info.value = "not in the metadata: set it"
 
     def set_weights(self, path: str | Path | None) -> None:
         """Use these weights for the next scoring (None = the bundled default), in every widget of this viewer."""
@@ -182,14 +188,15 @@ class ScoreStackWidget(QWidget):
         self.model_state.set(self.weights_edit.text())
         return self.model_state.weights
 
+    def _weights_field_changed(self, value: Path | None) -> None:
+        """A file chosen with the field's button (or a complete path typed) is shared at once; a half-typed path
+        only when scoring starts or the field is left (:meth:`_weights`)."""
+        if value is None or Path(value).is_file():
+            self.model_state.set(value)
+
     def _show_weights(self, weights: str | None) -> None:
         if self.weights_edit.text().strip() != (weights or ""):
             self.weights_edit.setText(weights or "")
-
-    def _browse_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Model weights", "", "safetensors (*.safetensors)")
-        if path:
-            self.set_weights(path)
 
     # --- scoring ------------------------------------------------------------------------------------------
     def start_scoring(self) -> Any:
@@ -206,11 +213,11 @@ class ScoreStackWidget(QWidget):
             return None
         try:
             series = series_for_layer(layer)
-            roi = region_of_interest(self.region_box.layer(), layer)
-            if self.region_box.layer() is not None and roi is None:
-                raise SemFocusError(f"the Shapes layer '{self.region_box.currentText()}' holds no rectangle")
+            roi = region_of_interest(self.region_box.value, layer)
+            if self.region_box.value is not None and roi is None:
+                raise SemFocusError(f"the Shapes layer '{self.region_box.current_choice}' holds no rectangle")
             series = series.with_roi(roi, min_shape=CROP_SIZE)
-            device = str(select_device(self.device_box.currentText()))
+            device = str(select_device(self.device_box.value))
         except SemFocusError as err:
             show_error(str(err))
             return None
@@ -219,8 +226,8 @@ class ScoreStackWidget(QWidget):
         self.layer, self.series = layer, series
         self.rows, self.results, self.peak = [], {}, None
         weights = self._weights()
-        magnification, mode = float(self.mag_box.value()), self.mode_box.currentText()
-        metrics = None if self.metrics_check.isChecked() else ()
+        magnification, mode = float(self.mag_box.value), self.mode_box.value
+        metrics = None if self.metrics_check.value else ()
         self._stop.clear()
 
         def job() -> Any:  # widget values were read above: the worker never touches Qt
@@ -258,7 +265,7 @@ class ScoreStackWidget(QWidget):
         from ..live import iter_live_scores
 
         try:
-            device = str(select_device(self.device_box.currentText()))
+            device = str(select_device(self.device_box.value))
         except SemFocusError as err:
             from napari.utils.notifications import show_error
 
@@ -268,7 +275,7 @@ class ScoreStackWidget(QWidget):
         self.layer, self.series, self.live_layer, self._live_frames = None, None, None, GrowingStack()
         self.rows, self.results, self.peak = [], {}, None
         weights = self._weights()
-        fallback, mode = float(self.mag_box.value()), self.mode_box.currentText()
+        fallback, mode = float(self.mag_box.value), self.mode_box.value
         self._stop.clear()
 
         def job() -> Any:  # widget values were read above: the worker never touches Qt

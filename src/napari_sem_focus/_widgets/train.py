@@ -22,16 +22,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -41,8 +38,8 @@ from qtpy.QtWidgets import (
 from ..errors import CancelledError, SemFocusError
 from ..label_store import LabelStore, default_labels_path
 from .current_model import current_model
+from .forms import layer_choice, magnification_spin
 from .jobs import start_job
-from .layer_choice import ImageLayerChoice, magnification_box, path_row
 from .plot import ThemedFigure
 from .score import series_for_layer
 
@@ -83,37 +80,34 @@ class TrainWidget(QWidget):
         self._last_draw = 0.0
         self._previous_keys: dict[str, Any] = {}
 
-        self.layer_box = ImageLayerChoice(viewer, self._layer_changed)
-        self.labels_edit, labels_row = path_row("next to the data", self._choose_labels_file)
-        self.mag_box = magnification_box()
-        self.score_box = QDoubleSpinBox()
-        self.score_box.setRange(0, 10)
-        self.score_box.setSingleStep(0.5)
-        self.score_box.setValue(10)
-        self.label_button = QPushButton("Label current frame")
-        self.regime_box = QComboBox()
-        self.regime_box.addItems(REGIMES)
-        self.regime_box.setToolTip(
-            "adapt: 5-20 labels, trunk frozen, cross-validated, never worse than the current model; "
-            "whole network: hundreds of labels"
+        self.layer_box = layer_choice(viewer, "Image", "image")
+        self.labels_box = FileEdit(label="labels file", mode="w", filter="*.csv", nullable=True)
+        self.labels_edit = self.labels_box.line_edit.native  # empty: next to the data
+        self.labels_edit.setPlaceholderText("next to the data")
+        self.mag_box = magnification_spin()
+        self.score_box = FloatSpinBox(label="score (keys 0-9, = for 10)", value=10, min=0, max=10, step=0.5)
+        self.label_button = PushButton(text="Label current frame")
+        self.regime_box = ComboBox(
+            label="regime",
+            choices=list(REGIMES),
+            tooltip="adapt: 5-20 labels, trunk frozen, cross-validated, never worse than the current model; "
+            "whole network: hundreds of labels",
         )
-        self.steps_box = QSpinBox()
-        self.steps_box.setRange(1, 100_000)
-        self.steps_box.setValue(200)
-        self.lr_box = QDoubleSpinBox()
-        self.lr_box.setDecimals(6)
-        self.lr_box.setRange(1e-6, 1e-1)
-        self.lr_box.setValue(1e-4)
-
-        form = QFormLayout()
-        form.addRow("image", self.layer_box)
-        form.addRow("labels file", labels_row)
-        form.addRow("magnification", self.mag_box)
-        form.addRow("score (keys 0-9, = for 10)", self.score_box)
-        form.addRow("", self.label_button)
-        form.addRow("regime", self.regime_box)
-        form.addRow("steps (whole network)", self.steps_box)
-        form.addRow("learning rate (whole network)", self.lr_box)
+        self.steps_box = SpinBox(label="steps (whole network)", value=200, min=1, max=100_000)
+        self.lr_box = FloatSpinBox(label="learning rate (whole network)", value=1e-4, min=1e-6, max=1e-1, step=1e-5)
+        self.lr_box.native.setDecimals(6)
+        self.form = Container(
+            widgets=[
+                self.layer_box,
+                self.labels_box,
+                self.mag_box,
+                self.score_box,
+                self.label_button,
+                self.regime_box,
+                self.steps_box,
+                self.lr_box,
+            ]
+        )
 
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["frame", "label", "model", "file"])
@@ -139,23 +133,26 @@ class TrainWidget(QWidget):
         self.figure, self.canvas, self.axes = self.plot.figure, self.plot.canvas, self.plot.axes
 
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form.native)
         layout.addWidget(self.table)
         layout.addLayout(io_row)
         layout.addLayout(run_row)
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
 
-        self.label_button.clicked.connect(lambda: self.label_current(self.score_box.value()))
+        self.label_button.changed.connect(lambda: self.label_current(self.score_box.value))
         self.import_button.clicked.connect(self._import_dialog)
         self.export_button.clicked.connect(self._export_dialog)
         self.train_button.clicked.connect(self.start_fine_tune)
         self.cancel_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(self._use_dialog)
-        self.regime_box.currentTextChanged.connect(self._regime_changed)
+        self.regime_box.changed.connect(self._regime_changed)
+        self.labels_box.changed.connect(self._labels_file_chosen)
+        self.layer_box.changed.connect(lambda _layer: self._layer_changed())
         self._bind_keys()
-        self._regime_changed(self.regime_box.currentText())
-        self.layer_box.refresh()
+        self._regime_changed(self.regime_box.value)
+        self.form.reset_choices()
+        self._layer_changed()
         self._draw_history()
 
     # --- key bindings: given back when the widget closes ---------------------------------------------------
@@ -185,12 +182,12 @@ class TrainWidget(QWidget):
 
     def _regime_changed(self, text: str) -> None:
         whole = text == REGIMES[1]
-        self.steps_box.setEnabled(whole)
-        self.lr_box.setEnabled(whole)
+        self.steps_box.enabled = whole
+        self.lr_box.enabled = whole
 
     # --- layers and the labels file ----------------------------------------------------------------------
     def selected_layer(self) -> Any:
-        return self.layer_box.layer()
+        return self.layer_box.value
 
     def _layer_changed(self) -> None:
         from ..infer import model_magnification
@@ -203,7 +200,7 @@ class TrainWidget(QWidget):
         except SemFocusError:
             mag = None
         if mag:
-            self.mag_box.setValue(mag)
+            self.mag_box.value = mag
         if not self.labels_edit.text().strip():
             _, data_path = layer_source(layer)
             if data_path is not None:
@@ -225,10 +222,11 @@ class TrainWidget(QWidget):
         assert self.store is not None
         return self.store
 
-    def _choose_labels_file(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Labels file", "focus_labels.csv", "CSV (*.csv)")
-        if path:
-            self.open_labels(path)
+    def _labels_file_chosen(self, value: Path | None) -> None:
+        """A labels file chosen with the field's button (or a complete .csv path typed) is opened at once."""
+        if value is not None and Path(value).suffix.lower() == ".csv" and Path(value).parent.is_dir():
+            if self.store is None or Path(value) != self.store.path:
+                self.open_labels(value)
 
     # --- labelling ----------------------------------------------------------------------------------------
     def current_frame(self, layer: Any) -> int:
@@ -245,11 +243,11 @@ class TrainWidget(QWidget):
         try:
             store = self._ensure_store()
             key, _ = layer_source(layer)
-            label = store.set(key, self.current_frame(layer), self.mag_box.value(), score)
+            label = store.set(key, self.current_frame(layer), self.mag_box.value, score)
         except SemFocusError as err:
             show_error(str(err))
             return None
-        self.score_box.setValue(score)
+        self.score_box.value = score
         self.refresh_table()
         self.status.setText(f"frame {label.frame} labelled {label.score:g} ({len(store)} labels)")
         return label
@@ -394,8 +392,8 @@ class TrainWidget(QWidget):
         self.result = None
         self.adaptation = None
         # every widget value is read here, on the GUI thread, before the worker starts
-        whole = self.regime_box.currentText() == REGIMES[1]
-        steps, lr, stop = self.steps_box.value(), self.lr_box.value(), self._stop.is_set
+        whole = self.regime_box.value == REGIMES[1]
+        steps, lr, stop = self.steps_box.value, self.lr_box.value, self._stop.is_set
 
         def job() -> Any:
             try:

@@ -1,0 +1,61 @@
+"""The parameter forms of the dock widgets, built with magicgui: layer choosers that follow the viewer's layers,
+the magnification box, and the region of interest drawn on a Shapes layer.
+
+Each widget lays its parameters out as one magicgui ``Container`` (labels on the left, like a form); its values are
+read with ``.value`` on the GUI thread before a job starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import ComboBox, FloatSpinBox
+
+#: The region chooser's entry for "score the whole image".
+WHOLE_IMAGE = "whole image"
+
+
+def layer_choice(viewer: Any, layer_type: str, label: str, none_text: str | None = None, **options: Any) -> ComboBox:
+    """A combo box of the viewer's layers of one type (``"Image"``, ``"Shapes"``), by name, whose ``value`` is the
+    layer (None for the ``none_text`` entry); it follows layers being added and removed."""
+    import napari
+
+    kind = getattr(napari.layers, layer_type)
+
+    def choices(_widget: Any) -> list[tuple[str, Any]]:
+        layers = [(layer.name, layer) for layer in viewer.layers if isinstance(layer, kind)]
+        return ([(none_text, None)] if none_text is not None else []) + layers
+
+    box = ComboBox(label=label, choices=choices, **options)
+    viewer.layers.events.inserted.connect(box.reset_choices)
+    viewer.layers.events.removed.connect(box.reset_choices)
+    return box
+
+
+def magnification_spin(
+    value: float = 5000.0, label: str = "magnification", low: float = 10.0, high: float = 2_000_000.0
+) -> FloatSpinBox:
+    """The model's magnification (127 mm over a 1024-px frame), ``low`` to ``high``."""
+    box = FloatSpinBox(label=label, value=value, min=low, max=high, step=100.0)
+    box.native.setDecimals(0)
+    box.native.setSuffix(" x")
+    return box
+
+
+def region_of_interest(shapes_layer: Any, image_layer: Any) -> tuple[float, float, float, float] | None:
+    """(x, y, width, height) in pixels of ``image_layer`` of the bounding box of the first shape of
+    ``shapes_layer`` (None when it holds no shape). Shapes are drawn in world coordinates: they are mapped into the
+    image layer's pixel grid, so the layer's scale (nm per pixel) and any translation are honoured."""
+    import numpy as np
+
+    from ..io import roi_from_vertices
+
+    if shapes_layer is None or len(shapes_layer.data) == 0:
+        return None
+    vertices = np.asarray(shapes_layer.data[0], dtype=float)
+    world = np.array([shapes_layer.data_to_world(v) for v in vertices])
+    dims = image_layer.ndim  # without the colour axis of an RGB layer
+    if world.shape[1] < dims:  # a 2D rectangle over a stack: any frame
+        world = np.hstack([np.zeros((len(world), dims - world.shape[1])), world])
+    pixels = np.array([image_layer.world_to_data(w[-dims:]) for w in world])
+    return roi_from_vertices(pixels[:, -2:])
