@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 pytestmark = pytest.mark.gui
@@ -39,13 +41,13 @@ def test_a_job_keeps_the_buttons_in_step_and_shows_its_error(qtbot, monkeypatch,
             return 1 / 0
         return "done"
 
+    widget = SimpleNamespace(cancel_button=cancel, status=status)
     worker = jobs.start_job(
         job,
         "scoring",
-        [run, live],
-        cancel,
-        status,
         "scoring 3 frame(s)…",
+        widget,
+        [run, live],
         yielded=items.append,
         finished=lambda: finished.append(cancel.isEnabled()),
     )

@@ -12,11 +12,11 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox
+from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..autofocus import SCORERS, STRATEGIES
-from .forms import magnification_spin
+from .forms import form, magnification_spin
 from .jobs import start_job
 from .plot import ThemedFigure
 
@@ -47,17 +47,7 @@ class AutofocusWidget(QWidget):
         self.strategy_box = ComboBox(label="strategy", choices=list(STRATEGIES))
         self.scorer_box = ComboBox(label="score", choices=list(SCORERS))
         self.max_box = SpinBox(label="most scans", value=12, min=3, max=100)
-        self.form = Container(
-            widgets=[
-                self.specimen_box,
-                self.mag_box,
-                self.dose_box,
-                self.offset_box,
-                self.strategy_box,
-                self.scorer_box,
-                self.max_box,
-            ]
-        )
+        self.form = form(self, "specimen_box mag_box dose_box offset_box strategy_box scorer_box max_box")
 
         self.run_button = QPushButton("Run autofocus")
         self.cancel_button = QPushButton("Cancel")
@@ -100,16 +90,8 @@ class AutofocusWidget(QWidget):
             )
             return result
 
-        self.worker = start_job(
-            job,
-            "autofocus",
-            [self.run_button],
-            self.cancel_button,
-            self.status,
-            f"searching ±{range_um:.1f} µm around the start…",
-            yielded=self._on_scan,
-            returned=self._on_result,
-        )
+        message = f"searching ±{range_um:.1f} µm around the start…"
+        self.worker = start_job(job, "autofocus", message, self, [self.run_button], self._on_scan, self._on_result)
         return self.worker
 
     def cancel(self) -> None:

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from magicgui.widgets import ComboBox, FloatSpinBox
+from magicgui.widgets import ComboBox, Container, FloatSpinBox
 
 #: The region chooser's entry for "score the whole image".
 WHOLE_IMAGE = "whole image"
+
+
+def form(owner: Any, fields: str) -> Container:
+    """The form of a dock widget: a magicgui ``Container`` of ``owner``'s magicgui widgets named in ``fields``
+    (attribute names separated by spaces), in that order, each with its label on the left."""
+    return Container(widgets=[getattr(owner, name) for name in fields.split()])
 
 
 def layer_choice(viewer: Any, layer_type: str, label: str, none_text: str | None = None, **options: Any) -> ComboBox:

@@ -25,10 +25,9 @@ def show_job_error(what: str, err: BaseException) -> None:
 def start_job(
     job: Callable[[], Any],
     what: str,
-    run_buttons: Sequence[Any],
-    cancel_button: Any,
-    status: Any,
     message: str,
+    widget: Any,
+    run_buttons: Sequence[Any],
     yielded: Callable[[Any], None] | None = None,
     returned: Callable[[Any], None] | None = None,
     finished: Callable[[], None] | None = None,
@@ -36,10 +35,12 @@ def start_job(
 ) -> Any:
     """Start ``job`` (a generator function) in a napari worker and return the worker.
 
-    ``what`` names the job in an error message; ``message`` goes to the ``status`` label as it starts;
+    ``widget`` is the dock widget: its ``cancel_button`` is enabled and its ``status`` label shows ``message``
+    while the job runs, ``run_buttons`` are disabled. ``what`` names the job in an error message;
     ``yielded``/``returned`` get the job's yielded items and its return value; ``finished`` runs after the buttons
     are restored; ``progress`` is napari's progress-bar spec (``{"total": n, "desc": "..."}``).
     """
+    cancel_button, status = widget.cancel_button, widget.status
     from napari.qt.threading import create_worker
 
     # the error handler is given to create_worker itself: connected afterwards, napari would also re-raise the

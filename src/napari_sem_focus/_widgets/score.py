@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -30,7 +30,7 @@ from ..infer import MODES, model_magnification
 from ..live import GrowingStack
 from ..report import curve_peak, write_csv
 from .current_model import current_model
-from .forms import WHOLE_IMAGE, layer_choice, magnification_spin, region_of_interest
+from .forms import WHOLE_IMAGE, form, layer_choice, magnification_spin, region_of_interest
 from .jobs import start_job
 from .plot import FocusPlot
 
@@ -96,18 +96,7 @@ class ScoreStackWidget(QWidget):
         self.weights_box.changed.connect(self._weights_field_changed)
         self.model_state.changed.connect(self._show_weights)
         self.metrics_check = CheckBox(label="", text="classic metrics too", value=True)
-        self.form = Container(
-            widgets=[
-                self.layer_box,
-                self.mag_box,
-                self.mag_info,
-                self.device_box,
-                self.mode_box,
-                self.region_box,
-                self.weights_box,
-                self.metrics_check,
-            ]
-        )
+        self.form = form(self, "layer_box mag_box mag_info device_box mode_box region_box weights_box metrics_check")
         self.layer_box.changed.connect(lambda _layer: self._layer_changed())
 
         self.score_button = QPushButton("Score stack")
@@ -238,17 +227,13 @@ class ScoreStackWidget(QWidget):
             except CancelledError:  # the user's Cancel: the frames scored so far stay, no error
                 return
 
-        self.worker = start_job(
-            job,
-            "scoring",
-            [self.score_button, self.live_button],
-            self.cancel_button,
-            self.status,
-            f"scoring {len(series)} frame(s)…",
-            yielded=self._on_result,
-            finished=self._on_finished,
-            progress={"total": len(series), "desc": "Scoring frames"},
-        )
+        progress = {"total": len(series), "desc": "Scoring frames"}
+        return self._start(job, "scoring", f"scoring {len(series)} frame(s)…", self._on_result, progress)
+
+    def _start(self, job: Any, what: str, message: str, yielded: Any, progress: dict | None = None) -> Any:
+        """Run a scoring or live job (:func:`.jobs.start_job`) with this widget's buttons and status line."""
+        buttons = [self.score_button, self.live_button]
+        self.worker = start_job(job, what, message, self, buttons, yielded, None, self._on_finished, progress)
         return self.worker
 
     def _choose_live_folder(self) -> None:
@@ -283,17 +268,8 @@ class ScoreStackWidget(QWidget):
                 folder, None, weights, mode, device, fallback, should_stop=self._stop.is_set, **watch
             )
 
-        self.worker = start_job(
-            job,
-            "live scoring",
-            [self.score_button, self.live_button],
-            self.cancel_button,
-            self.status,
-            f"watching {folder} for new frames… (Cancel stops)",
-            yielded=lambda live: self._on_live_frame(live, folder),
-            finished=self._on_finished,
-        )
-        return self.worker
+        message = f"watching {folder} for new frames… (Cancel stops)"
+        return self._start(job, "live scoring", message, lambda live: self._on_live_frame(live, folder))
 
     def _on_live_frame(self, live: Any, folder: Path) -> None:
         from napari.utils.notifications import show_warning

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, PushButton, SpinBox
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
 from ..errors import CancelledError, SemFocusError
 from ..label_store import LabelStore, default_labels_path
 from .current_model import current_model
-from .forms import layer_choice, magnification_spin
+from .forms import form, layer_choice, magnification_spin
 from .jobs import start_job
 from .plot import ThemedFigure
 from .score import series_for_layer
@@ -96,18 +96,7 @@ class TrainWidget(QWidget):
         self.steps_box = SpinBox(label="steps (whole network)", value=200, min=1, max=100_000)
         self.lr_box = FloatSpinBox(label="learning rate (whole network)", value=1e-4, min=1e-6, max=1e-1, step=1e-5)
         self.lr_box.native.setDecimals(6)
-        self.form = Container(
-            widgets=[
-                self.layer_box,
-                self.labels_box,
-                self.mag_box,
-                self.score_box,
-                self.label_button,
-                self.regime_box,
-                self.steps_box,
-                self.lr_box,
-            ]
-        )
+        self.form = form(self, "layer_box labels_box mag_box score_box label_button regime_box steps_box lr_box")
 
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["frame", "label", "model", "file"])
@@ -407,16 +396,10 @@ class TrainWidget(QWidget):
 
         self.use_button.setEnabled(False)
         what = "fine-tuning the whole network" if whole else "adapting"
+        message, progress = f"{what} on {len(samples)} labelled frames…", {"desc": "Fine-tuning"}
+        buttons = [self.train_button]
         self.worker = start_job(
-            job,
-            "fine-tuning",
-            [self.train_button],
-            self.cancel_button,
-            self.status,
-            f"{what} on {len(samples)} labelled frames…",
-            yielded=self._on_event,
-            returned=self._on_done,
-            progress={"desc": "Fine-tuning"},
+            job, "fine-tuning", message, self, buttons, self._on_event, self._on_done, None, progress
         )
         return self.worker
 
