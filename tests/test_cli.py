@@ -265,3 +265,25 @@ def test_gpu_recipe_without_a_gpu_says_so(tmp_path):
     )
     assert proc.returncode == 2 and "no CUDA GPU is available" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_metric_columns_are_what_is_neither_identity_nor_learned_score():
+    from napari_sem_focus.analysis import metric_columns
+
+    rows = [
+        {
+            "series": "a",
+            "frame": 0,
+            "file": "f.tif",
+            "working_distance_mm": 5.0,
+            "score": 7.0,
+            "spread": 0.1,
+            "structure": 1.0,
+            "note": "",
+            "tenengrad": 0.3,
+            "normalized_variance": 0.02,
+        }
+    ]
+    assert metric_columns(rows) == ["tenengrad", "normalized_variance"]
+    assert metric_columns(rows, "tenengrad") == ["normalized_variance"]
+    assert metric_columns([]) == []

@@ -74,6 +74,17 @@ def score_rows(
 
 #: The columns :func:`score_columns` adds to a result row.
 SCORE_COLUMNS = ("score", "spread", "structure", "note")
+#: Columns of a result row that say which frame it is, not how focused it is.
+IDENTITY_COLUMNS = ("series", "frame", "file", "working_distance_mm")
+
+
+def metric_columns(rows: list[dict[str, Any]], plotted: str = "score") -> list[str]:
+    """The classic-metric columns of result rows (what a focus plot draws beside ``plotted``): every column but
+    the frame's identity, the learned score's columns and ``plotted`` itself."""
+    skip = {*IDENTITY_COLUMNS, *SCORE_COLUMNS, plotted}
+    return [key for key in rows[0] if key not in skip] if rows else []
+
+
 #: The note of a frame whose scored region shows no specimen structure.
 NO_STRUCTURE = "no structure in the scored region"
 

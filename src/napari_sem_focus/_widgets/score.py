@@ -308,12 +308,12 @@ class ScoreStackWidget(QWidget):
         self._update_views()
 
     def _update_views(self) -> None:
-        from ..analysis import SCORE_COLUMNS, score_summary
+        from ..analysis import metric_columns, score_summary
 
         if not self.rows:
             return
         self.peak, unit = curve_peak(self.rows, "score")
-        metrics = [k for k in self.rows[0] if k not in ("frame", "file", "working_distance_mm", *SCORE_COLUMNS)]
+        metrics = metric_columns(self.rows)
         self.plot.set_data(self.rows, self.peak, metrics)
         best = self.rows[self.peak.index]
         region = self.series is not None and self.series.roi is not None

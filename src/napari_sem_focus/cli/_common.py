@@ -80,14 +80,11 @@ def print_best(summary: dict[str, Any]) -> None:
 
 def write_plot(plot: Path, n: int, count: int, rows: list[dict[str, Any]], key: str, peak: Any, title: str) -> None:
     """The focus-curve PNG of series ``n`` (``plot`` itself, or ``<stem>_<n>`` when several series)."""
+    from ..analysis import metric_columns
     from ..report import save_focus_plot
 
     path = plot if count == 1 else plot.with_stem(f"{plot.stem}_{n}")
-    from ..analysis import SCORE_COLUMNS
-
-    skip = {"series", "frame", "file", "working_distance_mm", key, *SCORE_COLUMNS}
-    extra = [k for k in rows[0] if k not in skip]
-    save_focus_plot(path, rows, key, peak, extra, title=title)
+    save_focus_plot(path, rows, key, peak, metric_columns(rows, key), title=title)
     print(f"plot written to {path}", file=sys.stderr)
 
 
