@@ -138,3 +138,18 @@ def test_every_script_shown_in_the_readme_and_docs_exists_and_takes_its_options(
                 listed = re.search(re.escape(option) + r"(?![\w-])", helps[script])
                 assert listed, f"{page.name}: {script} has no option {option} (`{command}`)"
     assert checked >= 20, checked
+
+
+def test_every_test_named_in_the_reliability_matrix_exists():
+    """docs/reliability.md names a test for each case; each named test is a function of that test file (a
+    `::name` after `file.py::first` is in the same file)."""
+    import re
+
+    text = (DOCS / "reliability.md").read_text(encoding="utf-8")
+    named = 0
+    for cell in re.findall(r"`(test_\w+\.py)::(\w+)`((?:, `::\w+`)*)", text):
+        source = (ROOT / "tests" / cell[0]).read_text(encoding="utf-8")
+        for name in [cell[1], *re.findall(r"::(\w+)", cell[2])]:
+            assert re.search(rf"^def {name}\(", source, flags=re.M), f"{cell[0]} has no {name}"
+            named += 1
+    assert named >= 40, named

@@ -52,11 +52,14 @@ def interpret_score(score: float) -> str:
 
 def model_magnification(series: Any, override: float | None = None) -> tuple[float | None, str]:
     """The magnification the model gets for ``series`` and where it came from."""
-    from .metadata import REFERENCE_FRAME_WIDTH_PX, magnification_from_pixel_size
+    from .metadata import PLAUSIBLE_MAGNIFICATION, REFERENCE_FRAME_WIDTH_PX, magnification_from_pixel_size
 
     if override is not None:
-        if override <= 0:
-            raise SemFocusError(f"magnification must be positive, got {override}")
+        low, high = PLAUSIBLE_MAGNIFICATION
+        if not (math.isfinite(override) and low <= override <= high):
+            raise SemFocusError(
+                f"magnification must be between {low:g}x and {high:g}x (127 mm over 1024 px), got {override:g}"
+            )
         return float(override), "given"
     if series.pixel_size_nm:
         return magnification_from_pixel_size(series.pixel_size_nm), f"pixel size {series.pixel_size_nm:.4g} nm"
@@ -198,6 +201,7 @@ def score_frames(
 
     from .model import check_magnification, normalize_magnification
 
+    model_magnification(None, magnification)  # a plausible number, or a clear error (never a NaN score)
     check_magnification(magnification)
     mag = normalize_magnification(magnification)
     autocast = inference_autocast(device, bf16)

@@ -434,6 +434,13 @@ def _inspect_file(path: Path, notes: list[str]) -> _FileFrames:
         with tif:
             pages = _tiff_pages(tif)
             meta = read_tiff_metadata(tif)
+            axes = tif.series[0].axes if tif.series else ""
+            extra = [a for a in axes if a not in "YXS"]
+            if len(extra) > 1:  # e.g. an ImageJ hyperstack TZYX: every plane becomes one frame, in file order
+                notes.append(
+                    f"'{path.name}' has {len(axes)}-D data (axes {axes}); its {len(pages)} planes are read as one "
+                    f"series in file order ({', '.join(extra)} nested): save the focus axis alone for a focus series"
+                )
             truths = [_page_truth(p) for p in pages]
         first = _read_tiff_page(path, 0, notes)
         n = len(pages)
@@ -444,6 +451,8 @@ def _inspect_file(path: Path, notes: list[str]) -> _FileFrames:
         raise UnreadableImageError(path, f"unsupported file type '{path.suffix}' (use {', '.join(IMAGE_SUFFIXES)})")
     if meta == SemMetadata():
         meta = read_sidecar(path, first.shape[1]) or meta
+    meta, dropped = meta.plausible()
+    notes += [f"'{path.name}': {note}" for note in dropped]
     metas = [_with_truth(meta, t) for t in truths]
     return _FileFrames(path, n, first.shape, first.dtype, metas, truths)
 

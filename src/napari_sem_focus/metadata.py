@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,19 @@ REFERENCE_FRAME_WIDTH_PX = 1024
 
 #: The magnifications of the paper's training and test images (Yang et al.): the RMSE tables report these.
 PAPER_MAGNIFICATIONS = (500.0, 1000.0, 2000.0, 5000.0, 10000.0)
+
+#: Magnifications (127 mm reference) an SEM can have: a field of view between 127 mm and 25 nm. A value outside
+#: this range — in a file's metadata or given by the user — is an error, not a magnification.
+PLAUSIBLE_MAGNIFICATION = (1.0, 5.0e6)
+#: Physical ranges of the other numeric settings (pixel size nm, working distance mm, kV, dwell µs); a value
+#: outside its range in a file is dropped with a note (a corrupt or placeholder field, e.g. WD -1 or pixel size 0).
+PLAUSIBLE_RANGES = {
+    "magnification": PLAUSIBLE_MAGNIFICATION,
+    "pixel_size_nm": (1e-3, 1e8),
+    "working_distance_mm": (1e-3, 1e3),
+    "high_voltage_kv": (1e-3, 1e3),
+    "dwell_time_us": (1e-6, 1e8),
+}
 
 #: JEOL's reference photo width (mm) at 1280 px, used to derive a pixel size from ``$CM_MAG``.
 JEOL_REFERENCE_WIDTH_MM = 128.0
@@ -83,6 +96,17 @@ class SemMetadata:
     detector: str | None = None
     databar_rows: int | None = None
     derived: tuple[str, ...] = field(default_factory=tuple)
+
+    def plausible(self) -> tuple[SemMetadata, list[str]]:
+        """This metadata with every numeric setting outside its physical range (:data:`PLAUSIBLE_RANGES`, or not
+        finite) set to None, and a note per dropped value."""
+        kept, notes = {}, []
+        for name, (low, high) in PLAUSIBLE_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and low <= value <= high):
+                kept[name] = None
+                notes.append(f"metadata {name} = {value:g} is not physically possible and was ignored")
+        return (replace(self, **kept) if kept else self), notes
 
     def reference_magnification(self, width_px: int) -> float | None:
         """Vendor-independent magnification ``REFERENCE_WIDTH_MM / HFW`` from the pixel size.
