@@ -152,3 +152,40 @@ def test_tag_parsers_never_crash(blob, sections):
     _parses(parse_tescan, parse_tescan_tag(blob))
     _parses(parse_fei, sections, 1024)
     _parses(parse_zeiss, {k: v for fields_ in sections.values() for k, v in fields_.items()})
+
+
+class _SmallGpu:
+    """The bundled model behind a pretend GPU that runs out of memory above ``fits`` crops per batch, or always
+    (``fits=0``) until it is moved to the CPU."""
+
+    def __init__(self, fits: int):
+        from napari_sem_focus.weights import load_model
+
+        self.model, self.fits, self.on_gpu, self.batches = load_model(None), fits, True, []
+
+    def __call__(self, x, mag):
+        import torch
+
+        if self.on_gpu and len(x) > self.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (pretend)")
+        self.batches.append(len(x))
+        return self.model(x, mag)
+
+    def to(self, device):
+        self.on_gpu = device != "cpu"
+        return self
+
+
+def test_gpu_out_of_memory_splits_the_batch_then_falls_back_to_the_cpu():
+    from napari_sem_focus.infer import score_frames
+    from napari_sem_focus.weights import load_model
+
+    frames = [_frame(i) for i in range(6)]
+    reference = [r.score for r in score_frames(frames, 5000.0, load_model(None), "center", batch_size=6)]
+    small = _SmallGpu(fits=2)
+    split = [r.score for r in score_frames(frames, 5000.0, small, "center", batch_size=6)]
+    assert split == pytest.approx(reference, abs=1e-4) and max(small.batches) <= 2
+    none_fits = _SmallGpu(fits=0)
+    with pytest.warns(UserWarning, match="out of memory: scoring goes on on the CPU"):
+        moved = [r.score for r in score_frames(frames, 5000.0, none_fits, "center", batch_size=6, device="meta")]
+    assert moved == pytest.approx(reference, abs=1e-4) and not none_fits.on_gpu

@@ -22,6 +22,7 @@ frame, else the caller's value.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -193,9 +194,11 @@ def score_frames(
     """Yield a :class:`FrameScore` per float [0, 1] frame, batching crops across frames.
 
     ``bf16``: reduced-precision autocast where the device has it natively (None/True; False: float32; about 2x
-    faster on such CPUs, scores within
-    ~0.05 of float32 — see benchmarks/bench_inference.py). Raises :class:`CancelledError` between batches when
-    ``should_stop()`` turns true.
+    faster on such CPUs, scores within ~0.05 of float32 — see benchmarks/bench_inference.py). Raises
+    :class:`CancelledError` between batches when ``should_stop()`` turns true.
+
+    GPU out of memory: a batch is split in halves until it fits; when not even one crop fits, the model moves to
+    the CPU with a warning and scoring goes on there (the scores are the same, only slower).
     """
     import torch
 
@@ -207,11 +210,26 @@ def score_frames(
     autocast = inference_autocast(device, bf16)
     pending: list[tuple[int, np.ndarray, list, dict]] = []
 
+    where = {"device": device, "autocast": autocast}
+
+    def forward(crops: np.ndarray) -> np.ndarray:
+        try:
+            with torch.inference_mode(), where["autocast"]:
+                x = torch.from_numpy(crops).to(where["device"])[:, None]
+                return model(x, mag.expand(len(crops)).to(where["device"])).float().cpu().numpy()
+        except torch.OutOfMemoryError:
+            if len(crops) > 1:
+                half = len(crops) // 2
+                return np.concatenate([forward(crops[:half]), forward(crops[half:])])
+            if where["device"] == "cpu":
+                raise
+            warnings.warn(f"{where['device']} is out of memory: scoring goes on on the CPU", stacklevel=2)
+            model.to("cpu")
+            where.update(device="cpu", autocast=inference_autocast("cpu", bf16))
+            return forward(crops)
+
     def run(batch: list[tuple[int, np.ndarray, list, dict]]) -> Iterator[FrameScore]:
-        crops = np.concatenate([c for _, c, _, _ in batch])
-        with torch.inference_mode(), autocast:
-            x = torch.from_numpy(crops).to(device)[:, None]
-            scores = model(x, mag.expand(len(crops)).to(device)).float().cpu().numpy()
+        scores = forward(np.concatenate([c for _, c, _, _ in batch]))
         start = 0
         for index, c, origins, facts in batch:
             tiles = scores[start : start + len(c)]
