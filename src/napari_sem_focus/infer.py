@@ -181,6 +181,36 @@ def inference_autocast(device: str, bf16: bool | None = None) -> Any:
     return autocast(device, enabled=bf16 is not False)
 
 
+class ModelRunner:
+    """Runs the model on stacks of crops on one device, in its precision (:mod:`napari_sem_focus.device`).
+
+    GPU out of memory: a batch is split in halves until it fits; when not even one crop fits, the model moves to
+    the CPU with a warning and every later batch runs there (the scores are the same, only slower).
+    """
+
+    def __init__(self, model: Any, device: str = "cpu", bf16: bool | None = None):
+        self.model, self.device, self.bf16 = model, str(device), bf16
+
+    def __call__(self, crops: np.ndarray, mag_norm: Any) -> np.ndarray:
+        """Scores (0-10) of ``crops`` (n, rows, cols; float [0, 1]) at normalised magnifications ``mag_norm`` (n,)."""
+        import torch
+
+        try:
+            with torch.inference_mode(), inference_autocast(self.device, self.bf16):
+                x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).to(self.device)[:, None]
+                return self.model(x, mag_norm.to(self.device)).float().cpu().numpy()
+        except torch.OutOfMemoryError:
+            if len(crops) > 1:
+                half = len(crops) // 2
+                return np.concatenate([self(crops[:half], mag_norm[:half]), self(crops[half:], mag_norm[half:])])
+            if self.device == "cpu":
+                raise
+            warnings.warn(f"{self.device} is out of memory: scoring goes on on the CPU", stacklevel=2)
+            self.model.to("cpu")
+            self.device = "cpu"
+            return self(crops, mag_norm)
+
+
 def score_frames(
     frames: Iterable[np.ndarray],
     magnification: float,
@@ -197,39 +227,19 @@ def score_frames(
     faster on such CPUs, scores within ~0.05 of float32 — see benchmarks/bench_inference.py). Raises
     :class:`CancelledError` between batches when ``should_stop()`` turns true.
 
-    GPU out of memory: a batch is split in halves until it fits; when not even one crop fits, the model moves to
-    the CPU with a warning and scoring goes on there (the scores are the same, only slower).
+    GPU out of memory: see :class:`ModelRunner`.
     """
-    import torch
-
     from .model import check_magnification, normalize_magnification
 
     model_magnification(None, magnification)  # a plausible number, or a clear error (never a NaN score)
     check_magnification(magnification)
     mag = normalize_magnification(magnification)
-    autocast = inference_autocast(device, bf16)
+    runner = ModelRunner(model, device, bf16)
     pending: list[tuple[int, np.ndarray, list, dict]] = []
 
-    where = {"device": device, "autocast": autocast}
-
-    def forward(crops: np.ndarray) -> np.ndarray:
-        try:
-            with torch.inference_mode(), where["autocast"]:
-                x = torch.from_numpy(crops).to(where["device"])[:, None]
-                return model(x, mag.expand(len(crops)).to(where["device"])).float().cpu().numpy()
-        except torch.OutOfMemoryError:
-            if len(crops) > 1:
-                half = len(crops) // 2
-                return np.concatenate([forward(crops[:half]), forward(crops[half:])])
-            if where["device"] == "cpu":
-                raise
-            warnings.warn(f"{where['device']} is out of memory: scoring goes on on the CPU", stacklevel=2)
-            model.to("cpu")
-            where.update(device="cpu", autocast=inference_autocast("cpu", bf16))
-            return forward(crops)
-
     def run(batch: list[tuple[int, np.ndarray, list, dict]]) -> Iterator[FrameScore]:
-        scores = forward(np.concatenate([c for _, c, _, _ in batch]))
+        crops = np.concatenate([c for _, c, _, _ in batch])
+        scores = runner(crops, mag.expand(len(crops)))
         start = 0
         for index, c, origins, facts in batch:
             tiles = scores[start : start + len(c)]

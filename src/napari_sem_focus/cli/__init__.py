@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_eval_parser(sub)
     autofocus.add_autofocus_parser(sub)
     scoring.add_watch_parser(sub)
+    scoring.add_archive_parser(sub)
     training.add_export_parser(sub)
     return parser
 

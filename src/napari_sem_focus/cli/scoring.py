@@ -266,3 +266,50 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         if args.out:
             write_csv(args.out, rows)
     return 0
+
+
+def add_archive_parser(sub: Any) -> None:
+    """``sem-focus archive``."""
+    from ..infer import MODES
+
+    archive = sub.add_parser(
+        "archive",
+        help="score every image below a folder into a CSV: streamed, batched, resumable (archive-scale focus QC)",
+    )
+    archive.add_argument("root", type=Path, help="the folder tree to score (hidden files and folders skipped)")
+    archive.add_argument("--out", type=Path, required=True, help="results CSV (appended as results come)")
+    archive.add_argument("--mag", type=float, help="magnification for files without metadata (127 mm over 1024 px)")
+    archive.add_argument("--mode", default=MODES[0], choices=list(MODES), help="scoring mode (default: structure)")
+    archive.add_argument("--weights", default=None, help="'default' (bundled) or a .safetensors file")
+    archive.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    archive.add_argument("--workers", type=int, default=0, help="processes that read and prepare files (default 0)")
+    archive.add_argument("--batch-size", type=int, default=32, help="crops per model batch (default 32)")
+    archive.add_argument(
+        "--restart", action="store_true", help="start afresh (default: resume, skipping the frames already in --out)"
+    )
+    archive.set_defaults(func=_cmd_archive)
+
+
+def _cmd_archive(args: argparse.Namespace) -> int:
+    """``sem-focus archive ROOT --out CSV``: a progress bar (files, rate, ETA), then a one-line summary."""
+    from tqdm import tqdm
+
+    from ..archive import iter_score_archive
+    from ..device import select_device
+
+    device = str(select_device(args.device))
+    job = iter_score_archive(
+        args.root, args.out, args.weights, args.mode, args.mag, device, args.workers, args.batch_size, not args.restart
+    )
+    with tqdm(unit="file", dynamic_ncols=True, disable=None) as bar:
+        while True:
+            try:
+                progress = next(job)
+            except StopIteration as stop:
+                progress = stop.value
+                break
+            bar.total = progress.files_total
+            bar.update(progress.files_done - bar.n)
+    skipped = f"; {progress.skipped_frames} frames already in it were skipped" if progress.skipped_frames else ""
+    print(f"{progress.rows_written} frames of {progress.files_total} files written to {args.out}{skipped}")
+    return 0

@@ -1,0 +1,233 @@
+"""Scoring whole archives: every SEM image below a folder, streamed, batched, resumable.
+
+Facilities score serial-section and array-tomography runs of 10^5-10^6 frames for focus QC. :func:`iter_score_archive`
+walks a folder tree (natural order, hidden files and folders skipped), reads and prepares each file's frames
+(decoding, structure map, 320x240 crops) in DataLoader worker processes while the main process runs the model on
+batches of crops from several files, and appends one row per frame to a CSV file as the results come. Memory stays
+bounded: at most ``workers x prefetch`` files are in flight, nothing is kept after its rows are written.
+
+Each file gets its own magnification (127 mm over a 1024-px frame, from its pixel size or vendor magnification; the
+``magnification`` argument only for files that state none). A file that cannot be read, or has no magnification,
+gets one row with the reason in ``note`` and no score; the run goes on.
+
+**Resumable**: with ``resume`` (the default) an existing CSV is read first and every (file, frame) in it is skipped,
+so a run stopped by Ctrl-C, a crash or a killed job continues where it ended; a last line cut off by the kill is
+dropped. The same archive scored in one run or in several gives the same rows.
+
+Columns: ``file`` (path relative to the root, "/"-separated), ``frame``, ``model_magnification``,
+``magnification_source``, ``working_distance_mm``, ``score``, ``spread``, ``structure``, ``note``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CancelledError, SemFocusError
+from .infer import MODES
+
+COLUMNS = (
+    "file",
+    "frame",
+    "model_magnification",
+    "magnification_source",
+    "working_distance_mm",
+    "score",
+    "spread",
+    "structure",
+    "note",
+)
+
+
+def archive_files(root: str | Path) -> list[Path]:
+    """Every image file below ``root`` (recursive; hidden files and folders skipped), in natural path order."""
+    from .io import IMAGE_SUFFIXES, natural_key
+
+    root = Path(root)
+    if not root.is_dir():
+        raise SemFocusError(f"'{root}' is not a folder")
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
+    return sorted(files, key=lambda p: [natural_key(Path(part)) for part in p.relative_to(root).parts])
+
+
+@dataclass
+class PreparedFrame:
+    """One frame made ready for the model in a worker: its crops and everything its row needs."""
+
+    file: str
+    frame: int
+    crops: np.ndarray | None
+    facts: dict[str, Any]
+    magnification: float | None
+    magnification_source: str
+    working_distance_mm: float | None
+    error: str | None = None
+
+
+class _ArchiveFiles:
+    """A map-style dataset over files: item ``i`` is the list of :class:`PreparedFrame` of file ``i`` (the frames
+    in ``skip`` left out). Runs in DataLoader workers."""
+
+    def __init__(self, root: Path, files: list[Path], mode: str, fallback: float | None, skip: set[tuple[str, int]]):
+        self.root, self.files, self.mode, self.fallback, self.skip = root, files, mode, fallback, skip
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> list[PreparedFrame]:
+        from .infer import frame_crops, model_magnification
+        from .io import read_series
+
+        path = self.files[index]
+        name = path.relative_to(self.root).as_posix()
+        try:
+            series = read_series(path)
+            mag, source = model_magnification(series)
+            if mag is None:
+                mag, source = (self.fallback, "given") if self.fallback else (None, source)
+            out = []
+            for i in range(len(series)):
+                if (name, i) in self.skip:
+                    continue
+                wd = series.metadata[i].working_distance_mm
+                if mag is None:
+                    out.append(PreparedFrame(name, i, None, {}, None, source, wd, "no magnification: give one"))
+                    continue
+                crops, _origins, facts = frame_crops(series.frame(i), self.mode)
+                out.append(PreparedFrame(name, i, crops, facts, mag, source, wd))
+            return out
+        except SemFocusError as err:
+            return [] if (name, 0) in self.skip else [PreparedFrame(name, 0, None, {}, None, "", None, str(err))]
+
+
+def _first(batch: list[Any]) -> Any:
+    return batch[0]
+
+
+def scored_frames(out_csv: str | Path) -> set[tuple[str, int]]:
+    """The (file, frame) pairs an earlier run wrote to ``out_csv``; a last line cut off by a kill is removed
+    from the file first."""
+    path = Path(out_csv)
+    if not path.is_file() or path.stat().st_size == 0:
+        return set()
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):  # the run was killed while writing a line: drop it
+        with open(path, "r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"file", "frame"} <= set(reader.fieldnames):
+            raise SemFocusError(f"'{path}' is not a results file of this command (no file/frame columns)")
+        return {(row["file"], int(row["frame"])) for row in reader if row.get("frame", "").isdigit()}
+
+
+@dataclass
+class ArchiveProgress:
+    """Progress after each file: files done of the total, rows appended so far in this run."""
+
+    files_done: int
+    files_total: int
+    rows_written: int
+    skipped_frames: int
+
+
+def iter_score_archive(
+    root: str | Path,
+    out_csv: str | Path,
+    weights: str | None = None,
+    mode: str = MODES[0],
+    magnification: float | None = None,
+    device: str = "cpu",
+    workers: int = 0,
+    batch_size: int = 32,
+    resume: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+) -> Generator[ArchiveProgress, None, ArchiveProgress]:
+    """Score every image below ``root`` into ``out_csv`` (module docstring); yields an :class:`ArchiveProgress`
+    per file and returns the last one. ``workers``: reading processes (0: read in this process).
+    ``should_stop()`` is checked between files: the rows of finished files are in the CSV, a resumed run
+    continues after them (:class:`CancelledError`)."""
+    from torch.utils.data import DataLoader
+
+    from .analysis import score_columns
+    from .infer import FrameScore, ModelRunner, model_magnification, pool
+    from .model import normalize_magnification
+    from .weights import load_model
+
+    if magnification is not None:
+        model_magnification(None, magnification)  # a plausible number, or a clear error now
+    root, out = Path(root), Path(out_csv)
+    files = archive_files(root)
+    done = scored_frames(out) if resume else set()
+    runner = ModelRunner(load_model(weights, device), device)
+    dataset = _ArchiveFiles(root, files, mode, magnification, done)
+    loader = DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_size=1,
+        collate_fn=_first,
+        num_workers=workers,
+        multiprocessing_context="spawn" if workers else None,
+        prefetch_factor=4 if workers else None,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not resume or not out.is_file() or out.stat().st_size == 0
+    progress = ArchiveProgress(0, len(files), 0, len(done))
+    pending: list[PreparedFrame] = []
+
+    def score_pending() -> Iterator[dict[str, Any]]:
+        ready = [p for p in pending if p.crops is not None]
+        if ready:
+            crops = np.concatenate([p.crops for p in ready])
+            mags = np.concatenate([np.full(len(p.crops), p.magnification, np.float32) for p in ready])
+            scores = runner(crops, normalize_magnification(mags))
+        start = 0
+        for p in pending:
+            row = {
+                "file": p.file,
+                "frame": p.frame,
+                "model_magnification": None if p.magnification is None else round(p.magnification, 1),
+                "magnification_source": p.magnification_source,
+                "working_distance_mm": p.working_distance_mm,
+            }
+            if p.crops is None:
+                yield row | {"score": None, "spread": None, "structure": None, "note": p.error}
+                continue
+            tiles = scores[start : start + len(p.crops)]
+            start += len(p.crops)
+            score, spread = pool(tiles, mode)
+            yield row | score_columns(FrameScore(p.frame, score, tiles, [], spread=spread, **p.facts))
+
+    with open(out, "w" if fresh else "a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS), lineterminator="\n")
+        if fresh:
+            writer.writeheader()
+        for prepared in loader:
+            pending += prepared
+            if sum(len(p.crops) for p in pending if p.crops is not None) >= batch_size:
+                for row in score_pending():
+                    writer.writerow(row)
+                    progress.rows_written += 1
+                handle.flush()
+                pending = []
+            progress.files_done += 1
+            yield ArchiveProgress(**vars(progress))
+            if should_stop is not None and should_stop():
+                break
+        for row in score_pending():
+            writer.writerow(row)
+            progress.rows_written += 1
+        handle.flush()
+    if should_stop is not None and should_stop() and progress.files_done < len(files):
+        raise CancelledError(f"stopped after {progress.files_done} of {len(files)} files; resume to continue")
+    return progress
