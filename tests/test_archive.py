@@ -93,3 +93,17 @@ def test_cli_archive_resumes_by_default_and_restarts_on_request(archive, tmp_pat
     assert main(["archive", str(archive), "--out", str(out), "--mag", "2000", "--restart"]) == 0
     assert len(_rows(out)) == 9
     assert main(["archive", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+def test_a_dask_cluster_of_two_workers_gives_the_same_rows(archive, tmp_path):
+    distributed = pytest.importorskip("distributed")
+
+    drive(iter_score_archive(archive, tmp_path / "local.csv", magnification=2000.0))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            result = drive(
+                iter_score_archive(archive, tmp_path / "dask.csv", magnification=2000.0, dask=client, chunk_files=2)
+            )
+            assert len(client.nthreads()) == 2
+    assert result.files_done == 6 and result.rows_written == 9
+    assert _rows(tmp_path / "dask.csv") == _rows(tmp_path / "local.csv")

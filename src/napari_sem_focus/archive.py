@@ -21,7 +21,7 @@ Columns: ``file`` (path relative to the root, "/"-separated), ``frame``, ``model
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,72 @@ def _first(batch: list[Any]) -> Any:
     return batch[0]
 
 
+def _rows(prepared: list[PreparedFrame], runner: Any, mode: str) -> list[dict[str, Any]]:
+    """The result rows of prepared frames, their crops scored in one batch by ``runner`` (a ModelRunner)."""
+    from .analysis import score_columns
+    from .infer import FrameScore, pool
+    from .model import normalize_magnification
+
+    ready = [p for p in prepared if p.crops is not None]
+    if ready:
+        crops = np.concatenate([p.crops for p in ready])
+        mags = np.concatenate([np.full(len(p.crops), p.magnification, np.float32) for p in ready])
+        scores = runner(crops, normalize_magnification(mags))
+    rows, start = [], 0
+    for p in prepared:
+        row = {
+            "file": p.file,
+            "frame": p.frame,
+            "model_magnification": None if p.magnification is None else round(p.magnification, 1),
+            "magnification_source": p.magnification_source,
+            "working_distance_mm": p.working_distance_mm,
+        }
+        if p.crops is None:
+            rows.append(row | {"score": None, "spread": None, "structure": None, "note": p.error})
+            continue
+        tiles = scores[start : start + len(p.crops)]
+        start += len(p.crops)
+        score, spread = pool(tiles, mode)
+        rows.append(row | score_columns(FrameScore(p.frame, score, tiles, [], spread=spread, **p.facts)))
+    return rows
+
+
+#: One model per (weights, device) in each process that scores (this one, or a Dask worker).
+_RUNNERS: dict[tuple[str | None, str], Any] = {}
+
+
+def _runner(weights: str | None, device: str) -> Any:
+    from .infer import ModelRunner
+    from .weights import load_model
+
+    key = (None if weights is None else str(weights), device)
+    if key not in _RUNNERS:
+        _RUNNERS[key] = ModelRunner(load_model(weights, device), device)
+    return _RUNNERS[key]
+
+
+def score_file_chunk(
+    root: str,
+    files: list[str],
+    weights: str | None,
+    mode: str,
+    fallback: float | None,
+    skip: set[tuple[str, int]],
+    device: str = "cpu",
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
+    """The rows of a chunk of files (paths relative to ``root``): what one Dask task does on a worker, which keeps
+    its model loaded between tasks."""
+    dataset = _ArchiveFiles(Path(root), [Path(root) / f for f in files], mode, fallback, skip)
+    runner, rows, pending = _runner(weights, device), [], []
+    for index in range(len(dataset)):
+        pending += dataset[index]
+        if sum(len(p.crops) for p in pending if p.crops is not None) >= batch_size:
+            rows += _rows(pending, runner, mode)
+            pending = []
+    return rows + _rows(pending, runner, mode)
+
+
 def scored_frames(out_csv: str | Path) -> set[tuple[str, int]]:
     """The (file, frame) pairs an earlier run wrote to ``out_csv``; a last line cut off by a kill is removed
     from the file first."""
@@ -153,24 +219,34 @@ def iter_score_archive(
     batch_size: int = 32,
     resume: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    dask: Any = None,
+    chunk_files: int = 16,
 ) -> Generator[ArchiveProgress, None, ArchiveProgress]:
     """Score every image below ``root`` into ``out_csv`` (module docstring); yields an :class:`ArchiveProgress`
     per file and returns the last one. ``workers``: reading processes (0: read in this process).
     ``should_stop()`` is checked between files: the rows of finished files are in the CSV, a resumed run
-    continues after them (:class:`CancelledError`)."""
+    continues after them (:class:`CancelledError`).
+
+    ``dask``: a Dask distributed scheduler address (``tcp://host:8786``) or ``Client``: chunks of ``chunk_files``
+    files are scored on the cluster's workers (:func:`score_file_chunk`; each worker loads the model once) and
+    written in path order as they complete, a few chunks per worker in flight; the rows are the same as in one
+    process."""
     from torch.utils.data import DataLoader
 
-    from .analysis import score_columns
-    from .infer import FrameScore, ModelRunner, model_magnification, pool
-    from .model import normalize_magnification
-    from .weights import load_model
+    from .infer import model_magnification
 
     if magnification is not None:
         model_magnification(None, magnification)  # a plausible number, or a clear error now
     root, out = Path(root), Path(out_csv)
     files = archive_files(root)
     done = scored_frames(out) if resume else set()
-    runner = ModelRunner(load_model(weights, device), device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not resume or not out.is_file() or out.stat().st_size == 0
+    progress = ArchiveProgress(0, len(files), 0, len(done))
+    if dask is not None:
+        task = (weights, mode, magnification, done, device, batch_size)
+        return (yield from _score_on_dask(dask, root, files, out, fresh, progress, should_stop, chunk_files, task))
+    runner = _runner(weights, device)
     dataset = _ArchiveFiles(root, files, mode, magnification, done)
     loader = DataLoader(
         dataset,  # type: ignore[arg-type]
@@ -180,33 +256,7 @@ def iter_score_archive(
         multiprocessing_context="spawn" if workers else None,
         prefetch_factor=4 if workers else None,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fresh = not resume or not out.is_file() or out.stat().st_size == 0
-    progress = ArchiveProgress(0, len(files), 0, len(done))
     pending: list[PreparedFrame] = []
-
-    def score_pending() -> Iterator[dict[str, Any]]:
-        ready = [p for p in pending if p.crops is not None]
-        if ready:
-            crops = np.concatenate([p.crops for p in ready])
-            mags = np.concatenate([np.full(len(p.crops), p.magnification, np.float32) for p in ready])
-            scores = runner(crops, normalize_magnification(mags))
-        start = 0
-        for p in pending:
-            row = {
-                "file": p.file,
-                "frame": p.frame,
-                "model_magnification": None if p.magnification is None else round(p.magnification, 1),
-                "magnification_source": p.magnification_source,
-                "working_distance_mm": p.working_distance_mm,
-            }
-            if p.crops is None:
-                yield row | {"score": None, "spread": None, "structure": None, "note": p.error}
-                continue
-            tiles = scores[start : start + len(p.crops)]
-            start += len(p.crops)
-            score, spread = pool(tiles, mode)
-            yield row | score_columns(FrameScore(p.frame, score, tiles, [], spread=spread, **p.facts))
 
     with open(out, "w" if fresh else "a", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(COLUMNS), lineterminator="\n")
@@ -215,19 +265,81 @@ def iter_score_archive(
         for prepared in loader:
             pending += prepared
             if sum(len(p.crops) for p in pending if p.crops is not None) >= batch_size:
-                for row in score_pending():
-                    writer.writerow(row)
-                    progress.rows_written += 1
+                writer.writerows(_rows(pending, runner, mode))
+                progress.rows_written += len(pending)
                 handle.flush()
                 pending = []
             progress.files_done += 1
             yield ArchiveProgress(**vars(progress))
             if should_stop is not None and should_stop():
                 break
-        for row in score_pending():
-            writer.writerow(row)
-            progress.rows_written += 1
+        writer.writerows(_rows(pending, runner, mode))
+        progress.rows_written += len(pending)
         handle.flush()
     if should_stop is not None and should_stop() and progress.files_done < len(files):
+        raise CancelledError(f"stopped after {progress.files_done} of {len(files)} files; resume to continue")
+    return progress
+
+
+def _score_on_dask(
+    dask: Any,
+    root: Path,
+    files: list[Path],
+    out: Path,
+    fresh: bool,
+    progress: ArchiveProgress,
+    should_stop: Callable[[], bool] | None,
+    chunk_files: int,
+    task: tuple[Any, ...],
+) -> Generator[ArchiveProgress, None, ArchiveProgress]:
+    """:func:`iter_score_archive` on a Dask cluster (its docstring)."""
+    from distributed import Client, as_completed
+
+    client = dask if isinstance(dask, Client) else Client(dask)
+    weights, mode, fallback, skip, device, batch_size = task
+    names = [p.relative_to(root).as_posix() for p in files]
+    chunks = [names[i : i + chunk_files] for i in range(0, len(names), chunk_files)]
+    in_flight = max(2, 2 * sum(client.nthreads().values()))
+    futures: dict[Any, int] = {}
+    finished: dict[int, list[dict[str, Any]]] = {}
+
+    def submit(index: int) -> Any:
+        chunk = chunks[index]
+        chunk_skip = {key for key in skip if key[0] in set(chunk)}
+        future = client.submit(
+            score_file_chunk, str(root), chunk, weights, mode, fallback, chunk_skip, device, batch_size, pure=False
+        )
+        futures[future] = index
+        return future
+
+    queue = as_completed([submit(i) for i in range(min(in_flight, len(chunks)))])
+    submitted, next_to_write, stopped = min(in_flight, len(chunks)), 0, False
+    try:
+        with open(out, "w" if fresh else "a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(COLUMNS), lineterminator="\n")
+            if fresh:
+                writer.writeheader()
+            for future in queue:
+                finished[futures.pop(future)] = future.result()
+                if submitted < len(chunks) and not stopped:
+                    queue.add(submit(submitted))
+                    submitted += 1
+                while next_to_write in finished:  # in path order, whatever order the chunks finish in
+                    rows = finished.pop(next_to_write)
+                    writer.writerows(rows)
+                    handle.flush()
+                    progress.rows_written += len(rows)
+                    progress.files_done += len(chunks[next_to_write])
+                    next_to_write += 1
+                    yield ArchiveProgress(**vars(progress))
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+    finally:
+        for future in futures:
+            future.cancel()
+        if client is not dask:
+            client.close()
+    if stopped and progress.files_done < len(files):
         raise CancelledError(f"stopped after {progress.files_done} of {len(files)} files; resume to continue")
     return progress

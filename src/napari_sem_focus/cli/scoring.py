@@ -287,6 +287,12 @@ def add_archive_parser(sub: Any) -> None:
     archive.add_argument(
         "--restart", action="store_true", help="start afresh (default: resume, skipping the frames already in --out)"
     )
+    archive.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="score on a Dask distributed cluster (scheduler address, e.g. tcp://host:8786); each worker loads the "
+        "model once",
+    )
     archive.set_defaults(func=_cmd_archive)
 
 
@@ -299,7 +305,16 @@ def _cmd_archive(args: argparse.Namespace) -> int:
 
     device = str(select_device(args.device))
     job = iter_score_archive(
-        args.root, args.out, args.weights, args.mode, args.mag, device, args.workers, args.batch_size, not args.restart
+        args.root,
+        args.out,
+        args.weights,
+        args.mode,
+        args.mag,
+        device,
+        args.workers,
+        args.batch_size,
+        not args.restart,
+        dask=args.dask,
     )
     with tqdm(unit="file", dynamic_ncols=True, disable=None) as bar:
         while True:
