@@ -96,6 +96,8 @@ class _ArchiveFiles:
             mag, source = model_magnification(series)
             if mag is None:
                 mag, source = (self.fallback, "given") if self.fallback else (None, source)
+            if mag is not None:
+                model_magnification(None, mag)  # a magnification an SEM can have, or the file's error row
             out = []
             for i in range(len(series)):
                 if (name, i) in self.skip:
