@@ -274,3 +274,30 @@ def test_a_long_stack_is_opened_once_not_once_per_frame(tmp_path, monkeypatch):
     assert len(opened) <= 2  # the header inspection, then one open file for all frames
     io_module.write_series_tiff(path, frames[::-1] + frames[:1], [{"magnification": 5000}] * 41)
     assert float(io_module.read_series(path).raw_frame(0)[0, 0]) == 39.0  # the new content, not the cached file
+
+
+def test_a_lazy_8_bit_stack_is_scored_frame_by_frame_without_reading_it_all_first():
+    """A napari layer backed by a dask array (e.g. a 2,000-frame stack opened lazily): the first score comes after
+    reading one batch of frames, not the whole stack (8-bit data needs no white-level pass over the series), and
+    each frame is read a bounded number of times."""
+    from collections import Counter
+
+    import dask
+    import dask.array as da
+
+    from napari_sem_focus.analysis import score_rows
+    from napari_sem_focus.io import series_from_stack
+
+    reads: Counter = Counter()
+
+    def block(i):
+        reads[i] += 1
+        return (np.random.default_rng(i).random((240, 320)) * 255).astype(np.uint8)
+
+    stack = da.stack([da.from_delayed(dask.delayed(block)(i), (240, 320), np.uint8) for i in range(40)])
+    series = series_from_stack(stack, name="lazy")
+    rows = score_rows(series, None, 5000.0, "center", "cpu", metrics=())
+    next(rows)
+    assert len(reads) <= 17  # one model batch (16 centre crops) before the first result, not the 40 frames
+    list(rows)
+    assert len(reads) == 40 and max(reads[i] for i in range(1, 40)) == 1  # frame 0 is also read when opened

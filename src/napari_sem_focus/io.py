@@ -187,6 +187,8 @@ class FocusSeries:
         dtype = np.dtype(self.dtype)
         if dtype == np.bool_:
             return 0.0, 1.0
+        if dtype == np.uint8:  # the white level can only be 255: no need to read the whole series first
+            return 0.0, 255.0
         lo, hi = np.inf, -np.inf
         for i in range(len(self)):
             raw = self.raw_frame(i)
