@@ -171,7 +171,7 @@ def test_cancel_keeps_previous_model_and_weights_file(tmp_path):
     with pytest.raises(CancelledError):
         drive(iter_fine_tune(net, samples, 50, (64, 64), 4, device="cpu", should_stop=stop))
     assert all(torch.equal(before_state[k], v) for k, v in net.state_dict().items())
-    assert path.read_bytes() == before_bytes
+    assert sorted(tmp_path.iterdir()) == [path] and path.read_bytes() == before_bytes  # nothing written beside it
 
 
 def test_fine_tune_reports_before_and_after(tmp_path):

@@ -102,10 +102,11 @@ def test_cancel_leaves_weights_byte_identical(setup, qtbot):
     qtbot.waitUntil(lambda: len(trainer.history) >= 1 or not worker.is_running, timeout=120_000)
     with qtbot.waitSignal(worker.finished, timeout=120_000):
         trainer.cancel()
-    assert trainer.result is None
+    assert trainer.result is None and not trainer.use_button.isEnabled()  # nothing to adopt
     assert "unchanged" in trainer.status.text()
-    assert weights.read_bytes() == before
-    assert scorer.weights_edit.text() == str(weights)
+    assert scorer.weights_edit.text() == str(weights)  # the viewer still scores with the starting weights
+    written = sorted(p.name for p in weights.parent.rglob("*.safetensors"))
+    assert written == [weights.name] and weights.read_bytes() == before  # no new or half-written weights
 
 
 def test_keyboard_shortcuts_label_the_current_frame(setup):
