@@ -319,6 +319,8 @@ def _model(search: _Search, step_mm: float) -> Generator[Acquisition, None, None
     converged = False
     while search.budget_left(reserve=1):
         z_star = _fit_falloff(search.scans, search.low, search.high, step_mm)
+        if z_star is not None:
+            z_star = _at_least_one_gap_uphill(search, z_star, tol)
         if z_star is not None and search.seen(z_star, tol) is None:
             yield search.measure(z_star)
             continue
@@ -327,8 +329,11 @@ def _model(search: _Search, step_mm: float) -> Generator[Acquisition, None, None
         best = search.best()
         others = [a.working_distance_mm - best.working_distance_mm for a in search.scans if a is not best]
         if min(others) < -tol and max(others) > tol:
-            converged = True  # bracketed: one parabolic step between the best scan and its neighbours
-            if search.budget_left(reserve=1):
+            converged = True
+            # bracketed. If the fit puts the peak on the best scan itself, the search is done (the microscope is
+            # there already when it was the last scan); else one parabolic step between it and its neighbours
+            on_best = z_star is not None and abs(z_star - best.working_distance_mm) <= tol
+            if not on_best and search.budget_left(reserve=1):
                 yield from _refine_once(search, tol)
             break
         side = -1.0 if max(others) > tol else 1.0
@@ -339,6 +344,18 @@ def _model(search: _Search, step_mm: float) -> Generator[Acquisition, None, None
         yield search.measure(mirror)
     if not converged:  # no fit, or the budget ran out: two close neighbours and a parabola through them
         yield from _local_refine(search, step_mm / 4, tol)
+
+
+def _at_least_one_gap_uphill(search: _Search, z_star: float, tol: float) -> float:
+    """While the best scan is the outermost one on the side the fit points to, step at least as far as the
+    spacing to its nearest scan: a fit to points all on one flank under-shoots, and small steps creep up it."""
+    best = search.best().working_distance_mm
+    side = math.copysign(1.0, z_star - best)
+    beyond = [a for a in search.scans if (a.working_distance_mm - best) * side > tol]
+    if beyond or abs(z_star - best) <= tol:
+        return z_star
+    gap = min(abs(a.working_distance_mm - best) for a in search.scans if abs(a.working_distance_mm - best) > tol)
+    return search.clamp(best + side * max(abs(z_star - best), gap))
 
 
 def _local_refine(search: _Search, half_width_mm: float, tol: float) -> Generator[Acquisition, None, None]:
