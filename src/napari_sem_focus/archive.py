@@ -259,7 +259,7 @@ def iter_score_archive(
         prefetch_factor=4 if workers else None,
     )
     pending: list[PreparedFrame] = []
-
+    stopped = False
     with open(out, "w" if fresh else "a", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(COLUMNS), lineterminator="\n")
         if fresh:
@@ -274,11 +274,12 @@ def iter_score_archive(
             progress.files_done += 1
             yield ArchiveProgress(**vars(progress))
             if should_stop is not None and should_stop():
+                stopped = True
                 break
         writer.writerows(_rows(pending, runner, mode))
         progress.rows_written += len(pending)
         handle.flush()
-    if should_stop is not None and should_stop() and progress.files_done < len(files):
+    if stopped and progress.files_done < len(files):
         raise CancelledError(f"stopped after {progress.files_done} of {len(files)} files; resume to continue")
     return progress
 
