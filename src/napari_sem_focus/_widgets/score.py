@@ -54,6 +54,14 @@ def series_for_layer(layer: Any) -> Any:
     return series_from_stack(layer.data, rgb=bool(layer.rgb), frame_facts=facts, name=layer.name)
 
 
+def frame_on_screen(viewer: Any, layer: Any) -> int:
+    """The frame of a stack layer that the viewer shows (its first axis is the focus axis); 0 for a 2-D image or
+    no layer."""
+    if layer is not None and layer.ndim - (1 if layer.rgb else 0) >= 3:
+        return int(viewer.dims.current_step[0])
+    return 0
+
+
 class ScoreStackWidget(QWidget):
     """Dock widget: score a focus series (or one image) with the learned model and classic metrics."""
 
@@ -375,9 +383,7 @@ class ScoreStackWidget(QWidget):
         )
 
     def current_frame(self) -> int:
-        if self.layer is not None and self.layer.ndim - (1 if self.layer.rgb else 0) >= 3:
-            return int(self.viewer.dims.current_step[0])
-        return 0
+        return frame_on_screen(self.viewer, self.layer)
 
     def show_focus_map(self) -> Any:
         """Per-tile scores of the current frame as a semi-transparent layer over the image."""

@@ -41,7 +41,7 @@ from .current_model import current_model
 from .forms import form, layer_choice, magnification_spin
 from .jobs import start_job
 from .plot import ThemedFigure
-from .score import series_for_layer
+from .score import frame_on_screen, series_for_layer
 
 if TYPE_CHECKING:
     import napari
@@ -219,7 +219,7 @@ class TrainWidget(QWidget):
 
     # --- labelling ----------------------------------------------------------------------------------------
     def current_frame(self, layer: Any) -> int:
-        return int(self.viewer.dims.current_step[0]) if layer.ndim - (1 if layer.rgb else 0) >= 3 else 0
+        return frame_on_screen(self.viewer, layer)
 
     def label_current(self, score: float) -> Any:
         """Label the current frame of the chosen layer with ``score`` (saved at once)."""
