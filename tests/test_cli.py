@@ -287,3 +287,10 @@ def test_metric_columns_are_what_is_neither_identity_nor_learned_score():
     assert metric_columns(rows) == ["tenengrad", "normalized_variance"]
     assert metric_columns(rows, "tenengrad") == ["normalized_variance"]
     assert metric_columns([]) == []
+
+
+def test_score_shows_the_model_and_the_microscope_magnification(capsys):
+    path = shared("fei_sem2surface/Indent_20230912_7kV_spot4.5_FOV100um_multiBSE_A_05.tif")
+    assert main(["score", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "model magnification: 1905x (pixel size 65.1 nm; the microscope displays 1270x)" in out

@@ -1,9 +1,9 @@
 """napari-sem-focus: score how well focused SEM images are and pick the best frame of a focus series.
 
 The core modules import neither Qt nor napari. torch is imported at module level only by the modules built on it
-(``model``, ``train``, ``data``); the reader, the metadata, the classic metrics and the napari layer
-import it only inside the functions that score or train, so ``import napari_sem_focus`` and napari's start-up stay
-fast (tests/test_architecture.py).
+(``model``, ``train``, ``data``, ``distributed``); everything else imports it inside the functions that score or
+train, so ``import napari_sem_focus`` and napari's start-up stay fast (tests/test_architecture.py checks every
+module).
 """
 
 __version__ = "0.1.0"

@@ -73,6 +73,13 @@ def model_magnification(series: Any, override: float | None = None) -> tuple[flo
     return None, "unknown"
 
 
+def magnification_note(series: Any, source: str) -> str:
+    """Where the model magnification came from, and the microscope's own (vendor) magnification beside it when the
+    file states one: the two differ by the vendor's reference width and the frame width (docs/user-guide.md)."""
+    vendor = series.magnification if series is not None else None
+    return f"{source}; the microscope displays {vendor:g}x" if vendor else source
+
+
 def tile_origins(shape: tuple[int, int], crop: tuple[int, int] = CROP_SIZE) -> list[tuple[int, int]]:
     """Top-left corners of an evenly spaced grid of ``crop`` tiles covering ``shape`` (rows, cols)."""
 

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import CancelledError, SemFocusError
 from ..focus_curve import FocusPeak
-from ..infer import MODES, model_magnification
+from ..infer import MODES, magnification_note, model_magnification
 from ..live import GrowingStack
 from ..report import curve_peak, write_csv
 from .current_model import current_model
@@ -171,7 +171,7 @@ class ScoreStackWidget(QWidget):
         mag, source = model_magnification(series)
         if mag is not None:
             self.mag_box.value = mag
-            self.mag_info.value = f"from {source}"
+            self.mag_info.value = f"from {magnification_note(series, source)}"
         else:
             self.mag_info.value = "not in the metadata: set it"
 

@@ -160,7 +160,7 @@ def add_score_parser(sub: Any) -> None:
 def _cmd_score(args: argparse.Namespace) -> int:
     from ..analysis import NO_STRUCTURE, score_rows, score_summary
     from ..device import select_device
-    from ..infer import model_magnification
+    from ..infer import magnification_note, model_magnification
     from ..samples import sample_series
 
     if not args.paths and not args.sample:
@@ -195,7 +195,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         print_rows(args, rows, summary)
         if not (args.csv or args.json):
             region = "" if series.roi is None else "; region x {}, y {}, {}x{} px".format(*series.roi)
-            print(f"model magnification: {mag:.0f}x ({mag_source}); mode: {args.mode}{region}")
+            note = magnification_note(series, mag_source)
+            print(f"model magnification: {mag:.0f}x ({note}); mode: {args.mode}{region}")
             region = series.roi is not None
             if len(rows) == 1:
                 print(score_summary(rows[0], region))
