@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -33,6 +31,7 @@ from .current_model import current_model
 from .forms import WHOLE_IMAGE, form, layer_choice, magnification_spin, region_of_interest
 from .jobs import start_job
 from .plot import FocusPlot
+from .table import fill_table
 
 if TYPE_CHECKING:
     import napari
@@ -349,18 +348,13 @@ class ScoreStackWidget(QWidget):
     def _fill_table(self, extra: list[str]) -> None:
         columns = ["frame", "working_distance_mm", "score", *extra]
         columns = [c for c in columns if any(r.get(c) is not None for r in self.rows) or c == "score"]
-        self.table.setColumnCount(len(columns))
-        self.table.setHorizontalHeaderLabels([{"working_distance_mm": "WD (mm)"}.get(c, c) for c in columns])
-        self.table.setRowCount(len(self.rows))
-        for i, row in enumerate(self.rows):
-            for j, key in enumerate(columns):
-                value = row.get(key)
-                text = "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
-                item = QTableWidgetItem(text)
-                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-                if self.peak is not None and i == self.peak.index:
-                    item.setBackground(Qt.GlobalColor.darkGreen)
-                self.table.setItem(i, j, item)
+        headers = [{"working_distance_mm": "WD (mm)"}.get(c, c) for c in columns]
+
+        def text(value: Any) -> str:
+            return "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+
+        cells = [[text(row.get(key)) for key in columns] for row in self.rows]
+        fill_table(self.table, headers, cells, self.peak.index if self.peak is not None else None)
 
     # --- actions ------------------------------------------------------------------------------------------
     def go_to_frame(self, frame: int) -> None:

@@ -30,7 +30,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -42,6 +41,7 @@ from .forms import form, layer_choice, magnification_spin
 from .jobs import start_job
 from .plot import ThemedFigure
 from .score import frame_on_screen, series_for_layer
+from .table import fill_table
 
 if TYPE_CHECKING:
     import napari
@@ -99,7 +99,7 @@ class TrainWidget(QWidget):
         self.form = form(self, "layer_box labels_box mag_box score_box label_button regime_box steps_box lr_box")
 
         self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["frame", "label", "model", "file"])
+        self.table.setHorizontalHeaderLabels(list(TABLE_HEADERS))
         self.table.setMinimumHeight(120)
         io_row = QHBoxLayout()
         self.import_button = QPushButton("Import labels…")
@@ -328,14 +328,13 @@ class TrainWidget(QWidget):
         (in a worker)."""
         labels = self.store.labels() if self.store is not None else []
         weights = self._weights_key()
-        self.table.setRowCount(len(labels))
-        for i, label in enumerate(labels):
+        rows = []
+        for label in labels:
             key = (label.path, label.frame, weights)
             pred = self._predictions.get(key)
             model_cell = "…" if key not in self._predictions else "-" if pred is None else f"{pred:.2f}"
-            cells = [str(label.frame), f"{label.score:g}", model_cell, Path(label.path).name]
-            for j, text in enumerate(cells):
-                self.table.setItem(i, j, QTableWidgetItem(text))
+            rows.append([str(label.frame), f"{label.score:g}", model_cell, Path(label.path).name])
+        fill_table(self.table, TABLE_HEADERS, rows)
         if with_predictions:
             self._prediction_timer.start()  # scores the new frames once labelling pauses (debounced)
 
@@ -517,6 +516,8 @@ class TrainWidget(QWidget):
 
 
 REGIMES = ("adapt (few labels)", "whole network")
+#: The labels table: frame, the user's label, the current model's score, the image file.
+TABLE_HEADERS = ("frame", "label", "model", "file")
 #: The model scores newly labelled frames once labelling pauses this long (ms), so that a run of key presses never
 #: competes with the model for the CPU.
 PREDICTION_DELAY_MS = 400
