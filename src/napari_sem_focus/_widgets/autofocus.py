@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..autofocus import SCORERS, STRATEGIES
-from .forms import form, magnification_spin
+from .forms import button_row, form, magnification_spin, status_line
 from .jobs import start_job
 from .plot import ThemedFigure
 
@@ -49,14 +49,10 @@ class AutofocusWidget(QWidget):
         self.max_box = SpinBox(label="most scans", value=12, min=3, max=100)
         self.form = form(self, "specimen_box mag_box dose_box offset_box strategy_box scorer_box max_box")
 
-        self.run_button = QPushButton("Run autofocus")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        self.status = QLabel("The virtual SEM hides its focus; the search finds it from the images alone.")
-        self.status.setWordWrap(True)
+        buttons, (self.run_button, self.cancel_button) = button_row(
+            ("Run autofocus", self.start), ("Cancel", self.cancel), disabled=("Cancel",)
+        )
+        self.status = status_line("The virtual SEM hides its focus; the search finds it from the images alone.")
         self.plot = ThemedFigure(viewer)
         self.plot.redraw = self._draw
 
@@ -65,8 +61,6 @@ class AutofocusWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
-        self.run_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(self.cancel)
 
     def start(self) -> Any:
         """Start the search in a worker (the form is read here); returns the worker."""

@@ -7,9 +7,11 @@ read with ``.value`` on the GUI thread before a job starts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FloatSpinBox
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton
 
 #: The region chooser's entry for "score the whole image".
 WHOLE_IMAGE = "whole image"
@@ -19,6 +21,28 @@ def form(owner: Any, fields: str) -> Container:
     """The form of a dock widget: a magicgui ``Container`` of ``owner``'s magicgui widgets named in ``fields``
     (attribute names separated by spaces), in that order, each with its label on the left."""
     return Container(widgets=[getattr(owner, name) for name in fields.split()])
+
+
+def button_row(
+    *buttons: tuple[str, Callable[[], Any]], disabled: tuple[str, ...] = ()
+) -> tuple[QHBoxLayout, list[QPushButton]]:
+    """A row of push buttons, each (text, what a click calls), those named in ``disabled`` disabled at first;
+    returns (row, buttons)."""
+    row, made = QHBoxLayout(), []
+    for text, on_click in buttons:
+        button = QPushButton(text)
+        button.setEnabled(text not in disabled)
+        button.clicked.connect(lambda _checked=False, call=on_click: call())
+        row.addWidget(button)
+        made.append(button)
+    return row, made
+
+
+def status_line(text: str = "") -> QLabel:
+    """The word-wrapped status line under a widget's buttons."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    return label
 
 
 def layer_choice(viewer: Any, layer_type: str, label: str, none_text: str | None = None, **options: Any) -> ComboBox:

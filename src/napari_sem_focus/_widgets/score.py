@@ -14,9 +14,6 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label
 from qtpy.QtWidgets import (
     QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
     QTableWidget,
     QVBoxLayout,
     QWidget,
@@ -28,7 +25,7 @@ from ..infer import MODES, magnification_note, model_magnification
 from ..live import GrowingStack
 from ..report import curve_peak, write_csv
 from .current_model import current_model
-from .forms import WHOLE_IMAGE, form, layer_choice, magnification_spin, region_of_interest
+from .forms import WHOLE_IMAGE, button_row, form, layer_choice, magnification_spin, region_of_interest, status_line
 from .jobs import start_job
 from .plot import FocusPlot
 from .table import fill_table
@@ -106,29 +103,21 @@ class ScoreStackWidget(QWidget):
         self.form = form(self, "layer_box mag_box mag_info device_box mode_box region_box weights_box metrics_check")
         self.layer_box.changed.connect(lambda _layer: self._layer_changed())
 
-        self.score_button = QPushButton("Score stack")
-        self.live_button = QPushButton("Live folder…")
+        buttons, (self.score_button, self.live_button, self.cancel_button) = button_row(
+            ("Score stack", self.start_scoring),
+            ("Live folder…", self._choose_live_folder),
+            ("Cancel", self.cancel),
+            disabled=("Cancel",),
+        )
         self.live_button.setToolTip(
             "watch a folder the microscope writes into: score each new frame once it is completely written"
         )
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.best_button = QPushButton("Go to best")
-        self.keep_button = QPushButton("Keep best")
-        self.map_button = QPushButton("Focus map")
-        self.export_button = QPushButton("Export CSV")
-        for b in (self.best_button, self.keep_button, self.map_button, self.export_button):
-            b.setEnabled(False)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.score_button)
-        buttons.addWidget(self.live_button)
-        buttons.addWidget(self.cancel_button)
-        actions = QHBoxLayout()
-        for b in (self.best_button, self.keep_button, self.map_button, self.export_button):
-            actions.addWidget(b)
-
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        after = ("Go to best", "Keep best", "Focus map", "Export CSV")  # enabled once there are results
+        actions, (self.best_button, self.keep_button, self.map_button, self.export_button) = button_row(
+            *zip(after, (self.go_to_best, self.keep_best, self.show_focus_map, self._export_dialog), strict=True),
+            disabled=after,
+        )
+        self.status = status_line()
         self.plot = FocusPlot(on_pick=self.go_to_frame, viewer=viewer)
         self.table = QTableWidget(0, 0)
         self.table.setMinimumHeight(150)
@@ -142,13 +131,6 @@ class ScoreStackWidget(QWidget):
         layout.addLayout(actions)
         layout.addWidget(self.table)
 
-        self.score_button.clicked.connect(self.start_scoring)
-        self.live_button.clicked.connect(self._choose_live_folder)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.best_button.clicked.connect(self.go_to_best)
-        self.keep_button.clicked.connect(self.keep_best)
-        self.map_button.clicked.connect(self.show_focus_map)
-        self.export_button.clicked.connect(self._export_dialog)
         viewer.dims.events.current_step.connect(self._dims_changed)
         self.form.reset_choices()
         self._layer_changed()

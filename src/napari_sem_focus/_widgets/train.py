@@ -26,9 +26,6 @@ from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, PushButton, SpinB
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
     QTableWidget,
     QVBoxLayout,
     QWidget,
@@ -37,7 +34,7 @@ from qtpy.QtWidgets import (
 from ..errors import CancelledError, SemFocusError
 from ..label_store import LabelStore, default_labels_path
 from .current_model import current_model
-from .forms import form, layer_choice, magnification_spin
+from .forms import button_row, form, layer_choice, magnification_spin, status_line
 from .jobs import start_job
 from .plot import ThemedFigure
 from .score import frame_on_screen, series_for_layer
@@ -101,22 +98,16 @@ class TrainWidget(QWidget):
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(list(TABLE_HEADERS))
         self.table.setMinimumHeight(120)
-        io_row = QHBoxLayout()
-        self.import_button = QPushButton("Import labels…")
-        self.export_button = QPushButton("Export labels…")
-        io_row.addWidget(self.import_button)
-        io_row.addWidget(self.export_button)
-
-        self.train_button = QPushButton("Fine-tune")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.use_button = QPushButton("Use this model…")
-        self.use_button.setEnabled(False)
-        run_row = QHBoxLayout()
-        for b in (self.train_button, self.cancel_button, self.use_button):
-            run_row.addWidget(b)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        io_row, (self.import_button, self.export_button) = button_row(
+            ("Import labels…", self._import_dialog), ("Export labels…", self._export_dialog)
+        )
+        run_row, (self.train_button, self.cancel_button, self.use_button) = button_row(
+            ("Fine-tune", self.start_fine_tune),
+            ("Cancel", self.cancel),
+            ("Use this model…", self._use_dialog),
+            disabled=("Cancel", "Use this model…"),
+        )
+        self.status = status_line()
         self.plot = ThemedFigure(viewer, figsize=(4, 2.4), min_height=200)
         self.plot.redraw = self._draw_history  # a theme change redraws the curves
         self.figure, self.canvas, self.axes = self.plot.figure, self.plot.canvas, self.plot.axes
@@ -130,11 +121,6 @@ class TrainWidget(QWidget):
         layout.addWidget(self.plot)
 
         self.label_button.changed.connect(lambda: self.label_current(self.score_box.value))
-        self.import_button.clicked.connect(self._import_dialog)
-        self.export_button.clicked.connect(self._export_dialog)
-        self.train_button.clicked.connect(self.start_fine_tune)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.use_button.clicked.connect(self._use_dialog)
         self.regime_box.changed.connect(self._regime_changed)
         self.labels_box.changed.connect(self._labels_file_chosen)
         self.layer_box.changed.connect(lambda _layer: self._layer_changed())
