@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CancelledError, SemFocusError
+from .io import center_crop
 
 CROP_SIZE = (240, 320)  # rows, cols: the paper's 320x240 (test crop; also for fine-tuning and evaluation)
 TILE_QUANTILE = 0.75
@@ -100,10 +101,9 @@ def crop_or_pad(image: np.ndarray, size: tuple[int, int], rng: np.random.Generat
     if pad_r or pad_c:
         image = np.pad(image, ((pad_r // 2, pad_r - pad_r // 2), (pad_c // 2, pad_c - pad_c // 2)), mode="reflect")
     if rng is None:
-        r0, c0 = (image.shape[0] - rows) // 2, (image.shape[1] - cols) // 2
-    else:
-        r0 = int(rng.integers(0, image.shape[0] - rows + 1))
-        c0 = int(rng.integers(0, image.shape[1] - cols + 1))
+        return center_crop(image, size)
+    r0 = int(rng.integers(0, image.shape[0] - rows + 1))
+    c0 = int(rng.integers(0, image.shape[1] - cols + 1))
     return image[r0 : r0 + rows, c0 : c0 + cols]
 
 

@@ -459,7 +459,9 @@ def _inspect_file(path: Path, notes: list[str]) -> _FileFrames:
     return _FileFrames(path, n, first.shape, first.dtype, metas, truths)
 
 
-def _center_crop(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def center_crop(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The centred ``shape`` (rows, cols) part of an image at least that large (the one centre-crop rule: common
+    frame sizes here, the model's 320x240 crop in :func:`napari_sem_focus.infer.crop_or_pad`)."""
     r0 = (image.shape[0] - shape[0]) // 2
     c0 = (image.shape[1] - shape[1]) // 2
     return image[r0 : r0 + shape[0], c0 : c0 + shape[1]]
@@ -540,7 +542,7 @@ def read_series(
         if image.shape != target:
             if not common_crop:
                 raise SeriesError(f"'{info.path}': frame size changed since the series was opened")
-            image = _center_crop(image, target)
+            image = center_crop(image, target)
         return image.astype(dtype, copy=False)
 
     series = FocusSeries(
