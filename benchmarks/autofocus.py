@@ -23,6 +23,7 @@ import numpy as np
 
 from napari_sem_focus.autofocus import STRATEGIES, autofocus, make_scorer
 from napari_sem_focus.simulate import TRAINING_FAMILIES
+from napari_sem_focus.simulate.frame import FrameParams
 from napari_sem_focus.simulate.virtual_sem import VirtualSEM
 
 
@@ -38,7 +39,10 @@ def start_case(seed: int) -> dict:
 
 
 def run_case(case: dict, strategy: str, scorer_name: str) -> dict:
-    sem = VirtualSEM(case["family"], case["magnification"], 5.0, case["electrons_per_px"], seed=case["seed"])
+    beam = FrameParams(
+        case["family"], case["magnification"], electrons_per_px=case["electrons_per_px"], seed=case["seed"]
+    )
+    sem = VirtualSEM(beam, true_wd_mm=5.0)
     visible = sem.visible_range_um()
     start = 5.0 + case["fraction"] * visible * 1e-3
     start_score = sem.true_score(start)

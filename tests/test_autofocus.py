@@ -12,6 +12,7 @@ import pytest
 from napari_sem_focus.autofocus import STRATEGIES, autofocus, iter_autofocus, metric_scorer
 from napari_sem_focus.cli import main
 from napari_sem_focus.errors import SemFocusError
+from napari_sem_focus.simulate.frame import FrameParams
 from napari_sem_focus.simulate.virtual_sem import VirtualSEM
 
 
@@ -102,13 +103,13 @@ def test_bad_arguments():
 
 
 def test_virtual_sem_hides_its_focus_and_scans_fresh_noise():
-    sem = VirtualSEM("tinball", 5000.0, true_wd_mm=5.0, electrons_per_px=20, shape=(240, 320), seed=3)
+    sem = VirtualSEM(FrameParams("tinball", 5000.0, electrons_per_px=20, seed=3), true_wd_mm=5.0, shape=(240, 320))
     a, b = sem(5.0), sem(5.0)
     assert a.shape == (240, 320) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
     assert not np.array_equal(a, b) and sem.scans == 2  # new shot noise per scan
     assert sem.true_score(5.0) == pytest.approx(10.0) and sem.true_score(5.0 + sem.visible_range_um() * 1e-3) < 1.01
     assert 0 < sem.depth_of_field_um() < sem.visible_range_um()
-    drifting = VirtualSEM(true_wd_mm=5.0, drift_um_per_scan=1.0, shape=(240, 320))
+    drifting = VirtualSEM(FrameParams(), true_wd_mm=5.0, drift_um_per_scan=1.0, shape=(240, 320))
     drifting(5.0)
     assert drifting.defocus_um(5.0) == pytest.approx(-1.0)
 
@@ -127,6 +128,6 @@ def test_learned_autofocus_on_the_virtual_sem_from_the_cli(tmp_path, capsys):
 
 
 def test_classic_metric_scorer_drives_the_same_loop():
-    sem = VirtualSEM("grid", 2000.0, true_wd_mm=5.0, electrons_per_px=500, shape=(240, 320), seed=1)
+    sem = VirtualSEM(FrameParams("grid", 2000.0, electrons_per_px=500, seed=1), true_wd_mm=5.0, shape=(240, 320))
     result = autofocus(sem, 5.05, metric_scorer(), strategy="bracket", range_um=sem.visible_range_um())
     assert result.status == "focused" and abs(sem.defocus_um(result.best_wd_mm)) < 50.0

@@ -88,6 +88,7 @@ class _ArchiveFiles:
     def __getitem__(self, index: int) -> list[PreparedFrame]:
         from .infer import frame_crops, model_magnification
         from .io import read_series
+        from .metadata import plausible_magnification
 
         path = self.files[index]
         name = path.relative_to(self.root).as_posix()
@@ -97,7 +98,7 @@ class _ArchiveFiles:
             if mag is None:
                 mag, source = (self.fallback, "given") if self.fallback else (None, source)
             if mag is not None:
-                model_magnification(None, mag)  # a magnification an SEM can have, or the file's error row
+                plausible_magnification(mag)  # a magnification an SEM can have, or the file's error row
             out = []
             for i in range(len(series)):
                 if (name, i) in self.skip:
@@ -235,10 +236,10 @@ def iter_score_archive(
     process."""
     from torch.utils.data import DataLoader
 
-    from .infer import model_magnification
+    from .metadata import plausible_magnification
 
     if magnification is not None:
-        model_magnification(None, magnification)  # a plausible number, or a clear error now
+        plausible_magnification(magnification)  # a clear error now, not one per file
     root, out = Path(root), Path(out_csv)
     files = archive_files(root)
     done = scored_frames(out) if resume else set()

@@ -31,6 +31,7 @@ import numpy as np
 
 from .errors import CancelledError, SemFocusError
 from .io import center_crop
+from .metadata import plausible_magnification
 
 CROP_SIZE = (240, 320)  # rows, cols: the paper's 320x240 (test crop; also for fine-tuning and evaluation)
 TILE_QUANTILE = 0.75
@@ -54,15 +55,10 @@ def interpret_score(score: float) -> str:
 
 def model_magnification(series: Any, override: float | None = None) -> tuple[float | None, str]:
     """The magnification the model gets for ``series`` and where it came from."""
-    from .metadata import PLAUSIBLE_MAGNIFICATION, REFERENCE_FRAME_WIDTH_PX, magnification_from_pixel_size
+    from .metadata import REFERENCE_FRAME_WIDTH_PX, magnification_from_pixel_size, plausible_magnification
 
     if override is not None:
-        low, high = PLAUSIBLE_MAGNIFICATION
-        if not (math.isfinite(override) and low <= override <= high):
-            raise SemFocusError(
-                f"magnification must be between {low:g}x and {high:g}x (127 mm over 1024 px), got {override:g}"
-            )
-        return float(override), "given"
+        return plausible_magnification(override), "given"
     if series.pixel_size_nm:
         return magnification_from_pixel_size(series.pixel_size_nm), f"pixel size {series.pixel_size_nm:.4g} nm"
     if series.magnification:
@@ -238,7 +234,7 @@ def score_frames(
     """
     from .model import check_magnification, normalize_magnification
 
-    model_magnification(None, magnification)  # a plausible number, or a clear error (never a NaN score)
+    plausible_magnification(magnification)  # a clear error, never a NaN score
     check_magnification(magnification)
     mag = normalize_magnification(magnification)
     runner = ModelRunner(model, device, bf16)

@@ -41,6 +41,21 @@ PAPER_MAGNIFICATIONS = (500.0, 1000.0, 2000.0, 5000.0, 10000.0)
 #: Magnifications (127 mm reference) an SEM can have: a field of view between 127 mm and 25 nm. A value outside
 #: this range — in a file's metadata or given by the user — is an error, not a magnification.
 PLAUSIBLE_MAGNIFICATION = (1.0, 5.0e6)
+
+
+def plausible_magnification(magnification: float) -> float:
+    """``magnification`` (127 mm over 1024 px) as a float if an SEM can have it (:data:`PLAUSIBLE_MAGNIFICATION`),
+    else a :class:`SemFocusError`: the one check for a magnification given by a user or taken from a file."""
+    from .errors import SemFocusError
+
+    low, high = PLAUSIBLE_MAGNIFICATION
+    if not (math.isfinite(magnification) and low <= magnification <= high):
+        raise SemFocusError(
+            f"magnification must be between {low:g}x and {high:g}x (127 mm over 1024 px), got {magnification:g}"
+        )
+    return float(magnification)
+
+
 #: Physical ranges of the other numeric settings (pixel size nm, working distance mm, kV, dwell µs); a value
 #: outside its range in a file is dropped with a note (a corrupt or placeholder field, e.g. WD -1 or pixel size 0).
 PLAUSIBLE_RANGES = {

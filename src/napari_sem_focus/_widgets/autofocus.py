@@ -66,10 +66,12 @@ class AutofocusWidget(QWidget):
         """Start the search in a worker (the form is read here); returns the worker."""
 
         from ..autofocus import iter_autofocus, make_scorer
+        from ..simulate.frame import FrameParams
         from ..simulate.virtual_sem import VirtualSEM
 
         mag = float(self.mag_box.value)
-        self.sem = VirtualSEM(self.specimen_box.value, mag, 5.0, float(self.dose_box.value))
+        beam = FrameParams(family=self.specimen_box.value, magnification=mag, electrons_per_px=self.dose_box.value)
+        self.sem = VirtualSEM(beam, true_wd_mm=5.0)
         start, range_um = self.sem.search_setup(float(self.offset_box.value))
         self._curve = self.sem.true_curve(start - range_um * 1e-3, start + range_um * 1e-3)
         scorer_name, strategy, most = self.scorer_box.value, self.strategy_box.value, self.max_box.value

@@ -45,6 +45,14 @@ def status_line(text: str = "") -> QLabel:
     return label
 
 
+def frame_on_screen(viewer: Any, layer: Any) -> int:
+    """The frame of a stack layer that the viewer shows (its first axis is the focus axis); 0 for a 2-D image or
+    no layer."""
+    if layer is not None and layer.ndim - (1 if layer.rgb else 0) >= 3:
+        return int(viewer.dims.current_step[0])
+    return 0
+
+
 def layer_choice(viewer: Any, layer_type: str, label: str, none_text: str | None = None, **options: Any) -> ComboBox:
     """A combo box of the viewer's layers of one type (``"Image"``, ``"Shapes"``), by name, whose ``value`` is the
     layer (None for the ``none_text`` entry); it follows layers being added and removed."""

@@ -25,7 +25,16 @@ from ..infer import MODES, magnification_note, model_magnification
 from ..live import GrowingStack
 from ..report import curve_peak, write_csv
 from .current_model import current_model
-from .forms import WHOLE_IMAGE, button_row, form, layer_choice, magnification_spin, region_of_interest, status_line
+from .forms import (
+    WHOLE_IMAGE,
+    button_row,
+    form,
+    frame_on_screen,
+    layer_choice,
+    magnification_spin,
+    region_of_interest,
+    status_line,
+)
 from .jobs import start_job
 from .plot import FocusPlot
 from .table import fill_table
@@ -48,14 +57,6 @@ def series_for_layer(layer: Any) -> Any:
         return series
     facts = layer.metadata.get("frame_facts")
     return series_from_stack(layer.data, rgb=bool(layer.rgb), frame_facts=facts, name=layer.name)
-
-
-def frame_on_screen(viewer: Any, layer: Any) -> int:
-    """The frame of a stack layer that the viewer shows (its first axis is the focus axis); 0 for a 2-D image or
-    no layer."""
-    if layer is not None and layer.ndim - (1 if layer.rgb else 0) >= 3:
-        return int(viewer.dims.current_step[0])
-    return 0
 
 
 class ScoreStackWidget(QWidget):

@@ -34,10 +34,10 @@ from qtpy.QtWidgets import (
 from ..errors import CancelledError, SemFocusError
 from ..label_store import LabelStore, default_labels_path
 from .current_model import current_model
-from .forms import button_row, form, layer_choice, magnification_spin, status_line
+from .forms import button_row, form, frame_on_screen, layer_choice, magnification_spin, status_line
 from .jobs import start_job
 from .plot import ThemedFigure
-from .score import frame_on_screen, series_for_layer
+from .score import series_for_layer
 from .table import fill_table
 
 if TYPE_CHECKING:

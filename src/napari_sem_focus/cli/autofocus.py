@@ -50,9 +50,13 @@ def _cmd_autofocus(args: argparse.Namespace) -> int:
             "give --virtual (the simulator's microscope); to drive a real microscope, call "
             "napari_sem_focus.autofocus.autofocus(acquire, start_wd_mm, scorer) with your acquire(wd_mm) function"
         )
+    from ..simulate.frame import FrameParams
     from ..simulate.virtual_sem import VirtualSEM
 
-    sem = VirtualSEM(args.specimen, args.mag, 5.0, args.dose, args.astig, args.drift, seed=args.seed)
+    beam = FrameParams(
+        family=args.specimen, magnification=args.mag, electrons_per_px=args.dose, astig_um=args.astig, seed=args.seed
+    )
+    sem = VirtualSEM(beam, true_wd_mm=5.0, drift_um_per_scan=args.drift)
     start, range_um = sem.search_setup(args.start_offset_um)
     range_um = args.range_um or range_um
     scorer = make_scorer(args.scorer, args.mag, args.weights)

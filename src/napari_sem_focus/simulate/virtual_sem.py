@@ -26,50 +26,34 @@ class VirtualSEM:
     """A simulated microscope whose focus is set by the working distance (mm).
 
     Args:
-        family: specimen family (:data:`.specimens.SPECIMENS`).
-        magnification: magnification (127 mm over a 1024-px frame).
+        frame: the specimen, beam and detector of every scan (:class:`.frame.FrameParams`: family, magnification
+            (127 mm over a 1024-px frame), electrons_per_px, astig_um, d0_nm, seed...); each scan sets its defocus
+            from the working distance. Its ``seed`` fixes the specimen and the noise sequence.
         true_wd_mm: working distance of best focus (mm), hidden from the search.
-        electrons_per_px: detected electrons per pixel (dose).
-        astig_um: astigmatic focal-line separation (µm).
         drift_um_per_scan: the best focus moves by this much (µm) after every scan.
         shape: (rows, cols) of a scan.
-        seed: specimen and noise seed.
-        overrides: other :class:`.frame.FrameParams` fields (d0_nm, alpha_mrad, ...).
     """
 
-    family: str = "tinball"
-    magnification: float = 5000.0
+    frame: FrameParams = field(default_factory=FrameParams)
     true_wd_mm: float = 5.0
-    electrons_per_px: float = 200.0
-    astig_um: float = 0.0
     drift_um_per_scan: float = 0.0
     shape: tuple[int, int] = (384, 512)
-    seed: int = 0
-    overrides: dict = field(default_factory=dict)
     scans: int = field(default=0, init=False)
     _spec: Specimen | None = field(default=None, init=False, repr=False)
     _params: FrameParams | None = field(default=None, init=False, repr=False)
 
     def _setup(self) -> tuple[Specimen, FrameParams]:
         if self._spec is None or self._params is None:
-            base = FrameParams(
-                family=self.family,
-                magnification=self.magnification,
-                electrons_per_px=self.electrons_per_px,
-                astig_um=self.astig_um,
-                seed=self.seed,
-                drift_px=0.0,
-                **self.overrides,
-            )
+            base = replace(self.frame, drift_px=0.0)
             pixel = base.pixel_nm
             spec = make_specimen(
-                self.family,
-                np.random.default_rng(self.seed),
+                base.family,
+                np.random.default_rng(base.seed),
                 self.shape,
                 pixel,
                 pixel * optics.REFERENCE_FRAME_WIDTH_PX,
             )
-            self._spec, self._params = spec, auto_contrast_params(spec, base, self.seed)
+            self._spec, self._params = spec, auto_contrast_params(spec, base, base.seed)
         return self._spec, self._params
 
     @property
@@ -117,6 +101,6 @@ class VirtualSEM:
         spec, params = self._setup()
         self.scans += 1
         frame_params = replace(params, defocus_um=self.defocus_um(working_distance_mm), noise_seed=self.scans)
-        frame = render(spec, frame_params, np.random.default_rng([self.seed, self.scans]))
+        frame = render(spec, frame_params, np.random.default_rng([self.frame.seed, self.scans]))
         self.true_wd_mm += self.drift_um_per_scan * 1e-3
         return frame.image.astype(np.float32) / 255.0
