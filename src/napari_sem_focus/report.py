@@ -146,18 +146,12 @@ def plot_focus_curve(
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
 
 
-def save_focus_plot(
-    path: str | Path,
-    rows: Sequence[dict[str, Any]],
-    score_key: str,
-    peak: FocusPeak | None = None,
-    extra_keys: Sequence[str] = (),
-    title: str | None = None,
-) -> Path:
-    """Render :func:`plot_focus_curve` to a PNG file (headless, Agg backend), atomically."""
+def save_focus_plot(path: str | Path, *curve: Any, title: str | None = None, **options: Any) -> Path:
+    """Render :func:`plot_focus_curve` (``curve`` and ``options`` are its arguments after the Axes) to a PNG file
+    (headless, Agg backend), atomically, with an optional ``title``."""
 
     def draw(ax: Any) -> None:
-        plot_focus_curve(ax, rows, score_key, peak, extra_keys)
+        plot_focus_curve(ax, *curve, **options)
         if title:
             ax.set_title(title, fontsize="medium")
 
