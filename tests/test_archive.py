@@ -93,6 +93,19 @@ def test_cli_archive_resumes_by_default_and_restarts_on_request(archive, tmp_pat
     assert main(["archive", str(archive), "--out", str(out), "--mag", "2000", "--restart"]) == 0
     assert len(_rows(out)) == 9
     assert main(["archive", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    parquet = pytest.importorskip("pyarrow.parquet")
+    assert main(["archive", str(archive), "--out", str(tmp_path / "qc.parquet"), "--mag", "2000"]) == 0
+    assert parquet.read_table(tmp_path / "qc.parquet").column("file").to_pylist() == [r["file"] for r in _rows(out)]
+
+
+def test_parquet_without_pyarrow_is_a_clear_error(archive, tmp_path, monkeypatch):
+    import sys
+
+    from napari_sem_focus.errors import SemFocusError
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(SemFocusError, match="pip install pyarrow"):
+        drive(iter_score_archive(archive, tmp_path / "qc.parquet", magnification=2000.0))
 
 
 def test_a_dask_cluster_of_two_workers_gives_the_same_rows(archive, tmp_path):
@@ -107,3 +120,47 @@ def test_a_dask_cluster_of_two_workers_gives_the_same_rows(archive, tmp_path):
             assert len(client.nthreads()) == 2
     assert result.files_done == 6 and result.rows_written == 9
     assert _rows(tmp_path / "dask.csv") == _rows(tmp_path / "local.csv")
+
+
+def test_parquet_results_are_written_in_parts_and_resume_like_the_csv(archive, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from napari_sem_focus.archive import ParquetResults
+
+    drive(iter_score_archive(archive, tmp_path / "once.csv", magnification=2000.0, batch_size=4))
+    out = tmp_path / "qc.parquet"
+    calls = {"n": 0}
+
+    def stop_after_three_files() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    with pytest.raises(CancelledError):
+        drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=4, should_stop=stop_after_three_files))
+    first = ParquetResults(out).parts()
+    assert len(first) == 1 and 0 < pq.read_table(out).num_rows < 9  # the rows before the stop, in a part
+    result = drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=4))
+    assert result.skipped_frames == pq.read_table(first[0]).num_rows and len(ParquetResults(out).parts()) == 2
+    table = pq.read_table(out).to_pylist()
+    expected = _rows(tmp_path / "once.csv")
+    assert [(r["file"], r["frame"]) for r in table] == [(r["file"], int(r["frame"])) for r in expected]
+    assert [r["score"] for r in table] == [float(r["score"]) if r["score"] else None for r in expected]
+    assert not list(out.glob(".*"))  # no temporary part left behind
+    drive(iter_score_archive(archive, out, magnification=2000.0, resume=False))  # --restart: one fresh part
+    assert len(ParquetResults(out).parts()) == 1 and pq.read_table(out).num_rows == 9
+
+
+def test_parquet_parts_are_written_as_rows_come(archive, tmp_path):
+    pytest.importorskip("pyarrow")
+    from napari_sem_focus.archive import ParquetResults
+
+    results = ParquetResults(tmp_path / "qc.parquet", rows_per_part=2)
+    rows = [{"file": f"f{i}.tif", "frame": 0, "score": float(i)} for i in range(4)]
+    with results.writer(fresh=True) as write:
+        write(rows[:1])
+        assert results.parts() == []  # one row: kept until a part is full
+        write(rows[1:3])
+        assert len(results.parts()) == 1  # three rows written as they came
+        write(rows[3:])
+        assert len(results.parts()) == 1
+    assert len(results.parts()) == 2  # the last row when the run ended
+    assert results.scored() == {(f"f{i}.tif", 0) for i in range(4)}

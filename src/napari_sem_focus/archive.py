@@ -3,16 +3,17 @@
 Facilities score serial-section and array-tomography runs of 10^5-10^6 frames for focus QC. :func:`iter_score_archive`
 walks a folder tree (natural order, hidden files and folders skipped), reads and prepares each file's frames
 (decoding, structure map, 320x240 crops) in DataLoader worker processes while the main process runs the model on
-batches of crops from several files, and appends one row per frame to a CSV file as the results come. Memory stays
+batches of crops from several files, and appends one row per frame to a CSV file as the results come (or to a
+Parquet dataset folder, part by part, when the output ends in ``.parquet``: :class:`ParquetResults`). Memory stays
 bounded: at most ``workers x prefetch`` files are in flight, nothing is kept after its rows are written.
 
 Each file gets its own magnification (127 mm over a 1024-px frame, from its pixel size or vendor magnification; the
 ``magnification`` argument only for files that state none). A file that cannot be read, or has no magnification,
 gets one row with the reason in ``note`` and no score; the run goes on.
 
-**Resumable**: with ``resume`` (the default) an existing CSV is read first and every (file, frame) in it is skipped,
-so a run stopped by Ctrl-C, a crash or a killed job continues where it ended; a last line cut off by the kill is
-dropped. The same archive scored in one run or in several gives the same rows.
+**Resumable**: with ``resume`` (the default) the existing results are read first and every (file, frame) in them is
+skipped, so a run stopped by Ctrl-C, a crash or a killed job continues where it ended; a last CSV line cut off by the
+kill is dropped. The same archive scored in one run or in several gives the same rows.
 
 Columns: ``file`` (path relative to the root, "/"-separated), ``frame``, ``model_magnification``,
 ``magnification_source``, ``working_distance_mm``, ``score``, ``spread``, ``structure``, ``note``.
@@ -20,8 +21,9 @@ Columns: ``file`` (path relative to the root, "/"-separated), ``frame``, ``model
 
 from __future__ import annotations
 
+import contextlib
 import csv
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,21 +186,142 @@ def score_file_chunk(
     return rows + _rows(pending, runner, mode)
 
 
-def scored_frames(out_csv: str | Path) -> set[tuple[str, int]]:
-    """The (file, frame) pairs an earlier run wrote to ``out_csv``; a last line cut off by a kill is removed
-    from the file first."""
-    path = Path(out_csv)
-    if not path.is_file() or path.stat().st_size == 0:
-        return set()
-    data = path.read_bytes()
-    if not data.endswith(b"\n"):  # the run was killed while writing a line: drop it
-        with open(path, "r+b") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"file", "frame"} <= set(reader.fieldnames):
-            raise SemFocusError(f"'{path}' is not a results file of this command (no file/frame columns)")
-        return {(row["file"], int(row["frame"])) for row in reader if row.get("frame", "").isdigit()}
+#: Parquet column types (pyarrow names), in :data:`COLUMNS` order.
+_PARQUET_TYPES = ("string", "int64", "float64", "string", "float64", "float64", "float64", "float64", "string")
+
+
+class CsvResults:
+    """Result rows appended to one CSV file, flushed after every batch; a resumed run appends to it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def exists(self) -> bool:
+        return self.path.is_file() and self.path.stat().st_size > 0
+
+    def scored(self) -> set[tuple[str, int]]:
+        """The (file, frame) pairs already written; a last line cut off by a kill is removed from the file first."""
+        if not self.exists():
+            return set()
+        data = self.path.read_bytes()
+        if not data.endswith(b"\n"):  # the run was killed while writing a line: drop it
+            with open(self.path, "r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+        with open(self.path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"file", "frame"} <= set(reader.fieldnames):
+                raise SemFocusError(f"'{self.path}' is not a results file of this command (no file/frame columns)")
+            return {(row["file"], int(row["frame"])) for row in reader if row.get("frame", "").isdigit()}
+
+    @contextlib.contextmanager
+    def writer(self, fresh: bool) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
+        """A function that appends rows (a fresh file gets the header first)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w" if fresh else "a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(COLUMNS), lineterminator="\n")
+            if fresh:
+                writer.writeheader()
+
+            def write(rows: list[dict[str, Any]]) -> None:
+                writer.writerows(rows)
+                handle.flush()
+
+            yield write
+
+
+class ParquetResults:
+    """Result rows in a Parquet dataset: a folder of part files ``part-000000.parquet``, ``part-000001.parquet``...
+    that pandas, pyarrow, polars and Dask read as one table (``pandas.read_parquet(folder)``), in path order.
+
+    A part is written (atomically) once ``rows_per_part`` rows have come or ``seconds_per_part`` have passed, and when
+    the run ends or stops; a kill loses only the rows not yet in a part, which a resumed run scores again.
+    Needs pyarrow (``pip install pyarrow``)."""
+
+    def __init__(self, path: Path, rows_per_part: int = 4096, seconds_per_part: float = 60.0):
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as err:
+            raise SemFocusError(
+                f"'{path}': writing Parquet needs pyarrow: pip install pyarrow (or write a .csv file)"
+            ) from err
+        if path.exists() and not path.is_dir():
+            raise SemFocusError(f"'{path}' is a file; a Parquet result is a folder of parts: choose a new name")
+        self.path, self.rows_per_part, self.seconds_per_part = path, rows_per_part, seconds_per_part
+
+    def parts(self) -> list[Path]:
+        return sorted(self.path.glob("part-*.parquet")) if self.path.is_dir() else []
+
+    def exists(self) -> bool:
+        return bool(self.parts())
+
+    def scored(self) -> set[tuple[str, int]]:
+        """The (file, frame) pairs in the parts already written."""
+        import pyarrow.parquet as pq
+
+        done: set[tuple[str, int]] = set()
+        for part in self.parts():
+            try:
+                table = pq.read_table(part, columns=["file", "frame"])
+            except Exception as err:  # pyarrow raises several types for files that are not Parquet
+                raise SemFocusError(f"'{part}' is not a results part of this command: {err}") from err
+            done.update(zip(table.column("file").to_pylist(), table.column("frame").to_pylist(), strict=True))
+        return done
+
+    def schema(self) -> Any:
+        import pyarrow as pa
+
+        return pa.schema([(name, pa.type_for_alias(kind)) for name, kind in zip(COLUMNS, _PARQUET_TYPES, strict=True)])
+
+    @contextlib.contextmanager
+    def writer(self, fresh: bool) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
+        """A function that collects rows and writes a part whenever enough have come; the rest at the end."""
+        import time
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .atomic import atomic_path
+
+        if fresh:
+            for part in self.parts():
+                part.unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
+        parts = self.parts()
+        index = int(parts[-1].stem.split("-")[1]) + 1 if parts else 0
+        buffer: list[dict[str, Any]] = []
+        last = time.monotonic()
+
+        def flush() -> None:
+            nonlocal index, last
+            if buffer:
+                table = pa.Table.from_pylist(buffer, schema=self.schema())
+                with atomic_path(self.path / f"part-{index:06d}.parquet") as tmp:
+                    pq.write_table(table, tmp)
+                index += 1
+                buffer.clear()
+            last = time.monotonic()
+
+        def write(rows: list[dict[str, Any]]) -> None:
+            buffer.extend(rows)
+            if len(buffer) >= self.rows_per_part or time.monotonic() - last >= self.seconds_per_part:
+                flush()
+
+        try:
+            yield write
+        finally:
+            flush()
+
+
+def results_file(path: str | Path) -> CsvResults | ParquetResults:
+    """Where the rows go: a Parquet dataset folder when ``path`` ends in ``.parquet``, else a CSV file."""
+    path = Path(path)
+    return ParquetResults(path) if path.suffix.lower() == ".parquet" else CsvResults(path)
+
+
+def scored_frames(out: str | Path) -> set[tuple[str, int]]:
+    """The (file, frame) pairs an earlier run wrote to ``out`` (CSV or Parquet); a CSV's last line cut off by a
+    kill is removed from the file first."""
+    return results_file(out).scored()
 
 
 @dataclass
@@ -213,7 +336,7 @@ class ArchiveProgress:
 
 def iter_score_archive(
     root: str | Path,
-    out_csv: str | Path,
+    out: str | Path,
     weights: str | None = None,
     mode: str = MODES[0],
     magnification: float | None = None,
@@ -225,7 +348,8 @@ def iter_score_archive(
     dask: Any = None,
     chunk_files: int = 16,
 ) -> Generator[ArchiveProgress, None, ArchiveProgress]:
-    """Score every image below ``root`` into ``out_csv`` (module docstring); yields an :class:`ArchiveProgress`
+    """Score every image below ``root`` into ``out`` (a CSV file, or a Parquet dataset folder when it ends in
+    ``.parquet``: :func:`results_file`; module docstring); yields an :class:`ArchiveProgress`
     per file and returns the last one. ``workers``: reading processes (0: read in this process).
     ``should_stop()`` is checked between files: the rows of finished files are in the CSV, a resumed run
     continues after them (:class:`CancelledError`).
@@ -240,15 +364,14 @@ def iter_score_archive(
 
     if magnification is not None:
         plausible_magnification(magnification)  # a clear error now, not one per file
-    root, out = Path(root), Path(out_csv)
+    root, results = Path(root), results_file(out)
     files = archive_files(root)
-    done = scored_frames(out) if resume else set()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fresh = not resume or not out.is_file() or out.stat().st_size == 0
+    done = results.scored() if resume else set()
+    fresh = not resume or not results.exists()
     progress = ArchiveProgress(0, len(files), 0, len(done))
     if dask is not None:
         task = (weights, mode, magnification, done, device, batch_size)
-        return (yield from _score_on_dask(dask, root, files, out, fresh, progress, should_stop, chunk_files, task))
+        return (yield from _score_on_dask(dask, root, files, results, fresh, progress, should_stop, chunk_files, task))
     runner = _runner(weights, device)
     dataset = _ArchiveFiles(root, files, mode, magnification, done)
     loader = DataLoader(
@@ -261,25 +384,20 @@ def iter_score_archive(
     )
     pending: list[PreparedFrame] = []
     stopped = False
-    with open(out, "w" if fresh else "a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS), lineterminator="\n")
-        if fresh:
-            writer.writeheader()
+    with results.writer(fresh) as write:
         for prepared in loader:
             pending += prepared
             if sum(len(p.crops) for p in pending if p.crops is not None) >= batch_size:
-                writer.writerows(_rows(pending, runner, mode))
+                write(_rows(pending, runner, mode))
                 progress.rows_written += len(pending)
-                handle.flush()
                 pending = []
             progress.files_done += 1
             yield ArchiveProgress(**vars(progress))
             if should_stop is not None and should_stop():
                 stopped = True
                 break
-        writer.writerows(_rows(pending, runner, mode))
+        write(_rows(pending, runner, mode))
         progress.rows_written += len(pending)
-        handle.flush()
     if stopped and progress.files_done < len(files):
         raise CancelledError(f"stopped after {progress.files_done} of {len(files)} files; resume to continue")
     return progress
@@ -289,7 +407,7 @@ def _score_on_dask(
     dask: Any,
     root: Path,
     files: list[Path],
-    out: Path,
+    results: CsvResults | ParquetResults,
     fresh: bool,
     progress: ArchiveProgress,
     should_stop: Callable[[], bool] | None,
@@ -303,13 +421,16 @@ def _score_on_dask(
     weights, mode, fallback, skip, device, batch_size = task
     names = [p.relative_to(root).as_posix() for p in files]
     chunks = [names[i : i + chunk_files] for i in range(0, len(names), chunk_files)]
+    skip_by_file: dict[str, set[tuple[str, int]]] = {}
+    for key in skip:
+        skip_by_file.setdefault(key[0], set()).add(key)
     in_flight = max(2, 2 * sum(client.nthreads().values()))
     futures: dict[Any, int] = {}
     finished: dict[int, list[dict[str, Any]]] = {}
 
     def submit(index: int) -> Any:
         chunk = chunks[index]
-        chunk_skip = {key for key in skip if key[0] in set(chunk)}
+        chunk_skip = set().union(*(skip_by_file.get(name, set()) for name in chunk))
         future = client.submit(
             score_file_chunk, str(root), chunk, weights, mode, fallback, chunk_skip, device, batch_size, pure=False
         )
@@ -319,10 +440,7 @@ def _score_on_dask(
     queue = as_completed([submit(i) for i in range(min(in_flight, len(chunks)))])
     submitted, next_to_write, stopped = min(in_flight, len(chunks)), 0, False
     try:
-        with open(out, "w" if fresh else "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(COLUMNS), lineterminator="\n")
-            if fresh:
-                writer.writeheader()
+        with results.writer(fresh) as write:
             for future in queue:
                 finished[futures.pop(future)] = future.result()
                 if submitted < len(chunks) and not stopped:
@@ -330,8 +448,7 @@ def _score_on_dask(
                     submitted += 1
                 while next_to_write in finished:  # in path order, whatever order the chunks finish in
                     rows = finished.pop(next_to_write)
-                    writer.writerows(rows)
-                    handle.flush()
+                    write(rows)
                     progress.rows_written += len(rows)
                     progress.files_done += len(chunks[next_to_write])
                     next_to_write += 1

@@ -275,10 +275,16 @@ def add_archive_parser(sub: Any) -> None:
 
     archive = sub.add_parser(
         "archive",
-        help="score every image below a folder into a CSV: streamed, batched, resumable (archive-scale focus QC)",
+        help="score every image below a folder into a CSV or Parquet table: streamed, batched, resumable "
+        "(archive-scale focus QC)",
     )
     archive.add_argument("root", type=Path, help="the folder tree to score (hidden files and folders skipped)")
-    archive.add_argument("--out", type=Path, required=True, help="results CSV (appended as results come)")
+    archive.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="results: a .csv file (appended as results come) or a .parquet folder of parts (needs pyarrow)",
+    )
     archive.add_argument("--mag", type=float, help="magnification for files without metadata (127 mm over 1024 px)")
     archive.add_argument("--mode", default=MODES[0], choices=list(MODES), help="scoring mode (default: structure)")
     archive.add_argument("--weights", default=None, help="'default' (bundled) or a .safetensors file")
@@ -298,7 +304,7 @@ def add_archive_parser(sub: Any) -> None:
 
 
 def _cmd_archive(args: argparse.Namespace) -> int:
-    """``sem-focus archive ROOT --out CSV``: a progress bar (files, rate, ETA), then a one-line summary."""
+    """``sem-focus archive ROOT --out CSV|PARQUET``: a progress bar (files, rate, ETA), then a one-line summary."""
     from tqdm import tqdm
 
     from ..archive import iter_score_archive
