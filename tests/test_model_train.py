@@ -97,6 +97,70 @@ def test_a_few_steps_lower_the_loss():
     assert after < before
 
 
+def test_a_step_in_parts_gives_the_whole_batch_step():
+    """Out of GPU memory a step runs in parts whose gradients add up to the batch's (BatchNorm frozen here, so the
+    parts see the same statistics): the weights after the step are the same."""
+    from napari_sem_focus.train import _Logit, _OptimizerStep
+
+    images, mags, scores = (torch.stack(column) for column in zip(*_Tiny().items, strict=True))
+    after = []
+    for parts in (1, 4):
+        torch.manual_seed(0)
+        net = build_focus_net().eval()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        step = _OptimizerStep(_Logit(net), optimizer, None, torch.device("cpu"), amp=False, loss="bce")
+        step.parts = parts
+        loss, logit = step(images, mags, scores)
+        assert logit.shape == (8,) and torch.isfinite(loss)
+        after.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    assert not torch.equal(after[0], torch.cat([p.flatten() for p in build_focus_net().parameters()]))
+    assert torch.allclose(after[0], after[1], atol=1e-5)
+
+
+def test_training_out_of_memory_splits_the_batch_then_says_what_to_do(monkeypatch):
+    from napari_sem_focus.train import _Logit
+
+    forward, seen = _Logit.forward, []
+
+    def small_device(self, image, mag_norm):  # a device on which at most `fits` images fit
+        if len(image) > fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (pretend)")
+        seen.append(len(image))
+        return forward(self, image, mag_norm)
+
+    monkeypatch.setattr(_Logit, "forward", small_device)
+    fits = 2
+    with pytest.warns(UserWarning, match="each step now runs in 2 parts"):
+        result = train(_config(max_steps=3, checkpoint_every=1000), _Tiny())
+    assert result.step == 3 and set(seen) == {2} and np.isfinite(result.history[-1].loss)
+    fits = 0
+    with pytest.warns(UserWarning), pytest.raises(SemFocusError, match="lower --batch-size"):
+        train(_config(max_steps=1, checkpoint_every=1000), _Tiny())
+
+
+def test_when_not_one_image_fits_training_moves_to_the_cpu():
+    from napari_sem_focus.train import _Logit, _OptimizerStep
+
+    images, mags, scores = (torch.stack(column) for column in zip(*_Tiny().items, strict=True))
+    net = build_focus_net()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    step = _OptimizerStep(_Logit(net), optimizer, None, torch.device("cpu"), amp=False, loss="bce")
+    step(images[:2], mags[:2], scores[:2])  # a first step: the optimiser now has state to move
+    forward = _Logit.forward
+
+    def full_gpu(module, image, mag_norm):  # nothing fits while the step is on the (pretend) GPU
+        if step.device.type != "cpu":
+            raise torch.OutOfMemoryError("CUDA out of memory (pretend)")
+        return forward(module, image, mag_norm)
+
+    step.device = torch.device("meta")  # stands for a GPU here: only its name is used before the move
+    with pytest.MonkeyPatch.context() as patch, pytest.warns(UserWarning, match="training goes on on the CPU"):
+        patch.setattr(_Logit, "forward", full_gpu)
+        loss, logit = step(images[:2], mags[:2], scores[:2])
+    assert step.device.type == "cpu" and step.parts == 1 and torch.isfinite(loss) and logit.shape == (2,)
+    assert all(s["momentum_buffer"].device.type == "cpu" for s in optimizer.state.values())
+
+
 def test_bce_loss_keeps_pulling_saturated_outputs_and_is_zero_at_a_perfect_fit():
     target = torch.tensor([10.0, 0.0, 4.0])
     grads = {}

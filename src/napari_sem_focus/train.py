@@ -225,6 +225,88 @@ class _Logit(torch.nn.Module):
         return self.model.logit(image, mag_norm)
 
 
+class _OptimizerStep:
+    """One optimiser step on a batch, in as many parts as the GPU's memory needs.
+
+    CUDA out of memory: the step is retried with the batch split in 2, 4, 8... parts whose gradients add up to the
+    whole batch's (the same step; only BatchNorm sees the smaller parts), and later steps keep the split; when not even
+    one image per part fits, the model, the optimiser's state and the weight average move to the CPU, with a warning,
+    and training goes on there (slower). In a multi-process run, where one process cannot leave its GPU, that is an
+    error that says to lower the batch size."""
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ema: torch.optim.swa_utils.AveragedModel | None,
+        device: torch.device,
+        amp: bool,
+        loss: str,
+        can_move: bool = True,
+    ):
+        self.network, self.optimizer, self.ema, self.device = network, optimizer, ema, device
+        self.amp, self.loss, self.can_move, self.parts = amp, loss, can_move, 1
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp and mixed_precision_dtype(device) == torch.float16)
+
+    def __call__(self, images: torch.Tensor, mag: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Take the step; returns the batch's loss and logits (detached)."""
+        while True:
+            try:
+                return self._step(images, mag, score)
+            except torch.OutOfMemoryError:
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                was_on = self.device
+                self._make_room(len(images))
+                if self.device != was_on:
+                    images, mag, score = (t.to(self.device) for t in (images, mag, score))
+
+    def _step(self, images: torch.Tensor, mag: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.optimizer.zero_grad(set_to_none=True)
+        losses, logits = [], []
+        for part in torch.arange(len(images), device=images.device).tensor_split(self.parts):
+            with autocast(self.device, self.amp):
+                logit = self.network(images[part], mag[part])
+            loss = score_loss(logit.float(), score[part], self.loss)
+            if self.parts > 1:  # each part's mean weighted by its share: the parts add up to the batch's mean
+                loss = loss * (len(part) / len(images))
+            self.scaler.scale(loss).backward()
+            losses.append(loss.detach())
+            logits.append(logit.detach())
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return torch.stack(losses).sum(), torch.cat(logits)
+
+    def _make_room(self, batch: int) -> None:
+        import warnings
+
+        if self.parts < batch:
+            self.parts = min(2 * self.parts, batch)
+            warnings.warn(
+                f"{self.device} is out of memory at a batch of {batch}: each step now runs in {self.parts} parts "
+                "(the same batch, more slowly)",
+                stacklevel=3,
+            )
+            return
+        if self.device.type == "cpu" or not self.can_move:
+            raise SemFocusError(
+                f"out of memory on {self.device} with one image per part: lower --batch-size or the crop size, "
+                "or free memory on the device"
+            )
+        warnings.warn(f"{self.device} is out of memory even for one image: training goes on on the CPU", stacklevel=3)
+        self.device = torch.device("cpu")
+        self.network.to(self.device)
+        if self.ema is not None:
+            self.ema.to(self.device)
+        for state in self.optimizer.state.values():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0:
+                    state[key] = value.to(self.device)
+        self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+        self.parts = 1
+
+
 class _Materialised(Dataset):
     """A small dataset (validation frames) computed once and kept in memory, so evaluating during training does
     not simulate the same frames again each time."""
@@ -492,7 +574,7 @@ def iter_train(
             network, device_ids=[device.index] if device.type == "cuda" else None
         )
     amp = config.amp and device.type in ("cpu", "cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and mixed_precision_dtype(device) == torch.float16)
+    take_step = _OptimizerStep(network, optimizer, ema, device, amp, config.loss, can_move=not group.active)
     if not group.is_main:
         val_data = None
     elif val_data is not None and len(val_data) <= 4096:
@@ -544,18 +626,16 @@ def iter_train(
             memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
             images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             score, mag = score.to(device, non_blocking=True), mag.to(device, non_blocking=True)
-            with autocast(device, amp):
-                logit = network(images, mag)
-            loss = score_loss(logit.float(), score, config.loss)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss, logit = take_step(images, mag, score)
+            if take_step.device != device:  # out of GPU memory: training moved to the CPU
+                device = take_step.device
+                score = score.to(device)
+                running_loss, running_mse = RunningMean(), RunningMean()
             if ema is not None:
                 ema.update_parameters(model)
             step += 1
-            running = running_loss.add(loss.detach())
-            train_mse = running_mse.add(score_loss(logit.detach().float(), score, "mse"))
+            running = running_loss.add(loss)
+            train_mse = running_mse.add(score_loss(logit.float(), score, "mse"))
             timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
             last = step >= total or timed_out
             validate = val_data is not None and (step % config.eval_every == 0 or last)
