@@ -102,3 +102,62 @@ def test_model_magnification_sources():
 def test_interpretation_words():
     assert interpret_score(0.1).startswith("unusable")
     assert interpret_score(9.5) == "in focus"
+
+
+def test_structure_fraction_is_the_area_of_the_structured_tiles():
+    """The cell-grid count equals counting pixels, for any tile grid and any structured subset; the noise estimate
+    is Immerkaer's mean absolute response."""
+    import math
+
+    import cv2
+
+    from napari_sem_focus.structure import STRUCTURE_FLOOR, StructureMap, noise_sigma
+
+    rng = np.random.default_rng(0)
+    frame = rng.random((500, 700), dtype=np.float32)
+    structure = StructureMap(frame)
+    for size in ((240, 320), (100, 130), (600, 800)):
+        origins = tile_origins(frame.shape, size)
+        for _ in range(20):
+            values = rng.random(len(origins)).astype(np.float32) * 2 * STRUCTURE_FLOOR
+            covered = np.zeros(frame.shape, bool)
+            for (r, c), value in zip(origins, values, strict=True):
+                if value >= STRUCTURE_FLOOR:
+                    covered[r : r + size[0], c : c + size[1]] = True
+            assert structure.fraction(origins, size, values) == pytest.approx(covered.mean(), abs=1e-12)
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+    response = cv2.filter2D(frame, -1, kernel)[1:-1, 1:-1]
+    assert noise_sigma(frame) == pytest.approx(math.sqrt(math.pi / 2) * np.abs(response).mean() / 6, rel=1e-6)
+
+
+def test_frames_prepared_ahead_come_in_order_with_their_errors_and_stop_when_closed():
+    import threading
+
+    from napari_sem_focus.infer import prepared_ahead
+
+    assert list(prepared_ahead(range(7))) == list(range(7))
+    threads = set()
+
+    def frames():
+        for i in range(100):
+            threads.add(threading.current_thread().name)
+            if i == 3:
+                raise ValueError("frame 3 is damaged")
+            yield i
+
+    got = []
+    with pytest.raises(ValueError, match="frame 3"):
+        for item in prepared_ahead(frames()):
+            got.append(item)
+    assert got == [0, 1, 2] and threads == {next(iter(threads))} != {threading.current_thread().name}
+    produced = []
+
+    def counted():
+        for i in range(100):
+            produced.append(i)
+            yield i
+
+    ahead = prepared_ahead(counted(), depth=2)
+    assert next(ahead) == 0
+    ahead.close()  # the consumer stops (Cancel): nothing more is read than what was already ahead
+    assert len(produced) <= 3

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, Label
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
     QTableWidget,
@@ -59,6 +60,10 @@ def series_for_layer(layer: Any) -> Any:
     return series_from_stack(layer.data, rgb=bool(layer.rgb), frame_facts=facts, name=layer.name)
 
 
+#: While scoring, the views are brought up to date at most this often (milliseconds); always when scoring ends.
+VIEW_REFRESH_MS = 1000
+
+
 class ScoreStackWidget(QWidget):
     """Dock widget: score a focus series (or one image) with the learned model and classic metrics."""
 
@@ -75,6 +80,10 @@ class ScoreStackWidget(QWidget):
         self.live_layer: Any = None
         self._live_frames = GrowingStack()
         self._stop = threading.Event()
+        # while a stack is scored, the plot, table and status catch up at most once per VIEW_REFRESH_MS: a redraw
+        # of the focus curve costs ~60 ms of the event loop, more while the model takes every core
+        self._views_timer = QTimer(self, singleShot=True, interval=VIEW_REFRESH_MS)
+        self._views_timer.timeout.connect(self._update_views)
 
         self.layer_box = layer_choice(viewer, "Image", "image")
         self.mag_box = magnification_spin()
@@ -288,9 +297,11 @@ class ScoreStackWidget(QWidget):
         row, result = item
         self.rows.append(row)
         self.results[row["frame"]] = result
-        self._update_views()
+        if not self._views_timer.isActive():
+            self._views_timer.start()
 
     def _on_finished(self) -> None:
+        self._views_timer.stop()
         done = len(self.rows)
         total = len(self.series) if self.series is not None else 0
         if done < total:
