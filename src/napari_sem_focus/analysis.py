@@ -67,7 +67,11 @@ def score_rows(
                 pending[i] = compute_metrics(frame, names, smooth_sigma_px)
             yield frame
 
-    for result in score_series(series, weights, magnification, mode, device, should_stop=should_stop, frames=frames()):
+    if series.is_large and (names is None or names):  # band by band there is no whole frame to measure
+        series.notes.append("classic metrics are not computed for frames above 64 Mpx: score a region (--roi) for them")
+        names = []
+    read = None if series.is_large else frames()  # a large frame is read band by band by the scorer itself
+    for result in score_series(series, weights, magnification, mode, device, should_stop=should_stop, frames=read):
         row = frame_row(series, result.frame) | score_columns(result) | pending.pop(result.frame, {})
         yield row, result
 

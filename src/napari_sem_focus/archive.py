@@ -88,7 +88,7 @@ class _ArchiveFiles:
         return len(self.files)
 
     def __getitem__(self, index: int) -> list[PreparedFrame]:
-        from .infer import frame_crops, model_magnification
+        from .infer import model_magnification, series_crops
         from .io import read_series
         from .metadata import plausible_magnification
 
@@ -109,7 +109,7 @@ class _ArchiveFiles:
                 if mag is None:
                     out.append(PreparedFrame(name, i, None, {}, None, source, wd, "no magnification: give one"))
                     continue
-                crops, _origins, facts = frame_crops(series.frame(i), self.mode)
+                crops, _origins, facts = series_crops(series, i, self.mode)
                 out.append(PreparedFrame(name, i, crops, facts, mag, source, wd))
             return out
         except SemFocusError as err:

@@ -128,6 +128,20 @@ def frame_crops(frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE)
     return np.stack([frame[r : r + crop[0], c : c + crop[1]] for r, c in origins]), origins, facts
 
 
+def series_crops(
+    series: Any, index: int, mode: str, crop: tuple[int, int] = CROP_SIZE
+) -> tuple[np.ndarray, list, dict]:
+    """:func:`frame_crops` of frame ``index`` of a :class:`~napari_sem_focus.io.FocusSeries`; a large frame
+    (above 64 Mpx) band by band, never whole (:mod:`napari_sem_focus.large_frames`)."""
+    if mode not in MODES:
+        raise SemFocusError(f"unknown scoring mode '{mode}'; choose from {MODES}")
+    if series.is_large:
+        from .large_frames import large_frame_crops
+
+        return large_frame_crops(series, index, mode, crop)
+    return frame_crops(series.frame(index), mode, crop)
+
+
 @dataclass
 class FrameScore:
     """The learned score of one frame.
@@ -193,13 +207,18 @@ class ModelRunner:
     the CPU with a warning and every later batch runs there (the scores are the same, only slower).
     """
 
-    def __init__(self, model: Any, device: str = "cpu", bf16: bool | None = None):
-        self.model, self.device, self.bf16 = model, str(device), bf16
+    def __init__(self, model: Any, device: str = "cpu", bf16: bool | None = None, max_batch: int = 64):
+        self.model, self.device, self.bf16, self.max_batch = model, str(device), bf16, max_batch
 
     def __call__(self, crops: np.ndarray, mag_norm: Any) -> np.ndarray:
-        """Scores (0-10) of ``crops`` (n, rows, cols; float [0, 1]) at normalised magnifications ``mag_norm`` (n,)."""
+        """Scores (0-10) of ``crops`` (n, rows, cols; float [0, 1]) at normalised magnifications ``mag_norm`` (n,),
+        at most ``max_batch`` crops at a time through the network (a large frame brings a thousand)."""
         import torch
 
+        if len(crops) > self.max_batch:
+            starts = range(0, len(crops), self.max_batch)
+            parts = [(crops[i : i + self.max_batch], mag_norm[i : i + self.max_batch]) for i in starts]
+            return np.concatenate([self(*part) for part in parts])
         try:
             with torch.inference_mode(), inference_autocast(self.device, self.bf16):
                 x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).to(self.device)[:, None]
@@ -236,6 +255,10 @@ def prepared_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 future.cancel()
 
 
+#: A frame made ready for the model: (frame index, its crops (n, rows, cols), their origins, structure facts).
+Prepared = tuple[int, np.ndarray, list, dict]
+
+
 def score_frames(
     frames: Iterable[np.ndarray],
     magnification: float,
@@ -254,15 +277,32 @@ def score_frames(
 
     GPU out of memory: see :class:`ModelRunner`.
     """
+    if mode not in MODES:
+        raise SemFocusError(f"unknown scoring mode '{mode}'; choose from {MODES}")
+    prepared = ((index, *frame_crops(frame, mode)) for index, frame in enumerate(frames))
+    yield from score_prepared(prepared, magnification, model, mode, batch_size, device, should_stop, bf16)
+
+
+def score_prepared(
+    prepared: Iterable[Prepared],
+    magnification: float,
+    model: Any,
+    mode: str = MODES[0],
+    batch_size: int = 16,
+    device: str = "cpu",
+    should_stop: Callable[[], bool] | None = None,
+    bf16: bool | None = None,
+) -> Iterator[FrameScore]:
+    """:func:`score_frames` of frames already cut into crops (:func:`frame_crops`, :func:`series_crops`)."""
     from .model import check_magnification, normalize_magnification
 
     plausible_magnification(magnification)  # a clear error, never a NaN score
     check_magnification(magnification)
     mag = normalize_magnification(magnification)
     runner = ModelRunner(model, device, bf16)
-    pending: list[tuple[int, np.ndarray, list, dict]] = []
+    pending: list[Prepared] = []
 
-    def run(batch: list[tuple[int, np.ndarray, list, dict]]) -> Iterator[FrameScore]:
+    def run(batch: list[Prepared]) -> Iterator[FrameScore]:
         crops = np.concatenate([c for _, c, _, _ in batch])
         scores = runner(crops, mag.expand(len(crops)))
         start = 0
@@ -273,7 +313,6 @@ def score_frames(
             yield FrameScore(index, score, tiles, origins, spread=spread, **facts)
 
     n_crops = 0
-    prepared = ((index, *frame_crops(frame, mode)) for index, frame in enumerate(frames))
     if str(device).split(":")[0] != "cpu":  # on a CPU the reading thread would only take cores from the model
         prepared = prepared_ahead(prepared)
     for index, crops, origins, facts in prepared:
@@ -300,7 +339,8 @@ def score_series(
 ) -> Iterator[FrameScore]:
     """Score every frame of a :class:`FocusSeries` with the given (default: bundled) weights.
 
-    ``frames``: the series' frames when the caller already reads them (default: ``series.frames()``).
+    ``frames``: the series' frames when the caller already reads them (default: each frame read here, a large one
+    band by band: :func:`series_crops`).
     """
     from .weights import load_model
 
@@ -311,5 +351,8 @@ def score_series(
             "metadata): give it (CLI: --mag)"
         )
     model = load_model(weights, device)
-    frames = series.frames() if frames is None else frames
-    yield from score_frames(frames, mag, model, mode, batch_size, device, should_stop)
+    if frames is not None:
+        yield from score_frames(frames, mag, model, mode, batch_size, device, should_stop)
+        return
+    prepared = ((index, *series_crops(series, index, mode)) for index in range(len(series)))
+    yield from score_prepared(prepared, mag, model, mode, batch_size, device, should_stop)

@@ -43,6 +43,11 @@ IMAGE_SUFFIXES = TIFF_SUFFIXES + OTHER_SUFFIXES
 #: The smallest scored region (rows and columns, pixels) any score or metric accepts.
 MIN_SIZE_PX = 16
 
+#: Frames with more pixels than this (64 Mpx, e.g. 8192x8192) are *large*: stitched maps and very high-resolution
+#: scans. They are read, converted and scored band by band (:meth:`FocusSeries.frame_bands`,
+#: :mod:`napari_sem_focus.large_frames`) and never held whole as float.
+LARGE_FRAME_PIXELS = 64 * 2**20
+
 #: Key of the JSON ImageDescription that our simulator writes into each TIFF page.
 DESCRIPTION_KEY = "napari_sem_focus"
 
@@ -78,6 +83,9 @@ class FocusSeries:
     notes: list[str] = field(default_factory=list)
     roi: tuple[int, int, int, int] | None = None
     _loader: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
+    _band_loader: Callable[[int, Sequence[tuple[int, int]]], Iterator[np.ndarray]] | None = field(
+        default=None, repr=False
+    )
     _intensity: tuple[float, float] | None = field(default=None, repr=False)
 
     # --- access -----------------------------------------------------------------------------------------
@@ -94,11 +102,40 @@ class FocusSeries:
     def frame(self, index: int) -> np.ndarray:
         """Frame ``index`` as float32 in [0, 1] (the module's intensity rule), data bar removed."""
         raw = self.raw_frame(index)
+        rows, cols = self.scored_region
+        return self._to_float(raw[rows, cols], index)
+
+    def _to_float(self, raw: np.ndarray, index: int) -> np.ndarray:
         _check_finite(raw, self.frame_paths[index % len(self)], index)
         offset, scale = self.intensity_map
-        rows, cols = self.scored_region
-        out = (raw[rows, cols].astype(np.float32) - np.float32(offset)) * np.float32(1.0 / scale)
+        out = (raw.astype(np.float32) - np.float32(offset)) * np.float32(1.0 / scale)
         return np.clip(out, 0.0, 1.0, out=out)
+
+    @property
+    def is_large(self) -> bool:
+        """True for frames above :data:`LARGE_FRAME_PIXELS`: read and scored band by band."""
+        return self.shape[0] * self.shape[1] > LARGE_FRAME_PIXELS
+
+    def raw_bands(self, index: int, windows: Sequence[tuple[int, int]]) -> Iterator[np.ndarray]:
+        """Rows ``[a, b)`` of raw frame ``index`` (full width, as stored) for each ``(a, b)`` in ``windows``, which
+        must not go backwards (a and b non-decreasing). A grey TIFF page is decoded strip by strip (or tile row by
+        tile row), so only about one window is in memory at a time; other frames are read whole and sliced."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"frame {index} out of range for a series of {len(self)} frames")
+        if self._band_loader is not None:
+            yield from self._band_loader(index % len(self), windows)
+            return
+        raw = self.raw_frame(index)
+        for a, b in windows:
+            yield raw[a:b]
+
+    def frame_bands(self, index: int, windows: Sequence[tuple[int, int]]) -> Iterator[np.ndarray]:
+        """Rows ``[a, b)`` of the scored region of frame ``index`` for each window (non-decreasing), as
+        :meth:`frame` would return them: what large frames are scored from (:meth:`raw_bands`)."""
+        rows, cols = self.scored_region
+        shifted = [(rows.start + a, rows.start + b) for a, b in windows]
+        for raw in self.raw_bands(index, shifted):
+            yield self._to_float(raw[:, cols], index)
 
     def frames(self) -> Iterator[np.ndarray]:
         """All frames in order, as :meth:`frame` returns them."""
@@ -190,10 +227,12 @@ class FocusSeries:
         if dtype == np.uint8:  # the white level can only be 255: no need to read the whole series first
             return 0.0, 255.0
         lo, hi = np.inf, -np.inf
+        step = max(1, LARGE_FRAME_PIXELS // (8 * self.shape[1]))  # bands of at most 8 Mpx for large frames
+        windows = [(a, min(a + step, self.shape[0])) for a in range(0, self.shape[0], step)]
         for i in range(len(self)):
-            raw = self.raw_frame(i)
-            _check_finite(raw, self.frame_paths[i], i)
-            lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
+            for raw in self.raw_bands(i, windows) if self.is_large else [self.raw_frame(i)]:
+                _check_finite(raw, self.frame_paths[i], i)
+                lo, hi = min(lo, float(raw.min())), max(hi, float(raw.max()))
         if np.issubdtype(dtype, np.integer):
             offset = 0.0
             if lo < 0:  # signed data with negative values: shift by the dtype minimum
@@ -402,6 +441,57 @@ def _read_tiff_page(path: Path, page_index: int, notes: list[str]) -> np.ndarray
     return to_grey(data, path, notes)
 
 
+def _is_grey_page(page: Any) -> bool:
+    """A page of one grey sample per pixel (no palette): what :func:`_tiff_page_bands` can decode band by band."""
+    return page.samplesperpixel == 1 and page.photometric in (0, 1) and len(page.shape) == 2
+
+
+def _tiff_page_bands(path: Path, page_index: int, windows: Sequence[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """Rows ``[a, b)`` of a grey TIFF page for each window (non-decreasing), decoded one strip (or one row of tiles)
+    after another: rows are dropped once no later window needs them, so memory holds about one window plus one
+    row of segments, whatever the page's size. Values as stored, as :func:`_read_tiff_page` reads them."""
+    tif = _open_tiff(path)  # its own handle: a long pass must not hold the shared handle's lock
+    with tif:
+        page = _tiff_pages(tif)[page_index]
+        height, width = page.shape
+        pending = list(windows)
+        kept = np.empty((0, width), page.dtype)  # rows [kept_start, kept_start + len(kept)) of the page
+        kept_start = 0
+        block: np.ndarray | None = None  # the row of segments being assembled
+        block_row = 0
+
+        def complete(rows: np.ndarray) -> Iterator[np.ndarray]:
+            nonlocal kept, kept_start
+            kept = np.concatenate([kept, rows]) if len(kept) else rows
+            while pending and pending[0][1] <= kept_start + len(kept):
+                a, b = pending.pop(0)
+                band = kept[a - kept_start : b - kept_start]
+                yield band.copy()
+            drop = min((pending[0][0] if pending else height) - kept_start, len(kept))
+            if drop > 0:
+                kept, kept_start = kept[drop:], kept_start + drop
+
+        try:
+            for segment, (_, _, y, x, _), shape in page.segments(maxworkers=1):
+                if block is not None and y != block_row:
+                    yield from complete(block)
+                    block = None
+                if block is None:
+                    block_row = y
+                    block = np.zeros((min(shape[1], height - y), width), page.dtype)
+                if segment is not None:
+                    data = np.asarray(segment).reshape(shape)[0, : block.shape[0], : width - x, 0]
+                    block[: data.shape[0], x : x + data.shape[1]] = data
+            if block is not None:
+                yield from complete(block)
+        except Exception as err:  # tifffile raises many types for damaged data
+            if isinstance(err, UnreadableImageError):
+                raise
+            raise UnreadableImageError(path, _decode_failure(page, page_index, err)) from err
+        if pending:
+            raise UnreadableImageError(path, f"page {page_index} ended before rows {pending[0][0]}-{pending[0][1]}")
+
+
 def _read_other(path: Path, notes: list[str]) -> np.ndarray:
     import cv2
 
@@ -444,19 +534,24 @@ def _inspect_file(path: Path, notes: list[str]) -> _FileFrames:
                     f"series in file order ({', '.join(extra)} nested): save the focus axis alone for a focus series"
                 )
             truths = [_page_truth(p) for p in pages]
-        first = _read_tiff_page(path, 0, notes)
+            page = pages[0]
+            header_only = _is_grey_page(page) and page.shape[0] * page.shape[1] > LARGE_FRAME_PIXELS
+        # a large grey page is not decoded here: its shape and type are in its header
+        first = np.empty((0, 0), page.dtype) if header_only else _read_tiff_page(path, 0, notes)
+        shape, dtype = (tuple(page.shape), page.dtype) if header_only else (first.shape, first.dtype)
         n = len(pages)
     elif path.suffix.lower() in OTHER_SUFFIXES:
         first, meta, n = _read_other(path, notes), SemMetadata(), 1
         truths = [{}]
+        shape, dtype = first.shape, first.dtype
     else:
         raise UnreadableImageError(path, f"unsupported file type '{path.suffix}' (use {', '.join(IMAGE_SUFFIXES)})")
     if meta == SemMetadata():
-        meta = read_sidecar(path, first.shape[1]) or meta
+        meta = read_sidecar(path, shape[1]) or meta
     meta, dropped = meta.plausible()
     notes += [f"'{path.name}': {note}" for note in dropped]
     metas = [_with_truth(meta, t) for t in truths]
-    return _FileFrames(path, n, first.shape, first.dtype, metas, truths)
+    return _FileFrames(path, n, shape, dtype, metas, truths)
 
 
 def center_crop(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -545,6 +640,18 @@ def read_series(
             image = center_crop(image, target)
         return image.astype(dtype, copy=False)
 
+    def bands(index: int, windows: Sequence[tuple[int, int]]) -> Iterator[np.ndarray]:
+        info, page = entries[index]
+        if info.path.suffix.lower() in TIFF_SUFFIXES and info.shape == target:
+            pages, _ = _OPEN_TIFFS.pages(info.path)
+            if _is_grey_page(pages[page]):
+                for band in _tiff_page_bands(info.path, page, windows):
+                    yield band.astype(dtype, copy=False)
+                return
+        image = load(index)
+        for a, b in windows:
+            yield image[a:b]
+
     series = FocusSeries(
         source=src,
         frame_paths=[info.path for info, _ in entries],
@@ -554,6 +661,7 @@ def read_series(
         truth=[info.truth[page] for info, page in entries],
         notes=notes,
         _loader=load,
+        _band_loader=bands,
     )
     _set_databar(series, databar_rows)
     rows, cols = series.scored_shape
@@ -575,6 +683,8 @@ def _set_databar(series: FocusSeries, databar_rows: int | None) -> None:
     stated = series.metadata[0].databar_rows
     if stated and 0 < stated < height:
         series.databar_rows, series.databar_source = int(stated), "metadata"
+        return
+    if series.is_large:  # a stitched map or a very large scan: no pixel detection (it would read the frame whole)
         return
     detected = detect_databar_rows(series.raw_frame(0))
     if detected:

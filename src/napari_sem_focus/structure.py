@@ -54,13 +54,24 @@ def noise_sigma(frame: np.ndarray) -> float:
     return float(math.sqrt(math.pi / 2) * mean_abs / 6)
 
 
-class StructureMap:
-    """The low-passed frame and its noise residue, to measure the structure of any region of one frame."""
+def lowpass(frame: np.ndarray) -> np.ndarray:
+    """The frame after the Gaussian low-pass of :data:`STRUCTURE_SIGMA_PX` that structure is measured on."""
+    return cv2.GaussianBlur(np.asarray(frame, np.float32), (0, 0), STRUCTURE_SIGMA_PX, borderType=cv2.BORDER_REFLECT)
 
-    def __init__(self, frame: np.ndarray):
+
+def noise_residue(sigma: float) -> float:
+    """The standard deviation that white pixel noise of ``sigma`` leaves after :func:`lowpass`."""
+    return sigma / (2.0 * math.sqrt(math.pi) * STRUCTURE_SIGMA_PX)
+
+
+class StructureMap:
+    """The low-passed frame and its noise residue, to measure the structure of any region of one frame.
+    ``residue``: the noise residue when it is known already (a band of a large frame), else estimated here."""
+
+    def __init__(self, frame: np.ndarray, residue: float | None = None):
         img = np.asarray(frame, np.float32)
-        self.lowpass = cv2.GaussianBlur(img, (0, 0), STRUCTURE_SIGMA_PX, borderType=cv2.BORDER_REFLECT)
-        self.noise_residue = noise_sigma(img) / (2.0 * math.sqrt(math.pi) * STRUCTURE_SIGMA_PX)
+        self.lowpass = lowpass(img)
+        self.noise_residue = noise_residue(noise_sigma(img)) if residue is None else residue
 
     def region(self, row: int, col: int, rows: int, cols: int) -> float:
         """Structure (grey-value std, noise removed) of the region with top-left (row, col) and size rows x cols."""
@@ -76,28 +87,33 @@ class StructureMap:
     def fraction(
         self, origins: Sequence[tuple[int, int]], size: tuple[int, int], structure: np.ndarray | None = None
     ) -> float:
-        """Fraction of the frame's pixels inside the ``size`` regions at ``origins`` (a tile grid) whose structure
-        (``structure``, else measured here) reaches :data:`STRUCTURE_FLOOR`.
-
-        Counted on the grid of cells the regions' edges cut the frame into, not pixel by pixel (same result)."""
+        """:func:`structured_fraction` of this frame (``structure``: the regions', else measured here)."""
         if structure is None:
             structure = self.regions(origins, size)
-        shape = self.lowpass.shape
-        kept = [(r, c) for (r, c), value in zip(origins, structure, strict=True) if value >= STRUCTURE_FLOOR]
-        if not kept or not shape[0] or not shape[1]:
-            return 0.0
-        edges = []
-        for axis, extent in enumerate(size):
-            starts = np.clip([o[axis] for o in kept], 0, shape[axis])
-            ends = np.clip(starts + extent, 0, shape[axis])
-            edges.append(np.unique(np.concatenate([[0, shape[axis]], starts, ends])))
-        covered = np.zeros((len(edges[0]) - 1, len(edges[1]) - 1), bool)
-        for r, c in kept:
-            r0, r1 = np.searchsorted(edges[0], [r, min(r + size[0], shape[0])])
-            c0, c1 = np.searchsorted(edges[1], [c, min(c + size[1], shape[1])])
-            covered[r0:r1, c0:c1] = True
-        area = np.outer(np.diff(edges[0]), np.diff(edges[1]))
-        return float(area[covered].sum()) / (shape[0] * shape[1])
+        return structured_fraction(self.lowpass.shape, origins, size, structure)
+
+
+def structured_fraction(
+    shape: tuple[int, int], origins: Sequence[tuple[int, int]], size: tuple[int, int], structure: np.ndarray
+) -> float:
+    """Fraction of a frame of ``shape`` (rows, cols) inside the ``size`` regions at ``origins`` (a tile grid) whose
+    ``structure`` reaches :data:`STRUCTURE_FLOOR`. Counted on the grid of cells the regions' edges cut the frame
+    into, not pixel by pixel (same result)."""
+    kept = [(r, c) for (r, c), value in zip(origins, structure, strict=True) if value >= STRUCTURE_FLOOR]
+    if not kept or not shape[0] or not shape[1]:
+        return 0.0
+    edges = []
+    for axis, extent in enumerate(size):
+        starts = np.clip([o[axis] for o in kept], 0, shape[axis])
+        ends = np.clip(starts + extent, 0, shape[axis])
+        edges.append(np.unique(np.concatenate([[0, shape[axis]], starts, ends])))
+    covered = np.zeros((len(edges[0]) - 1, len(edges[1]) - 1), bool)
+    for r, c in kept:
+        r0, r1 = np.searchsorted(edges[0], [r, min(r + size[0], shape[0])])
+        c0, c1 = np.searchsorted(edges[1], [c, min(c + size[1], shape[1])])
+        covered[r0:r1, c0:c1] = True
+    area = np.outer(np.diff(edges[0]), np.diff(edges[1]))
+    return float(area[covered].sum()) / (shape[0] * shape[1])
 
 
 def region_structure(frame: np.ndarray, origins: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:

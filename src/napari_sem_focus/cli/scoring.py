@@ -177,10 +177,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 if note.startswith("region of interest"):
                     print(f"note: {note}", file=sys.stderr)
         mag, mag_source = model_magnification(series, args.mag)
+        known_notes = len(series.notes)
         rows = [
             row
             for row, _ in score_rows(series, args.weights, mag, args.mode, device, metrics=None if args.metrics else ())
         ]
+        for note in series.notes[known_notes:]:  # what scoring found out (e.g. a large frame has no metrics)
+            print(f"note: {note}", file=sys.stderr)
         peak, summary = peak_summary(rows, "score")
         blind = [r["frame"] for r in rows if r["note"]]
         summary |= {

@@ -1,0 +1,87 @@
+"""Very large frames (stitched maps, 16k+ px scans) are read and scored band by band: the same structure, tiles and
+crops as a normal frame, and the page is never decoded whole. "Large" is lowered to 0.1 Mpx here so that small
+files take the large-frame path and can be compared with the normal one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sem_focus import io, large_frames
+from napari_sem_focus.infer import frame_crops, score_series, series_crops
+from napari_sem_focus.io import read_series
+from napari_sem_focus.simulate import simulate_series
+
+
+@pytest.fixture
+def map_tiff(tmp_path):
+    """A 900x1300 16-bit grey TIFF (12-bit data) in LZW strips of 37 rows: a stitched map in miniature."""
+    frames, _ = simulate_series("particles", 2000.0, steps=3, shape=(900, 1300), seed=2)
+    frames = [f.image for f in frames]
+    image = frames[1].astype(np.uint16) * 16  # 12-bit data
+    path = tmp_path / "map.tif"
+    tifffile.imwrite(path, image, rowsperstrip=37, compression="lzw")
+    return path, image
+
+
+def _large(monkeypatch, pixels=100_000):
+    monkeypatch.setattr(io, "LARGE_FRAME_PIXELS", pixels)
+
+
+@pytest.mark.parametrize("mode", ["structure", "center", "tiles"])
+def test_a_large_frame_gives_the_tiles_crops_and_facts_of_a_normal_one(map_tiff, monkeypatch, mode):
+    path, _ = map_tiff
+    normal = read_series(path)
+    assert not normal.is_large
+    crops, origins, facts = frame_crops(normal.frame(0), mode)
+    _large(monkeypatch)
+    large = read_series(path)
+    assert large.is_large
+    assert large.intensity_map == normal.intensity_map == (0.0, 4095.0)  # the white level, read band by band
+    big_crops, big_origins, big_facts = series_crops(large, 0, mode)
+    assert big_origins == origins
+    assert big_facts["has_structure"] == facts["has_structure"]
+    assert big_facts["structure_fraction"] == pytest.approx(facts["structure_fraction"], abs=1e-12)
+    np.testing.assert_array_equal(big_crops, crops)
+
+
+def test_a_large_page_is_never_decoded_whole_and_its_tiles_are_capped(map_tiff, monkeypatch):
+    path, _ = map_tiff
+    _large(monkeypatch)
+    expected = [r.score for r in score_series(read_series(path), magnification=2000.0, mode="tiles")]
+
+    def refuse(page, *args, **kwargs):
+        raise AssertionError("the whole page was decoded")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", refuse)
+    series = read_series(path)
+    assert series.shape == (900, 1300)
+    results = list(score_series(series, magnification=2000.0, mode="tiles"))
+    assert [r.score for r in results] == pytest.approx(expected, abs=1e-5)
+    monkeypatch.setattr(large_frames, "MAX_TILES", 5)
+    (capped,) = score_series(series, magnification=2000.0, mode="tiles")
+    assert len(capped.tile_origins) == 5 and capped.tile_origins[0] == (0, 0)
+    assert capped.tile_origins[-1] == results[0].tile_origins[-1]  # evenly spread from the first to the last
+
+
+def test_bands_of_strips_and_tiles_are_the_stored_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 65535, (700, 500), dtype=np.uint16)
+    windows = [(0, 240), (100, 340), (300, 540), (600, 700), (690, 700)]
+    for layout in ({"rowsperstrip": 37}, {"tile": (64, 128), "compression": "zlib"}, {}):
+        tifffile.imwrite(tmp_path / "a.tif", image, **layout)
+        bands = list(io._tiff_page_bands(tmp_path / "a.tif", 0, windows))
+        assert [b.shape[0] for b in bands] == [b - a for a, b in windows]
+        for band, (a, b) in zip(bands, windows, strict=True):
+            np.testing.assert_array_equal(band, image[a:b])
+
+
+def test_cli_scores_a_large_map_and_says_why_metrics_are_missing(map_tiff, monkeypatch, capsys):
+    from napari_sem_focus.cli import main
+
+    path, _ = map_tiff
+    _large(monkeypatch)
+    assert main(["score", str(path), "--mag", "2000", "--metrics"]) == 0
+    out = capsys.readouterr()
+    assert "classic metrics are not computed for frames above 64 Mpx" in out.out + out.err
