@@ -128,22 +128,13 @@ def metric_rows() -> list[list[str]]:
 
 def long_stack_rows(tmp: Path) -> list[list[str]]:
     """Row 4: per-frame read time of long stacks."""
-    import tifffile
+    from bench_long_stack import time_reads
 
     frame = tinball_frames(1)[0][:384, :512]
     rows = []
     for n in (100, 1000, 4000):
         path = write_series_tiff(tmp / f"long_{n}.tif", [frame] * n, [{"magnification": 5000.0}] * n)
-        start = time.perf_counter()
-        series = read_series(path)
-        for i in range(len(series)):
-            series.frame(i)
-        ours = (time.perf_counter() - start) / n * 1e3
-        start = time.perf_counter()
-        with tifffile.TiffFile(path) as tif:
-            for page in tif.pages:
-                page.asarray()
-        bare = (time.perf_counter() - start) / n * 1e3
+        ours, bare = time_reads(path)
         rows.append([f"read a {n:,}-frame 512x384 stack", f"{ours:.2f} ms/frame", f"{bare:.2f} ms/frame", "", "flat"])
         path.unlink()
     return rows

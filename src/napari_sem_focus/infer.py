@@ -260,27 +260,14 @@ Prepared = tuple[int, np.ndarray, list, dict]
 
 
 def score_frames(
-    frames: Iterable[np.ndarray],
-    magnification: float,
-    model: Any,
-    mode: str = MODES[0],
-    batch_size: int = 16,
-    device: str = "cpu",
-    should_stop: Callable[[], bool] | None = None,
-    bf16: bool | None = None,
+    frames: Iterable[np.ndarray], magnification: float, model: Any, mode: str = MODES[0], **options: Any
 ) -> Iterator[FrameScore]:
-    """Yield a :class:`FrameScore` per float [0, 1] frame, batching crops across frames.
-
-    ``bf16``: reduced-precision autocast where the device has it natively (None/True; False: float32; about 2x
-    faster on such CPUs, scores within ~0.05 of float32 — see benchmarks/bench_inference.py). Raises
-    :class:`CancelledError` between batches when ``should_stop()`` turns true.
-
-    GPU out of memory: see :class:`ModelRunner`.
-    """
+    """Yield a :class:`FrameScore` per float [0, 1] frame, batching crops across frames; ``options``: those of
+    :func:`score_prepared` (``batch_size``, ``device``, ``should_stop``, ``bf16``)."""
     if mode not in MODES:
         raise SemFocusError(f"unknown scoring mode '{mode}'; choose from {MODES}")
     prepared = ((index, *frame_crops(frame, mode)) for index, frame in enumerate(frames))
-    yield from score_prepared(prepared, magnification, model, mode, batch_size, device, should_stop, bf16)
+    yield from score_prepared(prepared, magnification, model, mode, **options)
 
 
 def score_prepared(
@@ -293,7 +280,15 @@ def score_prepared(
     should_stop: Callable[[], bool] | None = None,
     bf16: bool | None = None,
 ) -> Iterator[FrameScore]:
-    """:func:`score_frames` of frames already cut into crops (:func:`frame_crops`, :func:`series_crops`)."""
+    """Yield a :class:`FrameScore` per frame already cut into crops (:func:`frame_crops`, :func:`series_crops`),
+    batching at least ``batch_size`` crops across frames.
+
+    ``bf16``: reduced-precision autocast where the device has it natively (None/True; False: float32; about 2x
+    faster on such CPUs, scores within ~0.05 of float32 — see benchmarks/bench_inference.py). Raises
+    :class:`CancelledError` between batches when ``should_stop()`` turns true.
+
+    GPU out of memory: see :class:`ModelRunner`.
+    """
     from .model import check_magnification, normalize_magnification
 
     plausible_magnification(magnification)  # a clear error, never a NaN score
@@ -352,7 +347,7 @@ def score_series(
         )
     model = load_model(weights, device)
     if frames is not None:
-        yield from score_frames(frames, mag, model, mode, batch_size, device, should_stop)
+        yield from score_frames(frames, mag, model, mode, batch_size=batch_size, device=device, should_stop=should_stop)
         return
     prepared = ((index, *series_crops(series, index, mode)) for index in range(len(series)))
     yield from score_prepared(prepared, mag, model, mode, batch_size, device, should_stop)
