@@ -230,3 +230,25 @@ def test_the_widgets_of_one_viewer_share_their_model_and_other_viewers_keep_thei
     assert other.weights_edit.text() == "" and current_model(other_viewer).weights is None
     second.set_weights(None)  # back to the bundled default, everywhere in this viewer
     assert first.weights_edit.text() == "" and current_model(viewer).weights is None
+
+
+def test_a_growing_table_makes_only_its_new_rows_and_moves_the_highlight(qtbot):
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QTableWidget
+
+    from napari_sem_focus._widgets.table import fill_table
+
+    table = QTableWidget()
+    qtbot.addWidget(table)
+    rows = [[str(i), f"{i / 10:.1f}"] for i in range(5)]
+    fill_table(table, ["frame", "score"], rows[:3], highlight=1)
+    first = table.item(0, 0)
+    fill_table(table, ["frame", "score"], rows, highlight=4, unchanged_rows=3)
+    assert table.item(0, 0) is first  # kept, not made again
+    assert [table.item(i, 1).text() for i in range(5)] == ["0.0", "0.1", "0.2", "0.3", "0.4"]
+    green = Qt.GlobalColor.darkGreen
+    assert [table.item(i, 0).background().color() == green for i in range(5)] == [False] * 4 + [True]
+    assert not table.item(1, 0).flags() & Qt.ItemFlag.ItemIsEditable
+    fill_table(table, ["frame", "score"], rows[:2], highlight=0)  # a new run: everything made again
+    assert table.rowCount() == 2 and table.item(0, 0) is not first
+    assert table.item(0, 0).background().color() == green

@@ -94,8 +94,13 @@ class FocusPlot(ThemedFigure):
         self.draw()
         self.canvas.mpl_connect("button_press_event", self._clicked)
 
-    def set_data(self, rows: list[dict[str, Any]], peak: FocusPeak | None, extra_keys: list[str]) -> None:
+    def set_data(
+        self, rows: list[dict[str, Any]], peak: FocusPeak | None, extra_keys: list[str], growing: bool = False
+    ) -> None:
+        """Plot ``rows``. ``growing``: more rows are coming (a stack being scored): the layout is not solved again
+        (a third of a redraw), the axes keep the margins of the last full drawing."""
         self.rows, self.peak, self.extra_keys = rows, peak, extra_keys
+        self.figure.set_layout_engine("none" if growing and self.figure.legends else "constrained")
         self.draw()
 
     def set_current_frame(self, frame: int | None) -> None:

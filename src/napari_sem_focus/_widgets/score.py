@@ -83,7 +83,8 @@ class ScoreStackWidget(QWidget):
         # while a stack is scored, the plot, table and status catch up at most once per VIEW_REFRESH_MS: a redraw
         # of the focus curve costs ~60 ms of the event loop, more while the model takes every core
         self._views_timer = QTimer(self, singleShot=True, interval=VIEW_REFRESH_MS)
-        self._views_timer.timeout.connect(self._update_views)
+        self._views_timer.timeout.connect(lambda: self._update_views(growing=True))
+        self._table_shown: tuple[int, list[str]] = (0, [])  # rows of self.rows in the table, under which columns
 
         self.layer_box = layer_choice(viewer, "Image", "image")
         self.mag_box = magnification_spin()
@@ -213,6 +214,7 @@ class ScoreStackWidget(QWidget):
             show_info(note)
         self.layer, self.series = layer, series
         self.rows, self.results, self.peak = [], {}, None
+        self._table_shown = (0, [])
         weights = self._weights()
         magnification, mode = float(self.mag_box.value), self.mode_box.value
         metrics = None if self.metrics_check.value else ()
@@ -258,6 +260,7 @@ class ScoreStackWidget(QWidget):
         folder = Path(folder)
         self.layer, self.series, self.live_layer, self._live_frames = None, None, None, GrowingStack()
         self.rows, self.results, self.peak = [], {}, None
+        self._table_shown = (0, [])
         weights = self._weights()
         fallback, mode = float(self.mag_box.value), self.mode_box.value
         self._stop.clear()
@@ -308,14 +311,15 @@ class ScoreStackWidget(QWidget):
             self.status.setText(f"stopped after {done} of {total} frames")
         self._update_views()
 
-    def _update_views(self) -> None:
+    def _update_views(self, growing: bool = False) -> None:
+        """Plot, status line and table from the rows so far (``growing``: more are coming)."""
         from ..analysis import metric_columns, score_summary
 
         if not self.rows:
             return
         self.peak, unit = curve_peak(self.rows, "score")
         metrics = metric_columns(self.rows)
-        self.plot.set_data(self.rows, self.peak, metrics)
+        self.plot.set_data(self.rows, self.peak, metrics, growing)
         best = self.rows[self.peak.index]
         region = self.series is not None and self.series.roi is not None
         if len(self.rows) == 1 and (self.series is None or len(self.series) == 1):
@@ -347,8 +351,11 @@ class ScoreStackWidget(QWidget):
         def text(value: Any) -> str:
             return "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
 
+        shown, shown_columns = self._table_shown
+        unchanged = shown if columns == shown_columns else 0  # rows are only appended while a stack is scored
         cells = [[text(row.get(key)) for key in columns] for row in self.rows]
-        fill_table(self.table, headers, cells, self.peak.index if self.peak is not None else None)
+        fill_table(self.table, headers, cells, self.peak.index if self.peak is not None else None, unchanged)
+        self._table_shown = (len(self.rows), columns)
 
     # --- actions ------------------------------------------------------------------------------------------
     def go_to_frame(self, frame: int) -> None:
