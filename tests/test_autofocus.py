@@ -131,3 +131,22 @@ def test_classic_metric_scorer_drives_the_same_loop():
     sem = VirtualSEM(FrameParams("grid", 2000.0, electrons_per_px=500, seed=1), true_wd_mm=5.0, shape=(240, 320))
     result = autofocus(sem, 5.05, metric_scorer(), strategy="bracket", range_um=sem.visible_range_um())
     assert result.status == "focused" and abs(sem.defocus_um(result.best_wd_mm)) < 50.0
+
+
+def test_a_scan_reaching_the_in_focus_score_ends_the_search_there():
+    scope = Peak()
+    full = autofocus(scope, 5.07, scope.score, strategy="model", range_um=100.0, in_focus_score=None)
+    scope = Peak()
+
+    def absolute(image):  # a scorer on an absolute scale, like the learned score
+        return scope.score(image)
+
+    absolute.in_focus_score = 9.5
+    early = autofocus(scope, 5.07, absolute, strategy="model", range_um=100.0)
+    assert early.status == "focused" and early.best_score >= 9.5
+    assert [a.score >= 9.5 for a in early.acquisitions] == [False] * (early.n_acquisitions - 1) + [True]
+    assert scope.calls[-1] == early.best_wd_mm  # it stopped on that scan: no move back
+    assert early.n_acquisitions < full.n_acquisitions
+    baseline = autofocus(Peak(), 5.07, absolute, strategy="sweep", range_um=100.0, in_focus_score=None)
+    sweep = autofocus(Peak(), 5.07, absolute, strategy="sweep", range_um=100.0, in_focus_score=0.0)
+    assert sweep.n_acquisitions == baseline.n_acquisitions > 6  # the baseline sweep never stops early
