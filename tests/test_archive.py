@@ -164,3 +164,33 @@ def test_parquet_parts_are_written_as_rows_come(archive, tmp_path):
         assert len(results.parts()) == 1
     assert len(results.parts()) == 2  # the last row when the run ended
     assert results.scored() == {(f"f{i}.tif", 0) for i in range(4)}
+
+
+def test_a_resumed_run_does_not_open_the_files_it_finished(archive, tmp_path, monkeypatch):
+    from napari_sem_focus import io
+    from napari_sem_focus.archive import finished_files
+
+    assert finished_files(["a", "b", "c", "d"], {("a", 0), ("b", 0), ("c", 1)}) == {"a", "b"}  # c may be cut off
+    assert finished_files(["a", "b"], set()) == set()
+    out = tmp_path / "qc.csv"
+    calls = {"n": 0}
+
+    def stop_after_five_files() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 5
+
+    with pytest.raises(CancelledError):
+        drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=1, should_stop=stop_after_five_files))
+    names = [p.relative_to(archive).as_posix() for p in archive_files(archive)]
+    finished = finished_files(names, scored_frames(out))
+    assert 4 <= len(finished) < 6
+    opened, read_series = [], io.read_series
+
+    def counting(path, *args, **kwargs):
+        opened.append(path.relative_to(archive).as_posix())
+        return read_series(path, *args, **kwargs)
+
+    monkeypatch.setattr(io, "read_series", counting)
+    result = drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=1))
+    assert result.files_done == 6 and len(_rows(out)) == 9
+    assert opened == [name for name in names if name not in finished]  # only the last written and the rest

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -318,6 +318,15 @@ def results_file(path: str | Path) -> CsvResults | ParquetResults:
     return ParquetResults(path) if path.suffix.lower() == ".parquet" else CsvResults(path)
 
 
+def finished_files(names: Sequence[str], done: set[tuple[str, int]]) -> set[str]:
+    """The files (relative names, in path order) whose rows an earlier run wrote completely: every file with rows
+    before the last file with rows — results are written in path order, each file's rows in one write, so only the
+    last file may have been cut off. A resumed run skips them without opening them again."""
+    with_rows = {name for name, _ in done}
+    last = max((i for i, name in enumerate(names) if name in with_rows), default=-1)
+    return {name for name in names[:last] if name in with_rows}
+
+
 def scored_frames(out: str | Path) -> set[tuple[str, int]]:
     """The (file, frame) pairs an earlier run wrote to ``out`` (CSV or Parquet); a CSV's last line cut off by a
     kill is removed from the file first."""
@@ -365,10 +374,13 @@ def iter_score_archive(
     if magnification is not None:
         plausible_magnification(magnification)  # a clear error now, not one per file
     root, results = Path(root), results_file(out)
-    files = archive_files(root)
+    all_files = archive_files(root)
     done = results.scored() if resume else set()
     fresh = not resume or not results.exists()
-    progress = ArchiveProgress(0, len(files), 0, len(done))
+    finished = finished_files([p.relative_to(root).as_posix() for p in all_files], done)
+    files = [p for p in all_files if p.relative_to(root).as_posix() not in finished]  # not even opened again
+    progress = ArchiveProgress(len(all_files) - len(files), len(all_files), 0, len(done))
+    done = {key for key in done if key[0] not in finished}
     if dask is not None:
         task = (weights, mode, magnification, done, device, batch_size)
         return (yield from _score_on_dask(dask, root, files, results, fresh, progress, should_stop, chunk_files, task))
@@ -398,8 +410,8 @@ def iter_score_archive(
                 break
         write(_rows(pending, runner, mode))
         progress.rows_written += len(pending)
-    if stopped and progress.files_done < len(files):
-        raise CancelledError(f"stopped after {progress.files_done} of {len(files)} files; resume to continue")
+    if stopped and progress.files_done < progress.files_total:
+        raise CancelledError(f"stopped after {progress.files_done} of {progress.files_total} files; resume to continue")
     return progress
 
 
@@ -461,6 +473,6 @@ def _score_on_dask(
             future.cancel()
         if client is not dask:
             client.close()
-    if stopped and progress.files_done < len(files):
-        raise CancelledError(f"stopped after {progress.files_done} of {len(files)} files; resume to continue")
+    if stopped and progress.files_done < progress.files_total:
+        raise CancelledError(f"stopped after {progress.files_done} of {progress.files_total} files; resume to continue")
     return progress
