@@ -368,7 +368,7 @@ def _polish(search: _Search, tol: float) -> Generator[Acquisition, None, None]:
     flank; the absolute score says so)."""
     while search.level is not None and search.best().score < search.level and search.budget_left(reserve=1):
         before, count = search.best().score, len(search.scans)
-        yield from _refine_once(search, tol)
+        yield from _refine_once(search, tol / 4)  # finer than the search's tolerance: the peak is near
         if len(search.scans) == count or search.best().score <= before:
             return
 
