@@ -42,8 +42,8 @@ from .errors import SemFocusError
 STRATEGIES = ("model", "bracket", "sweep")
 STRUCTURE_SCORE = 1.0  # below this learned score a frame shows no recognisable specimen (the scale's anchor)
 #: A learned score this high means "in focus": the score is absolute (10 = perfect focus), so the search can stop
-#: on the scan that reaches it. On 100 virtual-SEM searches every one of 145 scans scoring >= 9.5 lay within the
-#: depth of field (docs/autofocus.md); a classic metric has no such level.
+#: on the scan that reaches it. On 200 virtual-SEM searches 232 of the 233 scans scoring >= 9.5 lay within the
+#: depth of field, the other at 1.01 depths of field (docs/autofocus.md); a classic metric has no such level.
 IN_FOCUS_SCORE = 9.5
 
 
