@@ -31,6 +31,12 @@ def archive(tmp_path):
     return root
 
 
+def _stop_after(files: int):
+    """A should_stop that turns true at the ``files``-th look (one look per file)."""
+    looks = iter(range(1, 10**6))
+    return lambda: next(looks) >= files
+
+
 def _rows(path):
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
@@ -58,15 +64,9 @@ def test_a_tree_is_scored_in_path_order_into_one_csv(archive, tmp_path):
 
 def test_a_stopped_or_killed_run_resumes_to_the_same_rows(archive, tmp_path):
     drive(iter_score_archive(archive, tmp_path / "once.csv", magnification=2000.0, batch_size=4))
-    calls = {"n": 0}
-
-    def stop_after_three_files() -> bool:
-        calls["n"] += 1
-        return calls["n"] >= 3
-
     out = tmp_path / "resumed.csv"
     with pytest.raises(CancelledError, match="resume to continue"):
-        drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=4, should_stop=stop_after_three_files))
+        drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=4, should_stop=_stop_after(3)))
     assert 0 < len(_rows(out)) < 9
     with open(out, "a", encoding="utf-8") as handle:  # a kill in the middle of writing a line
         handle.write("s10/series.tif,0,2000.0,pixel size")
@@ -128,14 +128,8 @@ def test_parquet_results_are_written_in_parts_and_resume_like_the_csv(archive, t
 
     drive(iter_score_archive(archive, tmp_path / "once.csv", magnification=2000.0, batch_size=4))
     out = tmp_path / "qc.parquet"
-    calls = {"n": 0}
-
-    def stop_after_three_files() -> bool:
-        calls["n"] += 1
-        return calls["n"] >= 3
-
     with pytest.raises(CancelledError):
-        drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=4, should_stop=stop_after_three_files))
+        drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=4, should_stop=_stop_after(3)))
     first = ParquetResults(out).parts()
     assert len(first) == 1 and 0 < pq.read_table(out).num_rows < 9  # the rows before the stop, in a part
     result = drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=4))
@@ -173,14 +167,8 @@ def test_a_resumed_run_does_not_open_the_files_it_finished(archive, tmp_path, mo
     assert finished_files(["a", "b", "c", "d"], {("a", 0), ("b", 0), ("c", 1)}) == {"a", "b"}  # c may be cut off
     assert finished_files(["a", "b"], set()) == set()
     out = tmp_path / "qc.csv"
-    calls = {"n": 0}
-
-    def stop_after_five_files() -> bool:
-        calls["n"] += 1
-        return calls["n"] >= 5
-
     with pytest.raises(CancelledError):
-        drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=1, should_stop=stop_after_five_files))
+        drive(iter_score_archive(archive, out, magnification=2000.0, batch_size=1, should_stop=_stop_after(5)))
     names = [p.relative_to(archive).as_posix() for p in archive_files(archive)]
     finished = finished_files(names, scored_frames(out))
     assert 4 <= len(finished) < 6
