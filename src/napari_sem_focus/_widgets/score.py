@@ -206,7 +206,6 @@ class ScoreStackWidget(QWidget):
             if self.region_box.value is not None and roi is None:
                 raise SemFocusError(f"the Shapes layer '{self.region_box.current_choice}' holds no rectangle")
             series = series.with_roi(roi, min_shape=CROP_SIZE)
-            device = str(select_device(self.device_box.value))
         except SemFocusError as err:
             show_error(str(err))
             return None
@@ -218,9 +217,13 @@ class ScoreStackWidget(QWidget):
         weights = self._weights()
         magnification, mode = float(self.mag_box.value), self.mode_box.value
         metrics = None if self.metrics_check.value else ()
+        device_name = self.device_box.value
         self._stop.clear()
 
         def job() -> Any:  # widget values were read above: the worker never touches Qt
+            # the device is chosen here, in the worker: the first choice imports torch (1.5 s), which would freeze
+            # the viewer if done on the click; an unusable device ends the job with its message
+            device = str(select_device(device_name))
             try:
                 yield from score_rows(
                     series, weights, magnification, mode, device, metrics=metrics, should_stop=self._stop.is_set
@@ -250,22 +253,16 @@ class ScoreStackWidget(QWidget):
         from ..device import select_device
         from ..live import iter_live_scores
 
-        try:
-            device = str(select_device(self.device_box.value))
-        except SemFocusError as err:
-            from napari.utils.notifications import show_error
-
-            show_error(str(err))
-            return None
         folder = Path(folder)
         self.layer, self.series, self.live_layer, self._live_frames = None, None, None, GrowingStack()
         self.rows, self.results, self.peak = [], {}, None
         self._table_shown = (0, [])
         weights = self._weights()
-        fallback, mode = float(self.mag_box.value), self.mode_box.value
+        fallback, mode, device_name = float(self.mag_box.value), self.mode_box.value, self.device_box.value
         self._stop.clear()
 
         def job() -> Any:  # widget values were read above: the worker never touches Qt
+            device = str(select_device(device_name))  # in the worker (see start_scoring)
             yield from iter_live_scores(
                 folder, None, weights, mode, device, fallback, should_stop=self._stop.is_set, **watch
             )
