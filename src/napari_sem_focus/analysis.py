@@ -68,7 +68,9 @@ def score_rows(
             yield frame
 
     if series.is_large and (names is None or names):  # band by band there is no whole frame to measure
-        series.notes.append("classic metrics are not computed for frames above 64 Mpx: score a region (--roi) for them")
+        note = "classic metrics are not computed for frames above 64 Mpx: score a region (--roi) for them"
+        if note not in series.notes:  # once, however often the series is scored
+            series.notes.append(note)
         names = []
     read = None if series.is_large else frames()  # a large frame is read band by band by the scorer itself
     for result in score_series(series, weights, magnification, mode, device, should_stop=should_stop, frames=read):

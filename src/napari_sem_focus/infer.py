@@ -79,16 +79,17 @@ def magnification_note(series: Any, source: str) -> str:
     return f"{source}; the microscope displays {vendor:g}x" if vendor else source
 
 
+def tile_axis(length: int, size: int) -> list[int]:
+    """Starts of the fewest evenly spaced ``size`` tiles covering ``length`` px (one axis of :func:`tile_origins`)."""
+    if length <= size:
+        return [0]
+    n = math.ceil(length / size)
+    return [round(i * (length - size) / (n - 1)) for i in range(n)]
+
+
 def tile_origins(shape: tuple[int, int], crop: tuple[int, int] = CROP_SIZE) -> list[tuple[int, int]]:
     """Top-left corners of an evenly spaced grid of ``crop`` tiles covering ``shape`` (rows, cols)."""
-
-    def axis(length: int, size: int) -> list[int]:
-        if length <= size:
-            return [0]
-        n = math.ceil(length / size)
-        return [round(i * (length - size) / (n - 1)) for i in range(n)]
-
-    return [(r, c) for r in axis(shape[0], crop[0]) for c in axis(shape[1], crop[1])]
+    return [(r, c) for r in tile_axis(shape[0], crop[0]) for c in tile_axis(shape[1], crop[1])]
 
 
 def crop_or_pad(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:
@@ -264,8 +265,6 @@ def score_frames(
 ) -> Iterator[FrameScore]:
     """Yield a :class:`FrameScore` per float [0, 1] frame, batching crops across frames; ``options``: those of
     :func:`score_prepared` (``batch_size``, ``device``, ``should_stop``, ``bf16``)."""
-    if mode not in MODES:
-        raise SemFocusError(f"unknown scoring mode '{mode}'; choose from {MODES}")
     prepared = ((index, *frame_crops(frame, mode)) for index, frame in enumerate(frames))
     yield from score_prepared(prepared, magnification, model, mode, **options)
 

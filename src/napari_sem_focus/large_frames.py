@@ -16,33 +16,34 @@ band (the frame's width x 256 rows) plus the crops, whatever the frame's size.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import cv2
 import numpy as np
 
-from .structure import STRUCTURE_FLOOR, StructureMap, lowpass, noise_residue, structured_fraction, structured_tiles
+from .infer import tile_axis
+from .structure import (
+    STRUCTURE_FLOOR,
+    StructureMap,
+    immerkaer_response,
+    lowpass,
+    noise_residue,
+    sigma_from_l1,
+    structured_fraction,
+    structured_tiles,
+)
 
 #: Rows read beyond a band on each side: the radius of OpenCV's Gaussian kernel for sigma 2 px is 8 px.
 MARGIN_PX = 8
 #: The most tiles of one large frame the model scores.
 MAX_TILES = 1024
 
-_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-
-
-def _axis(length: int, size: int) -> list[int]:
-    from .infer import tile_origins
-
-    return sorted({o[0] for o in tile_origins((length, size), (size, size))})
-
 
 def large_frame_crops(series: Any, index: int, mode: str, crop: tuple[int, int]) -> tuple[np.ndarray, list, dict]:
     """What :func:`napari_sem_focus.infer.frame_crops` returns — (crops, origins, facts) — for frame ``index`` of a
     series with large frames (module docstring)."""
     rows, cols = series.scored_shape
-    row_origins, col_origins = _axis(rows, crop[0]), _axis(cols, crop[1])
+    row_origins, col_origins = tile_axis(rows, crop[0]), tile_axis(cols, crop[1])
     origins = [(r, c) for r in row_origins for c in col_origins]
 
     # pass 1: low-passed variance of every tile, noise sum over the interior pixels
@@ -57,9 +58,8 @@ def large_frame_crops(series: Any, index: int, mode: str, crop: tuple[int, int])
             variance[k * len(col_origins) + j] = smooth[r - start : r - start + crop[0], c : c + crop[1]].var()
         own = slice(max(r, 1) - start, min(cores[k], rows - 1) - start)  # Immerkaer's sum leaves out the border
         if own.stop > own.start and cols > 2:
-            response = cv2.filter2D(band, -1, _IMMERKAER)[own, 1:-1]
-            noise_l1 += cv2.norm(response, cv2.NORM_L1)
-    noise = math.sqrt(math.pi / 2) * noise_l1 / max((rows - 2) * (cols - 2), 1) / 6 if min(rows, cols) >= 3 else 0.0
+            noise_l1 += cv2.norm(immerkaer_response(band)[own, 1:-1], cv2.NORM_L1)
+    noise = sigma_from_l1(noise_l1, (rows - 2) * (cols - 2)) if min(rows, cols) >= 3 else 0.0
     residue = noise_residue(noise)
     structure = np.sqrt(np.maximum(variance - residue**2, 0.0)).astype(np.float32)
     facts: dict[str, Any] = {"structure_fraction": structured_fraction((rows, cols), origins, crop, structure)}

@@ -43,15 +43,28 @@ RELATIVE_THRESHOLD = 0.5
 STRUCTURE_FLOOR = 0.04
 
 
+#: Immerkaer's (1996) 3x3 Laplacian-difference mask: its response to a smooth image is ~0, to white noise of
+#: sigma s it has mean absolute value 6 s sqrt(2 / pi).
+IMMERKAER_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def immerkaer_response(image: np.ndarray) -> np.ndarray:
+    """The image (float) filtered with :data:`IMMERKAER_MASK` (same size; the border rows/columns are not used)."""
+    return cv2.filter2D(np.asarray(image, np.float32), -1, IMMERKAER_MASK)
+
+
+def sigma_from_l1(l1: float, pixels: int) -> float:
+    """Immerkaer's noise sigma from the absolute mask responses summed over ``pixels`` interior pixels."""
+    return float(math.sqrt(math.pi / 2) * l1 / pixels / 6) if pixels > 0 else 0.0
+
+
 def noise_sigma(frame: np.ndarray) -> float:
     """Pixel-noise sigma of a float frame (same units), Immerkaer's (1996) fast estimate:
-    ``sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N|`` with N the 3x3 Laplacian-difference mask."""
+    ``sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N|`` over the interior pixels, N = :data:`IMMERKAER_MASK`."""
     if min(frame.shape) < 3:
         return 0.0
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    conv = cv2.filter2D(np.asarray(frame, np.float32), -1, kernel)[1:-1, 1:-1]
-    mean_abs = cv2.norm(conv, cv2.NORM_L1) / conv.size  # one pass, double accumulator (np.abs().mean(): three)
-    return float(math.sqrt(math.pi / 2) * mean_abs / 6)
+    interior = immerkaer_response(frame)[1:-1, 1:-1]
+    return sigma_from_l1(cv2.norm(interior, cv2.NORM_L1), interior.size)  # one pass, double accumulator
 
 
 def lowpass(frame: np.ndarray) -> np.ndarray:
