@@ -84,7 +84,6 @@ class ScoreStackWidget(QWidget):
         # of the focus curve costs ~60 ms of the event loop, more while the model takes every core
         self._views_timer = QTimer(self, singleShot=True, interval=VIEW_REFRESH_MS)
         self._views_timer.timeout.connect(lambda: self._update_views(growing=True))
-        self._table_shown: tuple[int, list[str]] = (0, [])  # rows of self.rows in the table, under which columns
 
         self.layer_box = layer_choice(viewer, "Image", "image")
         self.mag_box = magnification_spin()
@@ -213,7 +212,7 @@ class ScoreStackWidget(QWidget):
             show_info(note)
         self.layer, self.series = layer, series
         self.rows, self.results, self.peak = [], {}, None
-        self._table_shown = (0, [])
+        self.table.setRowCount(0)  # a new run: its rows fill the table afresh
         weights = self._weights()
         magnification, mode = float(self.mag_box.value), self.mode_box.value
         metrics = None if self.metrics_check.value else ()
@@ -256,7 +255,7 @@ class ScoreStackWidget(QWidget):
         folder = Path(folder)
         self.layer, self.series, self.live_layer, self._live_frames = None, None, None, GrowingStack()
         self.rows, self.results, self.peak = [], {}, None
-        self._table_shown = (0, [])
+        self.table.setRowCount(0)  # a new run: its rows fill the table afresh
         weights = self._weights()
         fallback, mode, device_name = float(self.mag_box.value), self.mode_box.value, self.device_box.value
         self._stop.clear()
@@ -348,11 +347,10 @@ class ScoreStackWidget(QWidget):
         def text(value: Any) -> str:
             return "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
 
-        shown, shown_columns = self._table_shown
-        unchanged = shown if columns == shown_columns else 0  # rows are only appended while a stack is scored
+        shown = [self.table.horizontalHeaderItem(j).text() for j in range(self.table.columnCount())]
+        unchanged = self.table.rowCount() if shown == headers else 0  # within a run rows are only appended
         cells = [[text(row.get(key)) for key in columns] for row in self.rows]
         fill_table(self.table, headers, cells, self.peak.index if self.peak is not None else None, unchanged)
-        self._table_shown = (len(self.rows), columns)
 
     # --- actions ------------------------------------------------------------------------------------------
     def go_to_frame(self, frame: int) -> None:
