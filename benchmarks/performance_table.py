@@ -9,7 +9,8 @@ Rows (all on this machine's CPU, bundled weights, 1024x768 8-bit frames of the s
 4. reading long multi-page stacks: ms per frame at 100 / 1,000 / 4,000 frames (flat), vs bare tifffile;
 5. `sem-focus score` on a 200- and a 2,000-frame stack (centre crop, so that it fits the time): peak memory of the
    process (target < 2 GB, flat) and time per frame (flat);
-6. napari: the longest event-loop pause while the Score-stack widget scores a 100-frame stack (target < 100 ms);
+6. napari: the longest event-loop pause while the Score-stack widget scores a 100-frame stack (target < 100 ms),
+   and while the widget opens and loads PyTorch in the background (once per session);
    needs a display: run the script under ``xvfb-run -a`` (skipped otherwise).
 
 Run: xvfb-run -a python benchmarks/performance_table.py [--write docs/benchmarks.md]
@@ -29,6 +30,7 @@ import tempfile
 import time
 import timeit
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,40 +53,55 @@ def write_stack(path: Path, n: int) -> Path:
     return write_series_tiff(path, tinball_frames(n), [{"magnification": 5000.0}] * n)
 
 
-def scoring_rows(stack: Path) -> list[list[str]]:
-    """Row 1: end to end vs a bare forward, per mode."""
+def time_ours(stack: Path, mode: str) -> float:
+    """Seconds to score every frame of ``stack`` from disk as ``sem-focus score`` does."""
+    from napari_sem_focus.infer import score_series
+
+    start = time.perf_counter()
+    scores = [r.score for r in score_series(read_series(stack), mode=mode, batch_size=32)]
+    assert scores
+    return time.perf_counter() - start
+
+
+def time_bare(model: Any, crops: np.ndarray) -> float:
+    """Seconds for the bare forward of ``crops`` in batches of 32, in the same precision."""
     import torch
 
-    from napari_sem_focus.infer import frame_crops, inference_autocast, score_series
+    from napari_sem_focus.infer import inference_autocast
     from napari_sem_focus.model import normalize_magnification
+
+    mag = normalize_magnification(5000.0)
+    start = time.perf_counter()
+    with torch.inference_mode(), inference_autocast("cpu"):
+        for i in range(0, len(crops), 32):
+            batch = torch.from_numpy(crops[i : i + 32])[:, None]
+            model(batch, mag.expand(len(batch))).float().numpy()
+    return time.perf_counter() - start
+
+
+def scoring_rows(stack: Path, repeats: int = 2) -> list[list[str]]:
+    """Row 1: end to end vs a bare forward, per mode. The two are timed alternately ``repeats`` times and the
+    fastest of each kept (timeit's rule: the slower runs measure the machine's other work, not the code)."""
+    from napari_sem_focus.infer import frame_crops, score_series
     from napari_sem_focus.weights import load_model
 
     model = load_model(None)
     rows = []
     for mode in MODES_MEASURED:
         list(score_series(read_series(stack), mode=mode, batch_size=32, frames=tinball_frames(4)))  # warm-up
-        start = time.perf_counter()
-        scores = [r.score for r in score_series(read_series(stack), mode=mode, batch_size=32)]
-        ours = time.perf_counter() - start
         series = read_series(stack)
         crops = np.concatenate([frame_crops(series.frame(i), mode)[0] for i in range(len(series))])
-        mag = normalize_magnification(5000.0)
-        start = time.perf_counter()
-        with torch.inference_mode(), inference_autocast("cpu"):
-            for i in range(0, len(crops), 32):
-                batch = torch.from_numpy(crops[i : i + 32])[:, None]
-                model(batch, mag.expand(len(batch))).float().numpy()
-        bare = time.perf_counter() - start
+        times = [(time_ours(stack, mode), time_bare(model, crops)) for _ in range(repeats)]
+        ours, bare = min(t[0] for t in times), min(t[1] for t in times)
         rows.append(
             [
-                f"score 100 frames from disk, `{mode}` ({len(crops)} crops)",
+                f"score 100 frames from disk, `{mode}` ({len(crops)} crops; fastest of {repeats} alternate runs)",
                 f"{ours:.2f} s",
                 f"{bare:.2f} s",
                 f"{bare / ours:.2f}",
                 ">= 0.95" + ("; < 5 s" if mode == "center" else ""),
             ]
         )
-        assert len(scores) == len(series)
     return rows
 
 
@@ -173,6 +190,8 @@ def memory_rows(tmp: Path) -> list[list[str]]:
 def napari_latency(stack: Path) -> dict[str, float]:
     """Row 6, run in its own process (``--napari STACK``): the longest event-loop pause while Score stack runs.
 
+    As a user does, the widget is opened first and scoring starts a few seconds later; the widget loads PyTorch in
+    the background meanwhile (once per napari session), and the longest pause of that is reported too.
     Python's full garbage collection of a napari process pauses the loop for ~250 ms whatever runs (see
     tests/test_widget_train.py); the objects alive before scoring are frozen (``gc.freeze``) so that the pauses
     measured are the widget's."""
@@ -182,12 +201,10 @@ def napari_latency(stack: Path) -> dict[str, float]:
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_sem_focus._widgets.score import ScoreStackWidget
+    from napari_sem_focus._widgets.score import PRELOAD_PYTORCH_MS, ScoreStackWidget
 
     viewer = napari.Viewer()
     viewer.open(str(stack), plugin="napari-sem-focus")
-    widget = ScoreStackWidget(viewer)
-    viewer.window.add_dock_widget(widget)
     app = QApplication.instance()
     for _ in range(50):
         app.processEvents()
@@ -198,19 +215,28 @@ def napari_latency(stack: Path) -> dict[str, float]:
         gaps.append(now - last[0])
         last[0] = now
 
+    def run_events(seconds: float, until: Any = lambda: False) -> None:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds and not until():
+            app.processEvents()
+            time.sleep(0.002)
+
     timer = QTimer()
     timer.timeout.connect(tick)
+    timer.start(10)
+    widget = ScoreStackWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    run_events(PRELOAD_PYTORCH_MS / 1e3 + 4)  # the user chooses the layer; PyTorch loads meanwhile
+    opening = max(gaps[1:]) * 1e3
+    gaps.clear()
     gc.collect()
     gc.freeze()
-    timer.start(10)
+    last[0] = time.perf_counter()
     start = time.perf_counter()
     worker = widget.start_scoring()
-    while worker.is_running or len(widget.rows) < len(viewer.layers[0].data):
-        app.processEvents()
-        time.sleep(0.002)
-        if time.perf_counter() - start > 300:
-            break
+    run_events(300, lambda: not worker.is_running and len(widget.rows) == len(viewer.layers[0].data))
     seconds = time.perf_counter() - start
+    run_events(1)  # the final drawing
     timer.stop()
     gc.unfreeze()
     frames = len(widget.rows)
@@ -220,6 +246,7 @@ def napari_latency(stack: Path) -> dict[str, float]:
         "p99_ms": float(np.percentile(gaps[1:], 99)) * 1e3,
         "frames": frames,
         "seconds": seconds,
+        "opening_ms": opening,
     }
 
 
@@ -241,7 +268,14 @@ def napari_rows(tmp: Path) -> list[list[str]]:
             "",
             "",
             "< 100 ms",
-        ]
+        ],
+        [
+            "napari: longest pause while the widget opens and loads PyTorch in the background (once per session)",
+            f"{result['opening_ms']:.0f} ms",
+            "",
+            "",
+            "",
+        ],
     ]
 
 

@@ -57,3 +57,30 @@ def test_a_job_keeps_the_buttons_in_step_and_shows_its_error(qtbot, monkeypatch,
     assert run.isEnabled() and live.isEnabled() and not cancel.isEnabled()
     assert messages == ([] if shown is None else [shown])
     assert worker is not None
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="thread priority is per thread on Linux")
+def test_jobs_run_at_lower_priority_than_the_viewer(qtbot):
+    """The job's thread runs JOB_NICENESS steps below the viewer's thread (which keeps its priority)."""
+    import os
+    import threading
+
+    from qtpy.QtWidgets import QLabel, QPushButton
+
+    from napari_sem_focus._widgets import jobs
+
+    seen, done = [], []
+
+    def job():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        yield 1
+        return "value"
+
+    cancel, status = QPushButton("cancel"), QLabel()
+    for w in (cancel, status):
+        qtbot.addWidget(w)
+    widget = SimpleNamespace(cancel_button=cancel, status=status)
+    jobs.start_job(job, "scoring", "…", widget, [], returned=done.append)
+    qtbot.waitUntil(lambda: bool(done), timeout=10_000)
+    assert seen == [jobs.JOB_NICENESS] and done == ["value"]  # the wrapped generator keeps its return value
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0

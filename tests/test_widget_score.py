@@ -252,3 +252,50 @@ def test_a_growing_table_makes_only_its_new_rows_and_moves_the_highlight(qtbot):
     fill_table(table, ["frame", "score"], rows[:2], highlight=0)  # a new run: everything made again
     assert table.rowCount() == 2 and table.item(0, 0) is not first
     assert table.item(0, 0).background().color() == green
+
+
+def test_a_growing_focus_curve_is_blitted_onto_axes_drawn_once(qtbot):
+    """While rows come in, the axes, ticks and legend are drawn once (x-axis laid out for every expected frame)
+    and only the curves are drawn onto them; a row beyond the axis widens it; the last call draws afresh."""
+
+    from napari_sem_focus._widgets.plot import FocusPlot
+    from napari_sem_focus.report import curve_peak
+
+    plot = FocusPlot()
+    qtbot.addWidget(plot)
+    plot.show()
+    qtbot.waitExposed(plot)
+    full_drawings = []
+    plot.canvas.mpl_connect("draw_event", lambda _event: full_drawings.append(len(plot.rows)))
+
+    def rows(n):
+        return [{"frame": i, "score": 9.0 - abs(i - 12) * 0.6, "spread": 0.2} for i in range(n)]
+
+    def grow(n, expected=30):
+        data = rows(n)
+        plot.set_data(data, curve_peak(data, "score")[0], [], growing=True, frames_expected=expected)
+
+    def score_curve():
+        return next(a for a in plot.axes.get_lines() if a.get_label() == "score")
+
+    grow(3)
+    qtbot.waitUntil(lambda: 3 in full_drawings, timeout=5_000)  # the layout, in a turn of its own
+    qtbot.wait(200)  # (and the drawing the widget's first showing asked for)
+    full_drawings.clear()
+    left, right = plot.axes.get_xlim()
+    assert left < 0 < 29 < right < 31  # room for all 30 frames from the start
+    for n in range(4, 21):
+        grow(n)
+        assert list(score_curve().get_xdata()) == list(range(n)) and score_curve().get_animated()
+    qtbot.wait(100)
+    assert full_drawings == []  # 17 refreshes, no full drawing: blitted onto the background
+    assert len([a for a in plot.axes.get_lines() if a.get_label() == "score"]) == 1  # old curves removed
+    before = plot.canvas.copy_from_bbox(plot.figure.bbox)
+    grow(35)  # more frames than expected (a watched folder): the x-axis widens
+    qtbot.waitUntil(lambda: full_drawings == [35], timeout=5_000)
+    assert plot.axes.get_xlim()[1] > 34
+    assert bytes(plot.canvas.copy_from_bbox(plot.figure.bbox)) != bytes(before)
+    data = rows(35)
+    plot.set_data(data, curve_peak(data, "score")[0], [])  # scoring ended
+    qtbot.waitUntil(lambda: len(full_drawings) == 2, timeout=5_000)
+    assert not score_curve().get_animated()

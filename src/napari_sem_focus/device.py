@@ -18,6 +18,13 @@ from typing import Any
 from .errors import SemFocusError
 
 
+def load_pytorch() -> None:
+    """Import PyTorch and the network's module (:mod:`napari_sem_focus.model`, torchvision): about 2 s the first
+    time in a process, ~0.35 s of it loading libtorch with Python's GIL held (no other Python thread runs then);
+    nothing after that."""
+    from . import model  # noqa: F401  (imports torch and torchvision)
+
+
 def select_device(name: str = "auto") -> Any:
     """A ``torch.device``: 'auto' picks cuda, then mps, then cpu; otherwise the named device (checked to exist)."""
     import torch

@@ -36,7 +36,7 @@ from .forms import (
     region_of_interest,
     status_line,
 )
-from .jobs import start_job
+from .jobs import load_pytorch_in_background, start_job
 from .plot import FocusPlot
 from .table import fill_table
 
@@ -62,6 +62,11 @@ def series_for_layer(layer: Any) -> Any:
 
 #: While scoring, the views are brought up to date at most this often (milliseconds); always when scoring ends.
 VIEW_REFRESH_MS = 1000
+
+#: This long (milliseconds) after the widget is built, PyTorch starts loading in the background (once per napari
+#: session, ~2 s): the first Score click then need not wait for it, and scoring's event loop never pauses while
+#: libtorch loads (its ~0.35 s with Python's GIL held falls just after the widget opens).
+PRELOAD_PYTORCH_MS = 1000
 
 
 class ScoreStackWidget(QWidget):
@@ -130,20 +135,21 @@ class ScoreStackWidget(QWidget):
         self.status = status_line()
         self.plot = FocusPlot(on_pick=self.go_to_frame, viewer=viewer)
         self.table = QTableWidget(0, 0)
-        self.table.setMinimumHeight(150)
+        self.table.setMinimumHeight(110)
         self.table.cellClicked.connect(lambda row, _col: self.go_to_frame(int(self.rows[row]["frame"])))
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.plot, stretch=3)
         layout.addLayout(actions)
-        layout.addWidget(self.table)
+        layout.addWidget(self.table, stretch=2)
 
         viewer.dims.events.current_step.connect(self._dims_changed)
         self.form.reset_choices()
         self._layer_changed()
+        QTimer.singleShot(PRELOAD_PYTORCH_MS, load_pytorch_in_background)
 
     # --- layer choice and magnification ------------------------------------------------------------------
     def selected_layer(self) -> Any:
@@ -284,7 +290,7 @@ class ScoreStackWidget(QWidget):
         row = live.row()
         self.rows.append(row)
         self.results[row["frame"]] = live.score
-        self._update_views()
+        self._update_views(growing=True)  # the views are drawn afresh when watching stops
         self.status.setText(self.status.text() + f"\nlive: {len(self.rows)} frame(s) from {folder}")
 
     def cancel(self) -> None:
@@ -315,7 +321,8 @@ class ScoreStackWidget(QWidget):
             return
         self.peak, unit = curve_peak(self.rows, "score")
         metrics = metric_columns(self.rows)
-        self.plot.set_data(self.rows, self.peak, metrics, growing)
+        frames = len(self.series) if self.series is not None else None  # a watched folder: not known
+        self.plot.set_data(self.rows, self.peak, metrics, growing, frames_expected=frames)
         best = self.rows[self.peak.index]
         region = self.series is not None and self.series.roi is not None
         if len(self.rows) == 1 and (self.series is None or len(self.series) == 1):

@@ -35,7 +35,7 @@ from ..errors import CancelledError, SemFocusError
 from ..label_store import LabelStore, default_labels_path
 from .current_model import current_model
 from .forms import button_row, form, frame_on_screen, layer_choice, magnification_spin, status_line
-from .jobs import start_job
+from .jobs import at_lower_priority, start_job
 from .plot import ThemedFigure
 from .score import series_for_layer
 from .table import fill_table
@@ -289,7 +289,7 @@ class TrainWidget(QWidget):
                 yield (label.path, label.frame, weights_key), score
 
         self._predictions_stale = False
-        self.prediction_worker = create_worker(job)
+        self.prediction_worker = create_worker(at_lower_priority(job))
         self.prediction_worker.yielded.connect(self._on_prediction)
         self.prediction_worker.finished.connect(self._on_predictions_finished)
         self.prediction_worker.start()
