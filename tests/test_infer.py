@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -161,3 +163,32 @@ def test_frames_prepared_ahead_come_in_order_with_their_errors_and_stop_when_clo
     assert next(ahead) == 0
     ahead.close()  # the consumer stops (Cancel): nothing more is read than what was already ahead
     assert len(produced) <= 3
+
+
+def test_structure_scratch_buffers_are_per_thread_and_change_no_value():
+    """The low-pass and Immerkaer buffers a thread reuses give the same structure as fresh arrays; another thread
+    gets its own buffer."""
+    import threading
+
+    from napari_sem_focus.structure import StructureMap, scratch_array
+
+    rng = np.random.default_rng(4)
+    frames = [rng.random((480, 640), dtype=np.float32) * (i + 1) / 3 for i in range(3)]
+    origins, size = [(0, 0), (120, 160), (240, 320)], (240, 320)
+    for frame in frames:
+        fresh, reused = StructureMap(frame), StructureMap(frame, scratch=True)
+        assert np.array_equal(fresh.regions(origins, size), reused.regions(origins, size))
+        assert fresh.noise_residue == reused.noise_residue
+    assert scratch_array("lowpass", (480, 640)) is scratch_array("lowpass", (480, 640))
+    other = []
+    thread = threading.Thread(target=lambda: other.append(scratch_array("lowpass", (480, 640))))
+    thread.start()
+    thread.join()
+    assert other[0] is not scratch_array("lowpass", (480, 640))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_scoring_process_keeps_freed_memory_for_reuse():
+    from napari_sem_focus.device import reuse_freed_memory
+
+    assert reuse_freed_memory() and reuse_freed_memory()  # applied, and once is enough

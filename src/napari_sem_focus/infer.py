@@ -113,7 +113,7 @@ def frame_crops(frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE)
 
     if mode not in MODES:
         raise SemFocusError(f"unknown scoring mode '{mode}'; choose from {MODES}")
-    structure = StructureMap(frame)
+    structure = StructureMap(frame, scratch=True)  # used up here, before this thread's next frame
     origins = tile_origins(frame.shape, crop)
     tile_structure = structure.regions(origins, crop)
     facts: dict[str, Any] = {"structure_fraction": structure.fraction(origins, crop, tile_structure)}

@@ -33,6 +33,7 @@ simulator's blank frames reach at most 0.027; every real image of ../shared/data
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 import cv2
@@ -48,9 +49,25 @@ STRUCTURE_FLOOR = 0.04
 IMMERKAER_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
 
-def immerkaer_response(image: np.ndarray) -> np.ndarray:
-    """The image (float) filtered with :data:`IMMERKAER_MASK` (same size; the border rows/columns are not used)."""
-    return cv2.filter2D(np.asarray(image, np.float32), -1, IMMERKAER_MASK)
+_scratch = threading.local()
+
+
+def scratch_array(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of ``shape`` that the calling thread reuses for ``name`` (its contents are whatever the last
+    use left). For arrays that never leave the function filling them: a fresh frame-sized array per frame costs
+    more in page faults than the filter that fills it (1024x768: structure map 6.8 ms with fresh arrays, 2.7 ms
+    with reused ones, measured on this project's 2-core machine)."""
+    buffers = _scratch.__dict__.setdefault("buffers", {})
+    array = buffers.get(name)
+    if array is None or array.shape != tuple(shape):
+        array = buffers[name] = np.empty(shape, np.float32)
+    return array
+
+
+def immerkaer_response(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The image (float) filtered with :data:`IMMERKAER_MASK` (same size; the border rows/columns are not used),
+    into ``out`` when given."""
+    return cv2.filter2D(np.asarray(image, np.float32), -1, IMMERKAER_MASK, dst=out)
 
 
 def sigma_from_l1(l1: float, pixels: int) -> float:
@@ -63,13 +80,15 @@ def noise_sigma(frame: np.ndarray) -> float:
     ``sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N|`` over the interior pixels, N = :data:`IMMERKAER_MASK`."""
     if min(frame.shape) < 3:
         return 0.0
-    interior = immerkaer_response(frame)[1:-1, 1:-1]
+    interior = immerkaer_response(frame, scratch_array("immerkaer", frame.shape[:2]))[1:-1, 1:-1]
     return sigma_from_l1(cv2.norm(interior, cv2.NORM_L1), interior.size)  # one pass, double accumulator
 
 
-def lowpass(frame: np.ndarray) -> np.ndarray:
-    """The frame after the Gaussian low-pass of :data:`STRUCTURE_SIGMA_PX` that structure is measured on."""
-    return cv2.GaussianBlur(np.asarray(frame, np.float32), (0, 0), STRUCTURE_SIGMA_PX, borderType=cv2.BORDER_REFLECT)
+def lowpass(frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The frame after the Gaussian low-pass of :data:`STRUCTURE_SIGMA_PX` that structure is measured on (into
+    ``out`` when given)."""
+    frame = np.asarray(frame, np.float32)
+    return cv2.GaussianBlur(frame, (0, 0), STRUCTURE_SIGMA_PX, dst=out, borderType=cv2.BORDER_REFLECT)
 
 
 def noise_residue(sigma: float) -> float:
@@ -79,11 +98,13 @@ def noise_residue(sigma: float) -> float:
 
 class StructureMap:
     """The low-passed frame and its noise residue, to measure the structure of any region of one frame.
-    ``residue``: the noise residue when it is known already (a band of a large frame), else estimated here."""
+    ``residue``: the noise residue when it is known already (a band of a large frame), else estimated here.
+    ``scratch``: keep the low-passed frame in this thread's :func:`scratch_array` — only for a map used up before
+    the thread makes the next one (the next overwrites it)."""
 
-    def __init__(self, frame: np.ndarray, residue: float | None = None):
+    def __init__(self, frame: np.ndarray, residue: float | None = None, scratch: bool = False):
         img = np.asarray(frame, np.float32)
-        self.lowpass = lowpass(img)
+        self.lowpass = lowpass(img, scratch_array("lowpass", img.shape[:2]) if scratch else None)
         self.noise_residue = noise_residue(noise_sigma(img)) if residue is None else residue
 
     def region(self, row: int, col: int, rows: int, cols: int) -> float:
