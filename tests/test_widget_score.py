@@ -299,3 +299,17 @@ def test_a_growing_focus_curve_is_blitted_onto_axes_drawn_once(qtbot):
     plot.set_data(data, curve_peak(data, "score")[0], [])  # scoring ended
     qtbot.waitUntil(lambda: len(full_drawings) == 2, timeout=5_000)
     assert not score_curve().get_animated()
+
+
+def test_a_short_dock_scrolls_instead_of_squeezing_the_plot(widget, qtbot):
+    """Shorter than its contents, the widget scrolls vertically; the focus plot keeps its height (its legend)."""
+    from qtpy.QtWidgets import QScrollArea
+
+    _viewer, w = widget
+    w.resize(w.width(), 400)
+    qtbot.waitUntil(lambda: w.height() == 400, timeout=5_000)
+    qtbot.wait(50)
+    scroll = w.findChild(QScrollArea)
+    assert scroll.verticalScrollBar().maximum() > 0
+    assert w.plot.height() >= w.plot.canvas.minimumHeight() == 280
+    assert scroll.horizontalScrollBar().maximum() == 0  # never sideways

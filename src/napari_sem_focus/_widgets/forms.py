@@ -11,10 +11,37 @@ from collections.abc import Callable
 from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FloatSpinBox
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton
+from qtpy.QtCore import QSize, Qt
+from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QWidget
 
 #: The region chooser's entry for "score the whole image".
 WHOLE_IMAGE = "whole image"
+
+
+class VerticalScrollArea(QScrollArea):
+    """Holds a dock widget's contents: as wide as they need, scrolled vertically when the dock is shorter than
+    they are (instead of squeezing them: a plot pressed under its minimum height loses its legend)."""
+
+    #: The shortest the area asks to be (pixels): below the contents' own minimum, it scrolls.
+    MIN_HEIGHT = 200
+
+    def __init__(self, contents: QWidget):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(contents)
+
+    def _with_scroll_bar(self, hint: QSize, height: int) -> QSize:
+        return QSize(hint.width() + self.verticalScrollBar().sizeHint().width(), height)
+
+    def minimumSizeHint(self) -> QSize:
+        hint = self.widget().minimumSizeHint()
+        return self._with_scroll_bar(hint, min(hint.height(), self.MIN_HEIGHT))
+
+    def sizeHint(self) -> QSize:
+        hint = self.widget().sizeHint()
+        return self._with_scroll_bar(hint, hint.height())
 
 
 def form(owner: Any, fields: str) -> Container:

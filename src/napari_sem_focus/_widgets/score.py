@@ -28,6 +28,7 @@ from ..report import curve_peak, write_csv
 from .current_model import current_model
 from .forms import (
     WHOLE_IMAGE,
+    VerticalScrollArea,
     button_row,
     form,
     frame_on_screen,
@@ -138,7 +139,11 @@ class ScoreStackWidget(QWidget):
         self.table.setMinimumHeight(110)
         self.table.cellClicked.connect(lambda row, _col: self.go_to_frame(int(self.rows[row]["frame"])))
 
-        layout = QVBoxLayout(self)
+        contents = QWidget()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(VerticalScrollArea(contents))
+        layout = QVBoxLayout(contents)
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
