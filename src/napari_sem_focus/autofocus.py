@@ -336,6 +336,8 @@ def _model(search: _Search, step_mm: float) -> Generator[Acquisition, None, None
         z_star = _fit_falloff(search.scans, search.low, search.high, step_mm)
         if z_star is not None:
             z_star = _at_least_one_gap_uphill(search, z_star, tol)
+        if z_star is not None and _back_inside_unbracketed(search, z_star, tol):
+            z_star = None  # a noisy fit on a far flank would creep up it in small steps: go beyond the best first
         if z_star is not None and search.seen(z_star, tol) is None:
             yield search.measure(z_star)
             continue
@@ -362,15 +364,39 @@ def _model(search: _Search, step_mm: float) -> Generator[Acquisition, None, None
         yield from _local_refine(search, step_mm / 4, tol)
 
 
+#: At most this many scans :func:`_polish` adds.
+POLISH_SCANS = 4
+
+#: Brent's golden-section fraction: the step into the wider side when a parabolic step would not move.
+GOLDEN_STEP = 0.381966
+
+
 def _polish(search: _Search, tol: float) -> Generator[Acquisition, None, None]:
-    """With a scorer on an absolute scale: while the best scan is still below the in-focus score, parabolic steps
-    between it and its neighbours as long as each one improves on the best (a fit to few, noisy scans may stop on a
-    flank; the absolute score says so)."""
-    while search.level is not None and search.best().score < search.level and search.budget_left(reserve=1):
-        before, count = search.best().score, len(search.scans)
-        yield from _refine_once(search, tol / 4)  # finer than the search's tolerance: the peak is near
-        if len(search.scans) == count or search.best().score <= before:
+    """With a scorer on an absolute scale: while the best scan is still below the in-focus score, Brent's steps
+    between it and its neighbours (a fit to few, noisy scans may stop on a flank; the absolute score says so):
+    parabolic, or golden-section into the wider side where the parabola's vertex falls on the best scan (its
+    neighbours too far away to show the peak), at most :data:`POLISH_SCANS`, until a step would land within a
+    quarter of the search's tolerance of a scan."""
+    for _ in range(POLISH_SCANS):
+        if search.level is None or search.best().score >= search.level or not search.budget_left(reserve=1):
             return
+        count = len(search.scans)
+        yield from _refine_once(search, tol / 4, golden_within=tol)  # finer than the search's tolerance
+        if len(search.scans) == count:
+            return
+
+
+def _back_inside_unbracketed(search: _Search, z_star: float, tol: float) -> bool:
+    """Whether the fit points back among the scans while the best scan is the outermost one (the peak not yet
+    bracketed: no scan beyond it). Scores on a far flank rise little against their noise, and such fits creep
+    up it in small steps; a step beyond the best scan brackets the peak or finds more slope."""
+    best = search.best().working_distance_mm
+    offsets = [a.working_distance_mm - best for a in search.scans]
+    below, above = any(d < -tol for d in offsets), any(d > tol for d in offsets)
+    if below == above:  # bracketed, or the best scan is the only one
+        return False
+    inward = -1.0 if below else 1.0
+    return (z_star - best) * inward > tol
 
 
 def _at_least_one_gap_uphill(search: _Search, z_star: float, tol: float) -> float:
@@ -397,9 +423,10 @@ def _local_refine(search: _Search, half_width_mm: float, tol: float) -> Generato
         yield from _refine_once(search, tol)
 
 
-def _refine_once(search: _Search, tol: float) -> Generator[Acquisition, None, None]:
+def _refine_once(search: _Search, tol: float, golden_within: float = 0.0) -> Generator[Acquisition, None, None]:
     """One step between the best scan and its nearest neighbours: to the vertex of the parabola through the three
-    (Brent's parabolic step), or, when that is no maximum inside, halfway into the wider side. Nothing when the
+    (Brent's parabolic step), or, when that is no maximum inside, halfway into the wider side; or, when the vertex
+    lies within ``golden_within`` of the best scan, a golden-section step into the wider side. Nothing when the
     best scan lacks a neighbour on either side, or the step would land within ``tol`` of a scan."""
     best = search.best()
     x = best.working_distance_mm
@@ -410,9 +437,11 @@ def _refine_once(search: _Search, tol: float) -> Generator[Acquisition, None, No
     lo = max(left, key=lambda a: a.working_distance_mm)
     hi = min(right, key=lambda a: a.working_distance_mm)
     vertex = _parabola_vertex([(a.working_distance_mm, a.score) for a in (lo, best, hi)])
+    wider = lo if x - lo.working_distance_mm > hi.working_distance_mm - x else hi
     if vertex is None or not lo.working_distance_mm < vertex < hi.working_distance_mm:
-        wider = lo if x - lo.working_distance_mm > hi.working_distance_mm - x else hi
         vertex = (x + wider.working_distance_mm) / 2
+    elif abs(vertex - x) <= golden_within:
+        vertex = x + GOLDEN_STEP * (wider.working_distance_mm - x)
     if search.seen(vertex, tol) is None:
         yield search.measure(vertex)
 
