@@ -64,6 +64,9 @@ def series_for_layer(layer: Any) -> Any:
 #: While scoring, the views are brought up to date at most this often (milliseconds); always when scoring ends.
 VIEW_REFRESH_MS = 1000
 
+#: Height of the focus plot (pixels): the axes and a three-row legend.
+PLOT_HEIGHT_PX = 300
+
 #: This long (milliseconds) after the widget is built, PyTorch starts loading in the background (once per napari
 #: session, ~2 s): the first Score click then need not wait for it, and scoring's event loop never pauses while
 #: libtorch loads (its ~0.35 s with Python's GIL held falls just after the widget opens).
@@ -147,9 +150,12 @@ class ScoreStackWidget(QWidget):
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
-        layout.addWidget(self.plot, stretch=3)
+        # the plot keeps its height when the status line grows or shrinks (the table takes the difference): a new
+        # size would be a full drawing of the figure, ~60-100 ms of the viewer's event loop while scoring
+        self.plot.setFixedHeight(PLOT_HEIGHT_PX)
+        layout.addWidget(self.plot)
         layout.addLayout(actions)
-        layout.addWidget(self.table, stretch=2)
+        layout.addWidget(self.table, stretch=1)
 
         viewer.dims.events.current_step.connect(self._dims_changed)
         self.form.reset_choices()
