@@ -9,6 +9,7 @@ blurrier than they started (true score lower than at the start), that report a f
 (< 20 e/px) the within-depth-of-field share, the median scans and the median final defocus.
 
 Run: python benchmarks/autofocus.py [--starts 200] [--strategies model bracket sweep] [--json FILE]
+     [--first-seed N] [--low-dose-only]   (e.g. --first-seed 200 --starts 600 --low-dose-only: 207 more low-dose starts)
 """
 
 from __future__ import annotations
@@ -65,10 +66,17 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=200)
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first start (default 0)")
+    parser.add_argument("--low-dose-only", action="store_true", help="keep only the starts below 20 e/px")
     args = parser.parse_args()
-    cases = [start_case(i) for i in range(args.starts)]
+    cases = [start_case(i) for i in range(args.first_seed, args.first_seed + args.starts)]
+    if args.low_dose_only:
+        cases = [c for c in cases if c["electrons_per_px"] < 20]
     table = {}
-    print(f"{args.starts} random starts on the virtual SEM (500-20,000x, 3-1,000 e/px)")
+    print(
+        f"{len(cases)} random starts on the virtual SEM (seeds {args.first_seed}-{args.first_seed + args.starts - 1}"
+        f"{', below 20 e/px' if args.low_dose_only else ''}; 500-20,000x, 3-1,000 e/px)"
+    )
     head = (
         "strategy  scorer        scans med/p90  within DoF  blurrier  failed  low-dose within DoF"
         "  median |dz|/DoF  low-dose scans med, |dz|/DoF"
