@@ -179,3 +179,25 @@ def test_a_noisy_far_flank_is_bracketed_not_crept_up():
         absolute.in_focus_score = 9.5
         result = autofocus(scope, 5.0 + fraction * 0.15, absolute, strategy="model", range_um=150.0)
         assert result.n_acquisitions <= 12 and abs(result.best_wd_mm - 5.0) * 1e3 < 5.0, fraction
+
+
+def test_a_low_best_score_on_an_absolute_scale_comes_with_a_caution():
+    """A search whose best scan scores far below in focus (the learned score's scale) says it may have stopped on
+    a flank; a classic metric (no absolute scale) gets no such caution."""
+
+    class Dim(Peak):
+        def score(self, image):
+            s, structure = super().score(image)
+            return s * 0.3, structure  # peaks at 3/10
+
+    scope = Dim()
+
+    def absolute(image):
+        return scope.score(image)
+
+    absolute.in_focus_score = 9.5
+    result = autofocus(scope, 5.03, absolute, strategy="model", range_um=100.0)
+    assert result.status == "focused" and result.best_score < 4
+    assert "only 3.0/10" in result.message and "flank" in result.message
+    classic = Dim()
+    assert "only" not in autofocus(classic, 5.03, classic.score, strategy="model", range_um=100.0).message

@@ -364,6 +364,10 @@ def _model(search: _Search, step_mm: float) -> Generator[Acquisition, None, None
         yield from _local_refine(search, step_mm / 4, tol)
 
 
+#: A best scan scoring below this on an absolute scale (the learned score) is reported with a caution: an image
+#: in focus scores far higher (1 = the specimen just recognisable); seen on noisy, far-flank starts.
+LOW_BEST_SCORE = 4.0
+
 #: At most this many scans :func:`_polish` adds.
 POLISH_SCANS = 4
 
@@ -522,6 +526,12 @@ def iter_autofocus(
     best = search.best() if status != "no structure" else search.scans[0]
     if status == "focused":
         message = f"best focus found after {len(search.scans)} scans"
+        absolute = getattr(scorer, "in_focus_score", None) is not None
+        if absolute and best.score < LOW_BEST_SCORE:
+            message += (
+                f", but its score is only {best.score:.1f}/10: the search may have stopped on a flank far from focus "
+                "(noisy images, or a start far out); start nearer focus or with a higher dose"
+            )
     return AutofocusResult(status, message, strategy, start_wd_mm, best.working_distance_mm, best.score, search.scans)
 
 
