@@ -10,7 +10,8 @@ Rows (all on this machine's CPU, bundled weights, 1024x768 8-bit frames of the s
 5. `sem-focus score` on a 200- and a 2,000-frame stack (centre crop, so that it fits the time): peak memory of the
    process (target < 2 GB, flat) and time per frame (flat);
 6. napari: the longest event-loop pause while the Score-stack widget scores a 100-frame stack (target < 100 ms),
-   and while the widget opens and loads PyTorch in the background (once per session);
+   and while the widget opens and loads PyTorch in the background (once per session); the longest pause while 50
+   frames are labelled in a row in the Train widget (target < 100 ms);
    needs a display: run the script under ``xvfb-run -a`` (skipped otherwise).
 
 Run: xvfb-run -a python benchmarks/performance_table.py [--write docs/benchmarks.md]
@@ -256,6 +257,69 @@ def napari_latency(stack: Path) -> dict[str, float]:
     }
 
 
+def napari_labelling_latency(folder: Path) -> dict[str, float]:
+    """Row 6b, in its own process (``--napari-labelling FOLDER``): the longest event-loop pause while 50 frames are
+    labelled in a row in the Train widget as fast as a user presses keys (50 a second); the model scores them in a
+    worker meanwhile. Objects alive before are frozen (``gc.freeze``), as in :func:`napari_latency`."""
+    import gc
+
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_sem_focus._widgets.train import TrainWidget
+    from napari_sem_focus.simulate import simulate_series, write_series
+
+    frames, wds = simulate_series("grid", 2000.0, steps=50, shape=(240, 320), seed=1)
+    path = write_series(folder, frames, wds)
+    viewer = napari.Viewer()
+    viewer.open(str(path), plugin="napari-sem-focus")
+    trainer = TrainWidget(viewer)
+    viewer.window.add_dock_widget(trainer)
+    app = QApplication.instance()
+
+    def run_events(seconds: float) -> None:
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            app.processEvents()
+            time.sleep(0.002)
+
+    run_events(5)  # the widget opens (PyTorch loads in the background)
+    gaps, last = [], [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    gc.collect()
+    gc.freeze()
+    timer.start(10)
+    run_events(0.1)
+    for i in range(50):
+        viewer.dims.set_current_step(0, i)
+        trainer.label_current(float(i % 11))
+        run_events(0.02)
+    timer.stop()
+    gc.unfreeze()
+    labels = len(trainer.store)
+    viewer.close()
+    return {"max_ms": max(gaps[1:]) * 1e3, "p99_ms": float(np.percentile(gaps[1:], 99)) * 1e3, "labels": labels}
+
+
+def labelling_row(tmp: Path) -> list[str]:
+    name = "napari: longest event-loop pause while 50 frames are labelled, 50 a second"
+    command = [sys.executable, __file__, "--napari-labelling", str(tmp / "labelling")]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return [name, f"failed: {out.stderr.strip()[-300:]}", "", "", ""]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    pause = f"{result['max_ms']:.0f} ms (p99 {result['p99_ms']:.0f} ms)"
+    return [f"{name} ({result['labels']} kept)", pause, "", "", "< 100 ms"]
+
+
 def napari_rows(tmp: Path) -> list[list[str]]:
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         return [["napari: event-loop pause while scoring", "skipped: no display (run under xvfb-run -a)", "", "", ""]]
@@ -275,6 +339,7 @@ def napari_rows(tmp: Path) -> list[list[str]]:
             "",
             "< 100 ms",
         ],
+        labelling_row(tmp),
         [
             "napari: longest pause while the widget opens and loads PyTorch in the background (once per session)",
             f"{result['opening_ms']:.0f} ms",
@@ -321,9 +386,13 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="put the table into this Markdown file (between the markers)")
     parser.add_argument("--archive-frames", type=int, default=60, help="files in the archive row (default 60)")
     parser.add_argument("--napari", type=Path, help=argparse.SUPPRESS)  # the napari row's own process
+    parser.add_argument("--napari-labelling", type=Path, help=argparse.SUPPRESS)  # the labelling row's
     args = parser.parse_args()
     if args.napari:
         print(json.dumps(napari_latency(args.napari)))
+        return
+    if args.napari_labelling:
+        print(json.dumps(napari_labelling_latency(args.napari_labelling)))
         return
     start = time.perf_counter()
     rows: list[list[str]] = []

@@ -176,18 +176,10 @@ def test_adaptation_that_does_not_help_keeps_the_model(default_setup, qtbot):
     assert scorer.weights_edit.text() == ""  # still the default weights
 
 
-def test_labelling_fifty_frames_keeps_napari_responsive(make_napari_viewer, qtbot, tmp_path):
-    """Event-loop latency while 50 frames are labelled in a row, as fast as a user presses keys (the model scores
-    them afterwards, once each, in a worker).
-
-    Python's full (generation-2) garbage collection of a napari process pauses the event loop for ~250 ms on this
-    machine whether or not anything is labelled (measured: stepping through 50 frames without labelling, 270-320
-    ms); the objects alive at the start are frozen (``gc.freeze``) so that the test measures the widget's work.
-    """
-    import gc
-
-    from qtpy.QtCore import QTimer
-
+def test_labelling_fifty_frames_in_a_row_keeps_every_label_and_scores_each_once(make_napari_viewer, qtbot, tmp_path):
+    """50 frames labelled in a row, as fast as a user presses keys: every label is kept, each frame is scored once
+    afterwards, in the worker. (The event loop's longest pause meanwhile is a row of the performance table:
+    ``benchmarks/performance_table.py``, not a timed test.)"""
     from napari_sem_focus._widgets.train import TrainWidget
 
     frames, wds = simulate_series("grid", 2000.0, steps=50, shape=(240, 320), seed=1)
@@ -196,30 +188,12 @@ def test_labelling_fifty_frames_keeps_napari_responsive(make_napari_viewer, qtbo
     viewer.open(str(path), plugin="napari-sem-focus")
     trainer = TrainWidget(viewer)
     viewer.window.add_dock_widget(trainer)
-    gaps, last = [], [time.perf_counter()]
-
-    def tick():
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.timeout.connect(tick)
-    gc.collect()
-    gc.freeze()
-    try:
-        timer.start(10)
-        qtbot.wait(100)
-        for i in range(50):
-            viewer.dims.set_current_step(0, i)
-            trainer.label_current(float(i % 11))
-            qtbot.wait(20)  # a fast user: 50 key presses a second
-        labelling_gaps = list(gaps)
-    finally:
-        gc.unfreeze()
-        timer.stop()
+    for i in range(50):
+        viewer.dims.set_current_step(0, i)
+        trainer.label_current(float(i % 11))
+        qtbot.wait(20)  # a fast user: 50 key presses a second
     assert len(trainer.store) == 50
-    assert max(labelling_gaps[1:]) < 0.100, f"event loop blocked for {max(labelling_gaps[1:]) * 1000:.0f} ms"
+    assert sorted((lb.frame, lb.score) for lb in trainer.store.labels()) == [(i, float(i % 11)) for i in range(50)]
     assert len(_model_scores(qtbot, trainer, 50)) == 50  # then every frame is scored once, in the worker
 
 
