@@ -68,6 +68,7 @@ def test_jobs_run_at_lower_priority_than_the_viewer(qtbot):
     from qtpy.QtWidgets import QLabel, QPushButton
 
     from napari_sem_focus._widgets import jobs
+    from napari_sem_focus.device import JOB_NICENESS
 
     seen, done = [], []
 
@@ -82,5 +83,5 @@ def test_jobs_run_at_lower_priority_than_the_viewer(qtbot):
     widget = SimpleNamespace(cancel_button=cancel, status=status)
     jobs.start_job(job, "scoring", "…", widget, [], returned=done.append)
     qtbot.waitUntil(lambda: bool(done), timeout=10_000)
-    assert seen == [jobs.JOB_NICENESS] and done == ["value"]  # the wrapped generator keeps its return value
+    assert seen == [JOB_NICENESS] and done == ["value"]  # the wrapped generator keeps its return value
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0

@@ -8,6 +8,8 @@
   reduced precision would be emulated and slower.
 - :func:`autocast`: the autocast context for a device (disabled when its dtype is None or when asked).
 - :func:`reuse_freed_memory`: the C allocator of a scoring process keeps freed memory for the next frame.
+- :func:`load_pytorch`, :func:`load_pytorch_in_background`, :func:`lower_thread_priority`: for a host process (the
+  napari widgets) that must stay responsive while the network loads and runs.
 
 torch is imported inside the functions, so importing this module (from the score path) costs nothing.
 """
@@ -15,7 +17,9 @@ torch is imported inside the functions, so importing this module (from the score
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+import threading
 from typing import Any
 
 from .errors import SemFocusError
@@ -58,6 +62,43 @@ def load_pytorch() -> None:
     time in a process, ~0.35 s of it loading libtorch with Python's GIL held (no other Python thread runs then);
     nothing after that."""
     from . import model  # noqa: F401  (imports torch and torchvision)
+
+
+def load_pytorch_in_background() -> threading.Thread | None:
+    """Import PyTorch in a thread of its own at lower priority (:func:`load_pytorch`) unless it is imported
+    already; returns the thread. Not a daemon: a viewer closed meanwhile waits for the import to end
+    rather than tearing down an interpreter in the middle of loading libtorch."""
+    if "torch" in sys.modules:
+        return None
+
+    def load() -> None:
+        lower_thread_priority()
+        try:
+            load_pytorch()
+        except Exception:  # a broken install: scoring will say so when it is asked for
+            pass
+
+    thread = threading.Thread(target=load, name="napari-sem-focus: load PyTorch")
+    thread.start()
+    return thread
+
+
+#: Linux nice steps a job's thread runs below the viewer's. The compute threads PyTorch starts from the job's
+#: thread inherit it; the scheduler then gives the viewer's thread a core as soon as it needs one.
+JOB_NICENESS = 10
+
+
+def lower_thread_priority(steps: int = JOB_NICENESS) -> None:
+    """Lower the CPU priority of the calling thread (Linux only, where priority is per thread; elsewhere a
+    no-op). It cannot be raised again without privileges: meant for napari's worker threads, whose jobs are all
+    background work."""
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, max(os.getpriority(os.PRIO_PROCESS, thread), steps))
+    except OSError:  # a sandbox that forbids it: the job runs at normal priority
+        pass
 
 
 def select_device(name: str = "auto") -> Any:

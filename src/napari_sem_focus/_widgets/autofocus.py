@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QWidget
 
 from ..autofocus import SCORERS, STRATEGIES
-from .forms import VerticalScrollArea, button_row, form, magnification_spin, status_line
+from .forms import button_row, form, magnification_spin, scrolled_layout, status_line
 from .jobs import start_job
 from .plot import ThemedFigure
 
@@ -56,11 +56,7 @@ class AutofocusWidget(QWidget):
         self.plot = ThemedFigure(viewer)
         self.plot.redraw = self._draw
 
-        contents = QWidget()
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(VerticalScrollArea(contents))  # a short dock scrolls instead of squeezing the plot
-        layout = QVBoxLayout(contents)
+        layout = scrolled_layout(self)  # a short dock scrolls instead of squeezing the plot
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)
         layout.addWidget(self.status)

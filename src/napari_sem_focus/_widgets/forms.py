@@ -12,7 +12,7 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FloatSpinBox
 from qtpy.QtCore import QSize, Qt
-from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QWidget
+from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
 #: The region chooser's entry for "score the whole image".
 WHOLE_IMAGE = "whole image"
@@ -42,6 +42,16 @@ class VerticalScrollArea(QScrollArea):
     def sizeHint(self) -> QSize:
         hint = self.widget().sizeHint()
         return self._with_scroll_bar(hint, hint.height())
+
+
+def scrolled_layout(widget: QWidget) -> QVBoxLayout:
+    """The vertical layout of a dock widget's contents, held in a :class:`VerticalScrollArea` that fills
+    ``widget``: what the widget adds to it scrolls in a short dock."""
+    contents = QWidget()
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(VerticalScrollArea(contents))
+    return QVBoxLayout(contents)
 
 
 def form(owner: Any, fields: str) -> Container:

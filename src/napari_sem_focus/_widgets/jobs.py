@@ -6,37 +6,19 @@ Qt. While it runs, the run buttons are disabled and the cancel button enabled; w
 failed) the other way round. An exception from the job is shown as a napari notification — the message alone for
 a :class:`~napari_sem_focus.errors.SemFocusError` (the user can act on it), else "<what> failed: <type>: <text>".
 
-Jobs run at a lower CPU priority than the viewer (:func:`lower_thread_priority`): PyTorch keeps every core busy,
-and without it a redraw of the viewer waits for a core (measured: the longest event-loop pause while scoring
-fell from 267 to 207 ms, the 99th percentile from 78 to 34 ms, the scoring time unchanged).
+Jobs run at a lower CPU priority than the viewer (:func:`napari_sem_focus.device.lower_thread_priority`):
+PyTorch keeps every core busy, and without it a redraw of the viewer waits for a core (measured: the longest
+event-loop pause while scoring fell from 267 to 207 ms, the 99th percentile from 78 to 34 ms, the scoring time
+unchanged).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
+from ..device import lower_thread_priority
 from ..errors import SemFocusError
-
-#: Linux nice steps a job's thread runs below the viewer's. The compute threads PyTorch starts from the job's
-#: thread inherit it; the scheduler then gives the viewer's thread a core as soon as it needs one.
-JOB_NICENESS = 10
-
-
-def lower_thread_priority(steps: int = JOB_NICENESS) -> None:
-    """Lower the CPU priority of the calling thread (Linux only, where priority is per thread; elsewhere a
-    no-op). It cannot be raised again without privileges: meant for napari's worker threads, whose jobs are all
-    background work."""
-    if sys.platform != "linux":
-        return
-    thread = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, thread, max(os.getpriority(os.PRIO_PROCESS, thread), steps))
-    except OSError:  # a sandbox that forbids it: the job runs at normal priority
-        pass
 
 
 def at_lower_priority(job: Callable[[], Generator[Any, Any, Any]]) -> Callable[[], Generator[Any, Any, Any]]:
@@ -101,23 +83,3 @@ def start_job(
     status.setText(message)
     worker.start()
     return worker
-
-
-def load_pytorch_in_background() -> threading.Thread | None:
-    """Import PyTorch in a thread of its own at lower priority (:func:`napari_sem_focus.device.load_pytorch`) unless
-    it is imported already; returns the thread. Not a daemon: a viewer closed meanwhile waits for the import to end
-    rather than tearing down an interpreter in the middle of loading libtorch."""
-    if "torch" in sys.modules:
-        return None
-    from ..device import load_pytorch
-
-    def load() -> None:
-        lower_thread_priority()
-        try:
-            load_pytorch()
-        except Exception:  # a broken install: scoring will say so when it is asked for
-            pass
-
-    thread = threading.Thread(target=load, name="napari-sem-focus: load PyTorch")
-    thread.start()
-    return thread

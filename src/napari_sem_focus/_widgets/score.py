@@ -16,10 +16,10 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QFileDialog,
     QTableWidget,
-    QVBoxLayout,
     QWidget,
 )
 
+from ..device import load_pytorch_in_background
 from ..errors import CancelledError, SemFocusError
 from ..focus_curve import FocusPeak
 from ..infer import MODES, magnification_note, model_magnification
@@ -28,16 +28,16 @@ from ..report import curve_peak, write_csv
 from .current_model import current_model
 from .forms import (
     WHOLE_IMAGE,
-    VerticalScrollArea,
     button_row,
     form,
     frame_on_screen,
     layer_choice,
     magnification_spin,
     region_of_interest,
+    scrolled_layout,
     status_line,
 )
-from .jobs import load_pytorch_in_background, start_job
+from .jobs import start_job
 from .plot import FocusPlot
 from .table import fill_table
 
@@ -142,11 +142,7 @@ class ScoreStackWidget(QWidget):
         self.table.setMinimumHeight(110)
         self.table.cellClicked.connect(lambda row, _col: self.go_to_frame(int(self.rows[row]["frame"])))
 
-        contents = QWidget()
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(VerticalScrollArea(contents))
-        layout = QVBoxLayout(contents)
+        layout = scrolled_layout(self)  # a short dock scrolls instead of squeezing the plot
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
