@@ -105,7 +105,9 @@ def test_cli_fine_tune_from_default_on_a_labels_csv(tmp_path, capsys):
                 "--regime",
                 "full",
                 "--steps",
-                "1",
+                "2",
+                "--echo",
+                "2",
                 "--batch-size",
                 "3",
                 "--crop",
@@ -121,7 +123,8 @@ def test_cli_fine_tune_from_default_on_a_labels_csv(tmp_path, capsys):
         == 0
     )
     facts = read_weights_info(out).facts
-    assert facts["steps"] == 1 and facts["init"] == "default" and facts["train_frames"] == 6
+    assert facts["steps"] == 2 and facts["init"] == "default" and facts["train_frames"] == 6
+    assert facts["recipe"]["echo"] == 2  # two steps on one fresh batch (data echoing)
 
 
 @pytest.mark.parametrize("user", ["stricter", "agrees"])

@@ -353,3 +353,51 @@ def test_checkpoints_and_weights_with_code_in_them_are_refused(tmp_path):
     with pytest.raises(WeightsError, match="cannot read weights"):
         load_model(trap)
     assert not marker.exists()
+
+
+def test_echo_buffer_draws_from_recent_batches_with_labels_kept():
+    """Data echoing: ``echo`` batches per fresh batch, each a draw from the last ``depth`` fresh batches, every frame
+    flipped or not but never separated from its label; echo 1 passes the fresh batch through untouched."""
+    from napari_sem_focus.train import EchoBuffer
+
+    generator = torch.Generator().manual_seed(0)
+    originals: dict[int, torch.Tensor] = {}
+
+    def fresh(first: int) -> tuple[torch.Tensor, ...]:
+        ids = torch.arange(first, first + 4)
+        images = torch.rand(4, 1, 6, 8, generator=generator)
+        originals.update({int(i): image for i, image in zip(ids, images, strict=True)})
+        return images, ids.float() / 100, ids.float()
+
+    plain = EchoBuffer(1)
+    batch = fresh(0)
+    assert [tuple(b) for b in plain.batches(*batch)] == [batch]
+
+    echoes = EchoBuffer(3, depth=2, seed=1)
+    seen, flipped = set(), 0
+    for first in (0, 4, 8):
+        draws = list(echoes.batches(*fresh(first)))
+        assert len(draws) == 3
+        for images, mag, score in draws:
+            assert images.shape == (4, 1, 6, 8)
+            assert torch.allclose(mag, score / 100)  # the magnification travels with its frame
+            for image, i in zip(images, score.long().tolist(), strict=True):
+                assert first - 4 <= i < first + 4  # only the last 2 fresh batches
+                orientations = [originals[i], originals[i].flip(-1), originals[i].flip(-2), originals[i].flip(-1, -2)]
+                match = [k for k, o in enumerate(orientations) if torch.equal(image, o)]
+                assert match, "a drawn image is its own frame, perhaps flipped"
+                flipped += match[0] > 0
+                seen.add(i)
+    assert len(seen) >= 8 and max(seen) >= 8 and flipped > 0  # draws spread over the pool, new frames included
+    with pytest.raises(SemFocusError, match="at least 1"):
+        EchoBuffer(0)
+
+
+def test_echoed_training_takes_echo_steps_per_batch_and_lowers_the_loss():
+    data = _Tiny()
+    torch.manual_seed(0)
+    net = build_focus_net()
+    before = rmse(*predict(net, data)[:2])
+    result = train(_config(max_steps=24, lr=1e-3, echo=3, log_every=3), data, init_model=net)
+    assert result.step == 24 and [e.step for e in result.history][:2] == [3, 6]
+    assert rmse(*predict(result.model, data)[:2]) < before

@@ -62,6 +62,7 @@ class TrainConfig:
     loss: str = "bce"  # "bce" or "mse" (paper); see score_loss
     freeze_batchnorm: bool = False  # keep BatchNorm statistics fixed (fine-tuning on a few frames, small batches)
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); see iter_train
+    echo: int = 1  # optimiser steps per fresh batch (data echoing, see EchoBuffer; 1: off)
     crop: tuple[int, int] = (144, 192)
     eval_crop: tuple[int, int] = CROP_SIZE
     device: str = "auto"
@@ -153,6 +154,7 @@ def describe_setup(config: TrainConfig) -> str:
         f"recipe {config.recipe}: {name}, {precision}, {layout}, batch {config.batch_size}, "
         f"crop {config.crop[1]}x{config.crop[0]}, {config.num_workers} data workers"
         + (f" per process, {group.world_size} processes" if group.active else "")
+        + (f", echo {config.echo} (steps per fresh batch)" if config.echo > 1 else "")
         + f", torch {torch.__version__}"
     )
 
@@ -305,6 +307,52 @@ class _OptimizerStep:
                     state[key] = value.to(self.device)
         self.scaler = torch.amp.GradScaler("cpu", enabled=False)
         self.parts = 1
+
+
+class EchoBuffer:
+    """Data echoing (Choi et al. 2019, "Faster neural network training with data echoing"): when the data loader
+    cannot keep the accelerator busy (the simulator on 15 CPU cores feeds an H100 at about 30 % of its training
+    speed), each fresh batch is used for ``echo`` optimiser steps instead of one.
+
+    Fresh batches join a pool of the last ``depth`` batches on the device; each step draws a batch of the fresh
+    batch's size from the pool at random, with new random horizontal/vertical flips per frame. A frame is thus seen
+    about ``echo`` times, in different company and orientation, spread over ``depth`` fresh batches. With
+    ``echo=1`` the fresh batch is passed through untouched (no pool, no flips): a plain run.
+
+    Args:
+        echo: optimiser steps per fresh batch (>= 1).
+        depth: fresh batches kept in the pool.
+        seed: seed of the draws and flips.
+    """
+
+    def __init__(self, echo: int, depth: int = 4, seed: int = 0):
+        if echo < 1:
+            raise SemFocusError(f"echo must be at least 1, not {echo}")
+        self.echo, self.depth, self.seed = echo, depth, seed
+        self._pool: list[tuple[torch.Tensor, ...]] = []
+        self._rng: torch.Generator | None = None
+
+    def batches(
+        self, images: torch.Tensor, mag: torch.Tensor, score: torch.Tensor
+    ) -> Generator[tuple[torch.Tensor, ...]]:
+        """The ``echo`` batches to step on for this fresh batch (images (N, 1, H, W), magnification, score)."""
+        if self.echo == 1:
+            yield images, mag, score
+            return
+        device = images.device
+        if self._rng is None or self._rng.device != device:
+            # draws made where the pool is: no copy from the CPU, which would make the CPU wait for the GPU
+            self._rng = torch.Generator(device=device).manual_seed(self.seed)
+        self._pool = [*self._pool[-(self.depth - 1) :], (images, mag, score)]
+        pool = [torch.cat(parts) for parts in zip(*self._pool, strict=True)]
+        n = len(images)
+        for _ in range(self.echo):
+            pick = torch.randperm(len(pool[0]), generator=self._rng, device=device)[:n]
+            flip = torch.rand(2, n, 1, 1, 1, generator=self._rng, device=device) < 0.5
+            chosen = pool[0].index_select(0, pick)
+            chosen = torch.where(flip[0], chosen.flip(-1), chosen)
+            chosen = torch.where(flip[1], chosen.flip(-2), chosen)
+            yield chosen, pool[1].index_select(0, pick), pool[2].index_select(0, pick)
 
 
 class _Materialised(Dataset):
@@ -580,7 +628,8 @@ def iter_train(
     elif val_data is not None and len(val_data) <= 4096:
         val_data = _Materialised(val_data)
 
-    steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
+    # optimiser steps per epoch: every fresh batch gives config.echo of them (EchoBuffer)
+    steps_per_epoch = math.ceil(len(train_data) / config.batch_size) * config.echo
     total = config.max_steps or config.epochs * steps_per_epoch
     workers = config.num_workers
     # one permutation per epoch, each process taking every world_size-th frame of it: N processes see the same
@@ -606,6 +655,8 @@ def iter_train(
     # running means stay on the device (tensors) and are read only when an event is emitted: reading a GPU
     # value every step would make the CPU wait for the GPU
     running_loss, running_mse = RunningMean(), RunningMean()
+    echoes = EchoBuffer(config.echo, seed=config.seed * 1009 + group.rank)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     _train_mode(model, config.freeze_batchnorm)
     first_step = step
     while step < total:
@@ -613,48 +664,57 @@ def iter_train(
         sampler.set_epoch(epoch)
         if hasattr(train_data, "epoch"):
             train_data.epoch = step // steps_per_epoch  # type: ignore[attr-defined]
-        for images, mag, score in loader:
-            stop = should_stop is not None and should_stop()
-            if distributed.any_process(stop, group, device):
-                raise CancelledError(f"training cancelled at step {step}")
-            elapsed = time.monotonic() - start
-            if config.max_minutes:  # the budget and the schedule follow process 0's clock in every process
-                elapsed = distributed.from_main(elapsed, group, device)
-            lr = config.lr * _lr_factor(step, total, config, elapsed)
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = lr
-            memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            score, mag = score.to(device, non_blocking=True), mag.to(device, non_blocking=True)
-            loss, logit = take_step(images, mag, score)
-            if take_step.device != device:  # out of GPU memory: training moved to the CPU
-                device = take_step.device
-                score = score.to(device)
-                running_loss, running_mse = RunningMean(), RunningMean()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            running = running_loss.add(loss)
-            train_mse = running_mse.add(score_loss(logit.float(), score, "mse"))
-            timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
-            last = step >= total or timed_out
-            validate = val_data is not None and (step % config.eval_every == 0 or last)
-            if group.is_main and (step % config.log_every == 0 or validate or last):
-                now = time.monotonic()
-                event = TrainEvent(step, total, float(running), None, lr, now - start, float(train_mse) ** 0.5)
-                event.images_per_s = (step - last_event_step) * config.batch_size / max(now - last_event_time, 1e-9)
-                if validate:
-                    pred_v, target_v, _ = predict(scored, val_data, device=device, amp=amp)
-                    event.val_rmse = rmse(pred_v, target_v)
-                    metrics["val_rmse"] = event.val_rmse
-                history.append(event)
-                yield event
-                last_event_time, last_event_step = time.monotonic(), step
-            if group.is_main and checkpoint is not None and (step % config.checkpoint_every == 0 or last):
-                metrics["train_loss"] = float(running)
-                save_checkpoint(checkpoint, model, optimizer, step, config, metrics, ema=ema)
+        last = False
+        for fresh_images, fresh_mag, fresh_score in loader:
+            fresh = (
+                fresh_images.to(device, non_blocking=True).contiguous(memory_format=memory_format),
+                fresh_mag.to(device, non_blocking=True),
+                fresh_score.to(device, non_blocking=True),
+            )
+            for images, mag, score in echoes.batches(*fresh):
+                if images.device != device:  # echoes of a batch that came before training moved to the CPU
+                    images, mag, score = images.to(device), mag.to(device), score.to(device)
+                images = images.contiguous(memory_format=memory_format)  # flipped echoes may lose the layout
+                stop = should_stop is not None and should_stop()
+                if distributed.any_process(stop, group, device):
+                    raise CancelledError(f"training cancelled at step {step}")
+                elapsed = time.monotonic() - start
+                if config.max_minutes:  # the budget and the schedule follow process 0's clock in every process
+                    elapsed = distributed.from_main(elapsed, group, device)
+                lr = config.lr * _lr_factor(step, total, config, elapsed)
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = lr
+                loss, logit = take_step(images, mag, score)
+                if take_step.device != device:  # out of GPU memory: training moved to the CPU
+                    device = take_step.device
+                    score = score.to(device)
+                    running_loss, running_mse = RunningMean(), RunningMean()
+                if ema is not None:
+                    ema.update_parameters(model)
+                step += 1
+                running = running_loss.add(loss)
+                train_mse = running_mse.add(score_loss(logit.float(), score, "mse"))
+                timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
+                last = step >= total or timed_out
+                validate = val_data is not None and (step % config.eval_every == 0 or last)
+                if group.is_main and (step % config.log_every == 0 or validate or last):
+                    now = time.monotonic()
+                    event = TrainEvent(step, total, float(running), None, lr, now - start, float(train_mse) ** 0.5)
+                    event.images_per_s = (step - last_event_step) * config.batch_size / max(now - last_event_time, 1e-9)
+                    if validate:
+                        pred_v, target_v, _ = predict(scored, val_data, device=device, amp=amp)
+                        event.val_rmse = rmse(pred_v, target_v)
+                        metrics["val_rmse"] = event.val_rmse
+                    history.append(event)
+                    yield event
+                    last_event_time, last_event_step = time.monotonic(), step
+                if group.is_main and checkpoint is not None and (step % config.checkpoint_every == 0 or last):
+                    metrics["train_loss"] = float(running)
+                    save_checkpoint(checkpoint, model, optimizer, step, config, metrics, ema=ema)
+                if last:
+                    total = step
+                    break
             if last:
-                total = step
                 break
     distributed.barrier(group)  # the last checkpoint is complete before any process moves on
     distributed.teardown(group)

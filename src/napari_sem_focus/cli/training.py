@@ -135,6 +135,13 @@ def add_train_parser(sub: Any) -> None:
         help="keep an exponential moving average of the weights (e.g. 0.999) and write it out (docs/training.md)",
     )
     train.add_argument(
+        "--echo",
+        type=int,
+        metavar="N",
+        help="optimiser steps per fresh batch, each a new random draw (with flips) from the last 4 fresh batches: "
+        "data echoing, for a GPU that the simulator cannot keep busy (default 1: off; docs/training.md)",
+    )
+    train.add_argument(
         "--freeze-batchnorm", action="store_true", help="keep BatchNorm statistics fixed (fine-tuning, small batches)"
     )
     train.add_argument(
@@ -181,6 +188,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("lr", args.lr),
         ("warmup_steps", args.warmup_steps),
         ("ema", args.ema),
+        ("echo", args.echo),
         ("loss", args.loss),
     ):
         if value is not None:
@@ -220,6 +228,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if event.val_rmse is not None or bar.disable:  # no terminal: one log line per event
                 val = f" val_rmse {event.val_rmse:.4f}" if event.val_rmse is not None else ""
                 speed = f", {event.images_per_s:.0f} images/s" if event.images_per_s else ""
+                if event.images_per_s and config.echo > 1:
+                    speed += f" of which {event.images_per_s / config.echo:.0f} fresh"
                 print(
                     f"step {event.step}/{event.total} loss {event.loss:.4f} rmse {event.train_rmse:.3f} "
                     f"lr {event.lr:.3g}{val} "
