@@ -3,7 +3,7 @@
 Modes (``structure`` is the default; figures in docs/benchmarks.md "Real textures"):
 
 - ``structure``: structure-aware tiles (:mod:`napari_sem_focus.structure`). The scored field is covered by a grid
-  of 320x240 tiles; the tiles with specimen structure (low-pass grey-value contrast >= 0.5 of the frame's most
+  of 320x240 tiles; the tiles with specimen structure (low-pass grey-value contrast >= 0.4 of the frame's most
   structured tile) are scored and their scores averaged. Featureless tiles — smooth surfaces, empty background,
   black holes, saturated areas — say nothing about focus and are left out, so the score no longer depends on what
   lies under the image centre. A frame with no structure anywhere (noise, blank, flat) is scored on all tiles
