@@ -389,6 +389,10 @@ def test_echo_buffer_draws_from_recent_batches_with_labels_kept():
                 flipped += match[0] > 0
                 seen.add(i)
     assert len(seen) >= 8 and max(seen) >= 8 and flipped > 0  # draws spread over the pool, new frames included
+    # training moved off the GPU (out of memory): batches left on the old device leave the pool
+    echoes._pool = [tuple(t.to("meta") for t in batch) for batch in echoes._pool]
+    assert all(images.device.type == "cpu" for images, _, _ in echoes.batches(*fresh(12)))
+    assert len(echoes._pool) == 1
     with pytest.raises(SemFocusError, match="at least 1"):
         EchoBuffer(0)
 

@@ -343,7 +343,8 @@ class EchoBuffer:
         if self._rng is None or self._rng.device != device:
             # draws made where the pool is: no copy from the CPU, which would make the CPU wait for the GPU
             self._rng = torch.Generator(device=device).manual_seed(self.seed)
-        self._pool = [*self._pool[-(self.depth - 1) :], (images, mag, score)]
+        kept = [batch for batch in self._pool[-(self.depth - 1) :] if batch[0].device == device]  # moved: start anew
+        self._pool = [*kept, (images, mag, score)]
         pool = [torch.cat(parts) for parts in zip(*self._pool, strict=True)]
         n = len(images)
         for _ in range(self.echo):
