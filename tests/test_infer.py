@@ -189,6 +189,6 @@ def test_structure_scratch_buffers_are_per_thread_and_change_no_value():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_a_scoring_process_keeps_freed_memory_for_reuse():
-    from napari_sem_focus.device import reuse_freed_memory
+    from napari_sem_focus.allocator import reuse_freed_memory
 
     assert reuse_freed_memory() and reuse_freed_memory()  # applied, and once is enough

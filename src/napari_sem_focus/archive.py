@@ -176,7 +176,7 @@ def score_file_chunk(
 ) -> list[dict[str, Any]]:
     """The rows of a chunk of files (paths relative to ``root``): what one Dask task does on a worker, which keeps
     its model loaded between tasks."""
-    from .device import reuse_freed_memory
+    from .allocator import reuse_freed_memory
 
     reuse_freed_memory()  # a Dask worker's process is this package's (once per process)
     dataset = _ArchiveFiles(Path(root), [Path(root) / f for f in files], mode, fallback, skip)

@@ -493,7 +493,8 @@ def iter_autofocus(
         acquire, scorer, start_wd_mm, range_um, max_acquisitions, should_stop, acquire_timeout_s, keep_images
     )
     status, message = "focused", ""
-    level = getattr(scorer, "in_focus_score", None) if in_focus_score == "auto" else in_focus_score
+    scorer_level = getattr(scorer, "in_focus_score", None)  # set on a scorer on an absolute scale (the learned one)
+    level = scorer_level if in_focus_score == "auto" else in_focus_score
     if strategy == "sweep":  # the baseline: always complete
         level = None
     search.level = level
@@ -526,8 +527,7 @@ def iter_autofocus(
     best = search.best() if status != "no structure" else search.scans[0]
     if status == "focused":
         message = f"best focus found after {len(search.scans)} scans"
-        absolute = getattr(scorer, "in_focus_score", None) is not None
-        if absolute and best.score < LOW_BEST_SCORE:
+        if scorer_level is not None and best.score < LOW_BEST_SCORE:
             message += (
                 f", but its score is only {best.score:.1f}/10: the search may have stopped on a flank far from focus "
                 "(noisy images, or a start far out); start nearer focus or with a higher dose"

@@ -7,7 +7,6 @@
   gradient scaler; float16 on older CUDA GPUs (training adds a gradient scaler); None (float32) elsewhere, where
   reduced precision would be emulated and slower.
 - :func:`autocast`: the autocast context for a device (disabled when its dtype is None or when asked).
-- :func:`reuse_freed_memory`: the C allocator of a scoring process keeps freed memory for the next frame.
 - :func:`load_pytorch`, :func:`load_pytorch_in_background`, :func:`lower_thread_priority`: for a host process (the
   napari widgets) that must stay responsive while the network loads and runs.
 
@@ -16,45 +15,12 @@ torch is imported inside the functions, so importing this module (from the score
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import threading
 from typing import Any
 
 from .errors import SemFocusError
-
-#: glibc's mallopt parameters (malloc.h) and the values :func:`reuse_freed_memory` gives them, in MiB
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD_MB, TRIM_THRESHOLD_MB = 32, 256
-_allocator_tuned = False
-
-
-def reuse_freed_memory() -> bool:
-    """Let this process's C allocator (glibc, Linux) keep freed memory for reuse instead of returning it to the
-    operating system, which then has to fault it in again for the next frame or batch: blocks up to
-    ``MMAP_THRESHOLD_MB`` come from the heap, and up to ``TRIM_THRESHOLD_MB`` of free heap is kept.
-
-    Measured on 2 cores (100 1024x768 frames, centre crop): glibc trims the heap between the frames' preparation
-    and the network's batches, and the forward pass inside the scoring loop took 2.6-3.0 s against 2.0-2.3 s for
-    the same batches run alone; with this it takes the same as alone, and the whole run 20 % less. (PyTorch's
-    CPU performance guide gets the same from jemalloc or tcmalloc.) For processes of this package (the CLI, Dask
-    workers), not for a host such as napari. Returns whether it applied (once per process; no-op elsewhere)."""
-    global _allocator_tuned
-    if _allocator_tuned:
-        return True
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
-    mib = 1 << 20
-    _allocator_tuned = bool(
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_MB * mib) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_MB * mib)
-    )
-    return _allocator_tuned
 
 
 def load_pytorch() -> None:
