@@ -83,9 +83,12 @@ def time_bare(model: Any, crops: np.ndarray) -> float:
 def scoring_rows(stack: Path, repeats: int = 2) -> list[list[str]]:
     """Row 1: end to end vs a bare forward, per mode. The two are timed alternately ``repeats`` times and the
     fastest of each kept (timeit's rule: the slower runs measure the machine's other work, not the code)."""
+    from napari_sem_focus.allocator import reuse_freed_memory
     from napari_sem_focus.infer import frame_crops, score_series
     from napari_sem_focus.weights import load_model
 
+    # as `sem-focus score` runs (cli.main sets it for every command); ours and bare share the process
+    reuse_freed_memory()
     model = load_model(None)
     rows = []
     for mode in MODES_MEASURED:

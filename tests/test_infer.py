@@ -132,6 +132,33 @@ def test_structure_fraction_is_the_area_of_the_structured_tiles():
     assert noise_sigma(frame) == pytest.approx(math.sqrt(math.pi / 2) * np.abs(response).mean() / 6, rel=1e-6)
 
 
+def test_structure_on_2x2_blocks_equals_the_full_resolution_low_pass():
+    """The structure map low-passes the 2x2-binned frame: tile by tile it gives what the 2-px Gaussian of the full
+    frame gives (noise removed the same way), and white noise alone measures no structure."""
+    import math
+
+    import cv2
+
+    from napari_sem_focus.structure import STRUCTURE_FLOOR, STRUCTURE_SIGMA_PX, StructureMap, noise_sigma
+
+    rng = np.random.default_rng(2)
+    clean = cv2.resize(texture((120, 160), seed=2), (640, 480), interpolation=cv2.INTER_CUBIC) * 0.6 + 0.2
+    noisy = (clean + rng.normal(0, 0.08, clean.shape)).astype(np.float32)
+    origins, size = tile_origins(noisy.shape, (120, 160)), (120, 160)
+    full = cv2.GaussianBlur(noisy, (0, 0), STRUCTURE_SIGMA_PX, borderType=cv2.BORDER_REFLECT)
+    residue = noise_sigma(noisy) / (2 * math.sqrt(math.pi) * STRUCTURE_SIGMA_PX)
+    expected = [math.sqrt(max(full[r : r + 120, c : c + 160].var() - residue**2, 0)) for r, c in origins]
+    structure = StructureMap(noisy)
+    assert structure.binning == 2 and structure.lowpass.shape == (240, 320)
+    np.testing.assert_allclose(structure.regions(origins, size), expected, rtol=0.03)
+    assert min(expected) > 0.05  # the texture is structured everywhere
+    noise = (0.5 + rng.normal(0, 0.1, clean.shape)).astype(np.float32)
+    raw_std = cv2.GaussianBlur(noise, (0, 0), STRUCTURE_SIGMA_PX).std()
+    assert StructureMap(noise).regions(origins, size).max() < STRUCTURE_FLOOR / 5 < raw_std  # the residue removed
+    tiny = StructureMap(noisy[:6, :6])  # too small to bin: measured as it is
+    assert tiny.binning == 1 and tiny.lowpass.shape == (6, 6)
+
+
 def test_frames_prepared_ahead_come_in_order_with_their_errors_and_stop_when_closed():
     import threading
 

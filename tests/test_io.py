@@ -27,9 +27,14 @@ def _write(path, array):
 
 
 def test_uint8_divides_by_255(tmp_path):
+    """uint8 frames are converted by a lookup table: the same float32 values as the arithmetic, also for a region."""
     img = (texture() * 200).astype(np.uint8)
     series = read_series(_write(tmp_path / "a.tif", img))
     np.testing.assert_allclose(series.frame(0), img / 255.0, atol=1e-6)
+    exact = img.astype(np.float32) * np.float32(1 / 255)
+    assert series.frame(0).dtype == np.float32 and np.array_equal(series.frame(0), exact)
+    part = series.with_roi((10, 5, 100, 80))
+    assert np.array_equal(part.frame(0), exact[5:85, 10:110])
 
 
 def test_uint16_full_range_not_squeezed_to_8_bit(tmp_path):

@@ -24,17 +24,20 @@ from .errors import SemFocusError
 
 
 def load_pytorch() -> None:
-    """Import PyTorch and the network's module (:mod:`napari_sem_focus.model`, torchvision): about 2 s the first
-    time in a process, ~0.35 s of it loading libtorch with Python's GIL held (no other Python thread runs then);
-    nothing after that."""
-    from . import model  # noqa: F401  (imports torch and torchvision)
+    """Import PyTorch, the network's module (:mod:`napari_sem_focus.model`) and torchvision's models: about 3 s the
+    first time in a process, ~0.35 s of it loading libtorch with Python's GIL held (no other Python thread runs
+    then); nothing after that. torchvision's models import ``torch._dynamo`` (1.2 s of Python imports): left to the
+    first scoring, its pauses of the viewer reached 60-100 ms while the first frames were scored."""
+    import torchvision.models  # noqa: F401  (what model.build_model needs)
+
+    from . import model  # noqa: F401  (imports torch)
 
 
 def load_pytorch_in_background() -> threading.Thread | None:
-    """Import PyTorch in a thread of its own at lower priority (:func:`load_pytorch`) unless it is imported
-    already; returns the thread. Not a daemon: a viewer closed meanwhile waits for the import to end
+    """Import PyTorch and torchvision in a thread of its own at lower priority (:func:`load_pytorch`) unless they
+    are imported already; returns the thread. Not a daemon: a viewer closed meanwhile waits for the import to end
     rather than tearing down an interpreter in the middle of loading libtorch."""
-    if "torch" in sys.modules:
+    if "torchvision.models" in sys.modules:
         return None
 
     def load() -> None:

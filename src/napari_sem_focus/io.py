@@ -108,7 +108,13 @@ class FocusSeries:
     def _to_float(self, raw: np.ndarray, index: int) -> np.ndarray:
         _check_finite(raw, self.frame_paths[index % len(self)], index)
         offset, scale = self.intensity_map
-        out = (raw.astype(np.float32) - np.float32(offset)) * np.float32(1.0 / scale)
+        if raw.dtype == np.uint8:  # a lookup of the same float32 arithmetic: identical values, half the time
+            import cv2
+
+            return cv2.LUT(raw, _uint8_table(float(offset), float(scale)))
+        out = raw.astype(np.float32)
+        out -= np.float32(offset)
+        out *= np.float32(1.0 / scale)
         return np.clip(out, 0.0, 1.0, out=out)
 
     @property
@@ -265,6 +271,13 @@ class FocusSeries:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _uint8_table(offset: float, scale: float) -> np.ndarray:
+    """The float32 [0, 1] value of each uint8 grey level under the intensity rule ``(v - offset) / scale``."""
+    table = (np.arange(256).astype(np.float32) - np.float32(offset)) * np.float32(1.0 / scale)
+    return np.clip(table, 0.0, 1.0, out=table)
 
 
 def _check_finite(raw: np.ndarray, path: Path, index: int) -> None:

@@ -26,15 +26,15 @@ from .structure import (
     STRUCTURE_FLOOR,
     StructureMap,
     immerkaer_response,
-    lowpass,
     noise_residue,
     sigma_from_l1,
     structured_fraction,
     structured_tiles,
 )
 
-#: Rows read beyond a band on each side: the radius of OpenCV's Gaussian kernel for sigma 2 px is 8 px.
-MARGIN_PX = 8
+#: Rows read beyond a band on each side: the reach of the structure low-pass (2x2 blocks, then a Gaussian of
+#: radius 4 binned px: 9 px), rounded up to whole blocks.
+MARGIN_PX = 10
 #: The most tiles of one large frame the model scores.
 MAX_TILES = 1024
 
@@ -53,14 +53,15 @@ def large_frame_crops(series: Any, index: int, mode: str, crop: tuple[int, int])
     noise_l1 = 0.0
     for k, band in enumerate(series.frame_bands(index, windows)):
         start, r = windows[k][0], row_origins[k]
-        smooth = lowpass(band)
+        smooth = StructureMap(band, residue=0.0)  # the grey-value variance; the noise is removed below
+        binning = smooth.binning
         for j, c in enumerate(col_origins):
-            variance[k * len(col_origins) + j] = smooth[r - start : r - start + crop[0], c : c + crop[1]].var()
+            variance[k * len(col_origins) + j] = smooth.region(r - start, c, *crop) ** 2
         own = slice(max(r, 1) - start, min(cores[k], rows - 1) - start)  # Immerkaer's sum leaves out the border
         if own.stop > own.start and cols > 2:
             noise_l1 += cv2.norm(immerkaer_response(band)[own, 1:-1], cv2.NORM_L1)
     noise = sigma_from_l1(noise_l1, (rows - 2) * (cols - 2)) if min(rows, cols) >= 3 else 0.0
-    residue = noise_residue(noise)
+    residue = noise_residue(noise, binning)
     structure = np.sqrt(np.maximum(variance - residue**2, 0.0)).astype(np.float32)
     facts: dict[str, Any] = {"structure_fraction": structured_fraction((rows, cols), origins, crop, structure)}
 

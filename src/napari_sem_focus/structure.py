@@ -7,10 +7,16 @@ lie (the paper's centre crop on the smooth face of one large tin ball scores a s
 
 **Structure of a region** (:func:`region_structure`): the standard deviation of the frame's grey values
 (float, [0, 1]) inside the region after a Gaussian low-pass of ``STRUCTURE_SIGMA_PX`` = 2 px, which removes most
-of the pixel noise; the part that white noise of the frame's estimated sigma (Immerkaer 1996) would leave
-(``sigma / (2 sqrt(pi) * 2 px)``) is subtracted in quadrature. Grey-value contrast at the 2-8 px scale survives
-defocus much better than the high frequencies a focus measure uses, so the same regions count as structured
-through a focus series.
+of the pixel noise; the part that white noise of the frame's estimated sigma (Immerkaer 1996) would leave is
+subtracted in quadrature. Grey-value contrast at the 2-8 px scale survives defocus much better than the high
+frequencies a focus measure uses, so the same regions count as structured through a focus series.
+The low-pass is computed on the frame averaged over ``STRUCTURE_BINNING`` x ``STRUCTURE_BINNING`` = 2x2 pixel
+blocks, with the Gaussian narrowed so that block and Gaussian together smooth by 2 px (variances add), and the
+noise residue computed for that filter: 4x cheaper (1024x768: 0.5 instead of 2.2 ms) and the same values. On every
+tile of the 462 frames of the real-texture benchmark, in two noise draws, the median difference from the
+full-resolution low-pass is 0.0 % and the 1st/99th percentiles -1.2 % / +0.6 %; 3 and 1 frames of 462 keep one
+tile more or less, and no series' pick, rank correlation or in-focus score changed (docs/benchmarks.md
+"Performance table").
 
 **Structure-aware score** (mode ``structure``, the default of :mod:`napari_sem_focus.infer`): the frame's score is
 the mean of the 320x240 tiles whose structure is at least ``RELATIVE_THRESHOLD`` = 0.4 of the frame's most
@@ -43,6 +49,7 @@ import cv2
 import numpy as np
 
 STRUCTURE_SIGMA_PX = 2.0
+STRUCTURE_BINNING = 2
 RELATIVE_THRESHOLD = 0.4
 STRUCTURE_FLOOR = 0.04
 
@@ -67,10 +74,15 @@ def scratch_array(name: str, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
+#: :data:`IMMERKAER_MASK` is the outer product of this second difference with itself (filtered in two passes).
+SECOND_DIFFERENCE = np.array([1, -2, 1], np.float32)
+
+
 def immerkaer_response(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """The image (float) filtered with :data:`IMMERKAER_MASK` (same size; the border rows/columns are not used),
     into ``out`` when given."""
-    return cv2.filter2D(np.asarray(image, np.float32), -1, IMMERKAER_MASK, dst=out)
+    image = np.asarray(image, np.float32)
+    return cv2.sepFilter2D(image, cv2.CV_32F, SECOND_DIFFERENCE, SECOND_DIFFERENCE, dst=out)
 
 
 def sigma_from_l1(l1: float, pixels: int) -> float:
@@ -87,16 +99,38 @@ def noise_sigma(frame: np.ndarray) -> float:
     return sigma_from_l1(cv2.norm(interior, cv2.NORM_L1), interior.size)  # one pass, double accumulator
 
 
-def lowpass(frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """The frame after the Gaussian low-pass of :data:`STRUCTURE_SIGMA_PX` that structure is measured on (into
-    ``out`` when given)."""
+def binning_for(shape: tuple[int, ...]) -> int:
+    """The pixel binning structure is measured at for a frame of ``shape``: :data:`STRUCTURE_BINNING`, or 1 for a
+    frame too small to bin."""
+    return STRUCTURE_BINNING if min(shape[:2]) >= 4 * STRUCTURE_BINNING else 1
+
+
+def binned_gaussian(binning: int) -> np.ndarray:
+    """The 1-D Gaussian kernel (in binned pixels) that, after ``binning`` x ``binning`` block averaging, completes
+    the low-pass of :data:`STRUCTURE_SIGMA_PX` (a block of k px has variance (k^2 - 1) / 12 px^2)."""
+    sigma = math.sqrt(STRUCTURE_SIGMA_PX**2 - (binning**2 - 1) / 12) / binning
+    return cv2.getGaussianKernel(2 * math.ceil(4 * sigma) + 1, sigma, cv2.CV_32F)
+
+
+def lowpass(frame: np.ndarray, scratch: bool = False) -> np.ndarray:
+    """The frame after the low-pass that structure is measured on, in binned pixels (:func:`binning_for`): block
+    average, then Gaussian; in this thread's :func:`scratch_array` buffers when ``scratch``."""
     frame = np.asarray(frame, np.float32)
-    return cv2.GaussianBlur(frame, (0, 0), STRUCTURE_SIGMA_PX, dst=out, borderType=cv2.BORDER_REFLECT)
+    k = binning_for(frame.shape)
+    rows, cols = frame.shape[0] // k, frame.shape[1] // k
+    binned = frame
+    if k > 1:
+        out = scratch_array("binned", (rows, cols)) if scratch else None
+        binned = cv2.resize(frame[: rows * k, : cols * k], (cols, rows), dst=out, interpolation=cv2.INTER_AREA)
+    kernel = binned_gaussian(k)
+    out = scratch_array("lowpass", (rows, cols)) if scratch else None
+    return cv2.sepFilter2D(binned, cv2.CV_32F, kernel, kernel, dst=out, borderType=cv2.BORDER_REFLECT)
 
 
-def noise_residue(sigma: float) -> float:
-    """The standard deviation that white pixel noise of ``sigma`` leaves after :func:`lowpass`."""
-    return sigma / (2.0 * math.sqrt(math.pi) * STRUCTURE_SIGMA_PX)
+def noise_residue(sigma: float, binning: int = 1) -> float:
+    """The standard deviation that white pixel noise of ``sigma`` leaves after :func:`lowpass` at ``binning``:
+    sigma x the root of the filter's summed squared weights (1/k per block average, sum g^2 per Gaussian axis)."""
+    return sigma / binning * float((binned_gaussian(binning).astype(np.float64) ** 2).sum())
 
 
 class StructureMap:
@@ -107,15 +141,21 @@ class StructureMap:
 
     def __init__(self, frame: np.ndarray, residue: float | None = None, scratch: bool = False):
         img = np.asarray(frame, np.float32)
-        self.lowpass = lowpass(img, scratch_array("lowpass", img.shape[:2]) if scratch else None)
-        self.noise_residue = noise_residue(noise_sigma(img)) if residue is None else residue
+        self.shape = img.shape[:2]
+        self.binning = binning_for(img.shape)
+        self.lowpass = lowpass(img, scratch)
+        self.noise_residue = noise_residue(noise_sigma(img), self.binning) if residue is None else residue
 
     def region(self, row: int, col: int, rows: int, cols: int) -> float:
-        """Structure (grey-value std, noise removed) of the region with top-left (row, col) and size rows x cols."""
-        patch = self.lowpass[row : row + rows, col : col + cols]
+        """Structure (grey-value std, noise removed) of the region with top-left (row, col) and size rows x cols
+        (frame pixels)."""
+        k = self.binning
+        r0, c0 = round(row / k), round(col / k)
+        patch = self.lowpass[r0 : max(round((row + rows) / k), r0 + 1), c0 : max(round((col + cols) / k), c0 + 1)]
         if patch.size == 0:
             return 0.0
-        return math.sqrt(max(float(patch.var()) - self.noise_residue**2, 0.0))
+        _, std = cv2.meanStdDev(patch)  # one pass, double accumulator
+        return math.sqrt(max(float(std[0, 0]) ** 2 - self.noise_residue**2, 0.0))
 
     def regions(self, origins: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
         """Structure of each ``size`` (rows, cols) region at ``origins``."""
@@ -127,7 +167,7 @@ class StructureMap:
         """:func:`structured_fraction` of this frame (``structure``: the regions', else measured here)."""
         if structure is None:
             structure = self.regions(origins, size)
-        return structured_fraction(self.lowpass.shape, origins, size, structure)
+        return structured_fraction(self.shape, origins, size, structure)
 
 
 def structured_fraction(
