@@ -61,6 +61,7 @@ def test_reader_widget_best_frame_and_clicks(widget, qtbot, series_path):
     assert kept.data.shape == (240, 320)
     fmap = w.show_focus_map()
     assert fmap.data.shape == (240, 320)
+    assert tuple(fmap.units) == tuple(layer.units[-2:])  # nm like the image: napari has no units to complain of
 
 
 def test_cancel_stops_early_without_error(widget, qtbot, tmp_path, monkeypatch):

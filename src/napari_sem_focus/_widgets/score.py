@@ -412,6 +412,7 @@ class ScoreStackWidget(QWidget):
             opacity=0.35,
             scale=scale,
             translate=translate,
+            units=tuple(self.layer.units[-2:]),  # the image's (nm from the reader): napari warns at a mismatch
             blending="additive",
         )
 
