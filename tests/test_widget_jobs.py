@@ -85,3 +85,45 @@ def test_jobs_run_at_lower_priority_than_the_viewer(qtbot):
     qtbot.waitUntil(lambda: bool(done), timeout=10_000)
     assert seen == [JOB_NICENESS] and done == ["value"]  # the wrapped generator keeps its return value
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0
+
+
+def test_a_job_waits_between_frames_while_the_plot_draws_and_never_twice_for_one_drawing():
+    """DrawingGate: the plot may draw once the running job waits; the job waits until the drawing is done, at most
+    max_wait_s for each drawing asked for (a hidden plot never draws), and not at all when none is asked for."""
+    import threading
+    import time
+
+    from napari_sem_focus._widgets.jobs import DrawingGate
+
+    gate = DrawingGate(max_wait_s=0.3)
+    assert gate.may_draw()  # no job runs
+    gate.job_running.set()
+    assert not gate.may_draw()
+    start = time.monotonic()
+    gate.pause_if_asked()  # nothing asked for: no wait
+    assert time.monotonic() - start < 0.05
+    gate.request()
+    waited = []
+    job = threading.Thread(target=lambda: (gate.pause_if_asked(), waited.append(time.monotonic())))
+    start = time.monotonic()
+    job.start()
+    deadline = time.monotonic() + 2
+    while not gate.may_draw() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert gate.may_draw() and job.is_alive()  # the job waits: the plot draws now
+    time.sleep(0.05)
+    gate.done()
+    job.join(2)
+    assert 0.04 < waited[0] - start < 0.25  # it went on when the drawing was done, not at the time limit
+    assert not gate.may_draw()
+    gate.request()  # a drawing that never happens (hidden plot): one wait of max_wait_s, then none
+    start = time.monotonic()
+    gate.pause_if_asked()
+    assert 0.25 < time.monotonic() - start < 1.0
+    start = time.monotonic()
+    gate.pause_if_asked()
+    assert time.monotonic() - start < 0.05
+    stopped = time.monotonic()
+    gate.request()
+    gate.pause_if_asked(stop=lambda: True)  # Cancel does not wait
+    assert time.monotonic() - stopped < 0.05

@@ -6,6 +6,7 @@ only the curves are drawn again onto them, ~5 ms instead of ~60-100 ms of the vi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..focus_curve import FocusPeak
 from ..report import focus_positions, plot_focus_curve
+from .jobs import DrawingGate
 
 #: Fraction of the x span left free on each side of a growing curve's axes (matplotlib's default margin).
 X_MARGIN = 0.05
@@ -114,6 +116,8 @@ class FocusPlot(ThemedFigure):
         self._background: Any = None
         self._legend_labels: list[str] = []
         self._solved_layout: tuple[Any, ...] | None = None  # (legend labels, canvas size) of the last layout solved
+        self.gate = DrawingGate()  # full drawings take turns with a running job (its owner connects the job)
+        self._deferred_since: float | None = None
         self.redraw = self._draw_afresh
         self.draw()
         self.canvas.mpl_connect("button_press_event", self._clicked)
@@ -177,9 +181,17 @@ class FocusPlot(ThemedFigure):
         """Draw the whole figure in turns of the event loop of their own, after the viewer's events that waited
         while the curves were built: the layout (when it has to be solved, ~35 ms), then the drawing (~45 ms)."""
         self.colour_figure()
+        self.gate.request()
         QTimer.singleShot(FULL_DRAW_DELAY_MS, self._solve_layout_then_draw)
 
     def _solve_layout_then_draw(self) -> None:
+        now = time.monotonic()
+        if not self.gate.may_draw():  # the job is mid-batch: draw when it waits (at most gate.max_wait_s later)
+            self._deferred_since = self._deferred_since or now
+            if now - self._deferred_since < self.gate.max_wait_s:
+                QTimer.singleShot(5, self._solve_layout_then_draw)
+                return
+        self._deferred_since = None
         engine = self.figure.get_layout_engine()
         if isinstance(engine, ConstrainedLayoutEngine):
             engine.execute(self.figure)
@@ -257,6 +269,7 @@ class FocusPlot(ThemedFigure):
     def _on_canvas_drawn(self, event: Any) -> None:
         """After every full drawing: remember the layout solved; for a growing plot (also after a resize) keep the
         drawing as the background and draw the curves onto it."""
+        self.gate.done()
         if isinstance(self.figure.get_layout_engine(), ConstrainedLayoutEngine):
             self._solved_layout = self._layout_key()
         if self.growing and self._curves:

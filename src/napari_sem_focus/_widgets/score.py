@@ -232,16 +232,25 @@ class ScoreStackWidget(QWidget):
         device_name = self.device_box.value
         self._stop.clear()
 
+        gate = self.plot.gate
+
+        def between_frames() -> bool:  # the job's cancel check; it also waits there while the plot draws
+            gate.pause_if_asked(self._stop.is_set)
+            return self._stop.is_set()
+
         def job() -> Any:  # widget values were read above: the worker never touches Qt
             # the device is chosen here, in the worker: the first choice imports torch (1.5 s), which would freeze
             # the viewer if done on the click; an unusable device ends the job with its message
             device = str(select_device(device_name))
+            gate.job_running.set()
             try:
                 yield from score_rows(
-                    series, weights, magnification, mode, device, metrics=metrics, should_stop=self._stop.is_set
+                    series, weights, magnification, mode, device, metrics=metrics, should_stop=between_frames
                 )
             except CancelledError:  # the user's Cancel: the frames scored so far stay, no error
                 return
+            finally:
+                gate.job_running.clear()
 
         progress = {"total": len(series), "desc": "Scoring frames"}
         return self._start(job, "scoring", f"scoring {len(series)} frame(s)…", self._on_result, progress)
