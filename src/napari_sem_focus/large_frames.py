@@ -54,14 +54,13 @@ def large_frame_crops(series: Any, index: int, mode: str, crop: tuple[int, int])
     for k, band in enumerate(series.frame_bands(index, windows)):
         start, r = windows[k][0], row_origins[k]
         smooth = StructureMap(band, residue=0.0)  # the grey-value variance; the noise is removed below
-        binning = smooth.binning
         for j, c in enumerate(col_origins):
             variance[k * len(col_origins) + j] = smooth.region(r - start, c, *crop) ** 2
         own = slice(max(r, 1) - start, min(cores[k], rows - 1) - start)  # Immerkaer's sum leaves out the border
         if own.stop > own.start and cols > 2:
             noise_l1 += cv2.norm(immerkaer_response(band)[own, 1:-1], cv2.NORM_L1)
     noise = sigma_from_l1(noise_l1, (rows - 2) * (cols - 2)) if min(rows, cols) >= 3 else 0.0
-    residue = noise_residue(noise, binning)
+    residue = noise_residue(noise, smooth.binning)  # every band is binned alike (bands span a tile's rows)
     structure = np.sqrt(np.maximum(variance - residue**2, 0.0)).astype(np.float32)
     facts: dict[str, Any] = {"structure_fraction": structured_fraction((rows, cols), origins, crop, structure)}
 

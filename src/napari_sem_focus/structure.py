@@ -41,6 +41,7 @@ simulator's blank frames reach at most 0.027; every real image of ../shared/data
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Sequence
@@ -105,11 +106,15 @@ def binning_for(shape: tuple[int, ...]) -> int:
     return STRUCTURE_BINNING if min(shape[:2]) >= 4 * STRUCTURE_BINNING else 1
 
 
+@functools.cache
 def binned_gaussian(binning: int) -> np.ndarray:
     """The 1-D Gaussian kernel (in binned pixels) that, after ``binning`` x ``binning`` block averaging, completes
-    the low-pass of :data:`STRUCTURE_SIGMA_PX` (a block of k px has variance (k^2 - 1) / 12 px^2)."""
+    the low-pass of :data:`STRUCTURE_SIGMA_PX` (a block of k px has variance (k^2 - 1) / 12 px^2). Made once per
+    binning (every frame uses it twice); read-only."""
     sigma = math.sqrt(STRUCTURE_SIGMA_PX**2 - (binning**2 - 1) / 12) / binning
-    return cv2.getGaussianKernel(2 * math.ceil(4 * sigma) + 1, sigma, cv2.CV_32F)
+    kernel = cv2.getGaussianKernel(2 * math.ceil(4 * sigma) + 1, sigma, cv2.CV_32F)
+    kernel.flags.writeable = False
+    return kernel
 
 
 def lowpass(frame: np.ndarray, scratch: bool = False) -> np.ndarray:
