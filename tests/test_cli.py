@@ -297,3 +297,18 @@ def test_score_shows_the_model_and_the_microscope_magnification(capsys):
     assert main(["score", str(path)]) == 0
     out = capsys.readouterr().out
     assert "model magnification: 1905x (pixel size 65.1 nm; the microscope displays 1270x)" in out
+
+
+def test_cli_trains_with_auxiliary_targets_and_progressive_crops(tmp_path):
+    """`sem-focus train --aux-weight W --progressive` on simulated and blank frames: the levers reach the run and
+    the weights written are the plain scoring network."""
+    from napari_sem_focus.model import build_focus_net
+    from napari_sem_focus.weights import load_model, read_weights_info
+
+    out = tmp_path / "aux.safetensors"
+    args = ["train", "--simulate", "8", "--blank", "4", "--steps", "2", "--batch-size", "4", "--crop", "64", "48"]
+    args += ["--aux-weight", "0.3", "--progressive", "--val", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    facts = read_weights_info(out).facts
+    assert facts["steps"] == 2 and facts["recipe"]["aux_weight"] == 0.3 and facts["recipe"]["progressive"] is True
+    assert set(load_model(out).state_dict()) == set(build_focus_net().state_dict())

@@ -405,3 +405,63 @@ def test_echoed_training_takes_echo_steps_per_batch_and_lowers_the_loss():
     result = train(_config(max_steps=24, lr=1e-3, echo=3, log_every=3), data, init_model=net)
     assert result.step == 24 and [e.step for e in result.history][:2] == [3, 6]
     assert rmse(*predict(result.model, data)[:2]) < before
+
+
+def test_physics_targets_of_simulated_frames_and_nan_where_unknown():
+    from napari_sem_focus.data import AUX_TARGETS, SimulatedFrames, physics_targets
+
+    frames = SimulatedFrames("train", 40, shape=(48, 64), aux=True)
+    labels = torch.stack([frames[i][2] for i in range(len(frames))])
+    assert labels.shape == (40, 1 + len(AUX_TARGETS))
+    plain = SimulatedFrames("train", 3, shape=(48, 64))
+    assert torch.equal(plain[2][2], labels[2, 0])  # the score itself is unchanged
+    # a blurrier probe, a higher dose, an elongated probe: each target moves its own way only
+    base = physics_targets(2.0, 2.0, 100.0)
+    assert physics_targets(8.0, 8.0, 100.0)[0] == pytest.approx(base[0] + 0.5)  # 4x the diameter: 2 octaves / 4
+    assert physics_targets(2.0, 2.0, 10_000.0)[1] == pytest.approx(base[1] + 1.0)
+    assert base[2] == 0.0 and physics_targets(4.0, 1.0, 100.0)[2] > 0.5
+    blank = SimulatedFrames("blank", 3, shape=(48, 64), train=True, aux=True)[0][2]
+    assert torch.isnan(blank[1:]).all() and 0.0 <= float(blank[0]) <= 1.0  # a blank frame: score only
+
+
+def test_auxiliary_targets_train_a_head_that_is_kept_in_checkpoints_not_in_weights(tmp_path):
+    from napari_sem_focus.data import with_targets
+    from napari_sem_focus.train import training_loss
+
+    # the auxiliary loss counts only known targets, weighted
+    logit, aux = torch.zeros(2), torch.zeros(2, 3)
+    labels = torch.stack([with_targets(5.0, [1.0, 1.0, 1.0], True), with_targets(5.0, None, True)])
+    plain, _ = training_loss(logit, labels, "mse")
+    weighted, _ = training_loss((logit, aux), labels, "mse", aux_weight=0.5)
+    assert float(plain) == pytest.approx(0.0) and float(weighted) == pytest.approx(0.5 * 1.0)
+
+    class _WithTargets(_Tiny):
+        def __getitem__(self, i):
+            image, mag, score = self.items[i]
+            blur = [0.0, 0.0, 0.0] if i % 2 == 0 else [0.6, 0.0, 0.0]
+            return image, mag, with_targets(float(score), blur, True)
+
+    ckpt = tmp_path / "ckpt.pt"
+    result = train(_config(max_steps=3, aux_weight=0.3, lr=1e-3), _WithTargets(), checkpoint=ckpt)
+    state = load_checkpoint(ckpt)
+    assert state["aux_head"]["weight"].shape == (3, 512)  # the training-only head, for resuming
+    assert set(state["model"]) == set(build_focus_net().state_dict())  # the scoring network is the paper's
+    resumed = train(_config(max_steps=5, aux_weight=0.3, lr=1e-3), _WithTargets(), checkpoint=ckpt, resume=True)
+    head_after = load_checkpoint(ckpt)["aux_head"]["weight"]
+    assert resumed.step == 5 and not torch.equal(head_after, state["aux_head"]["weight"])
+    path = save_weights(result.model, tmp_path / "aux.safetensors")
+    assert set(load_model(path).state_dict()) == set(build_focus_net().state_dict())
+
+
+def test_progressive_crops_grow_to_the_whole_crop():
+    from napari_sem_focus.train import progressive_crop
+
+    images = torch.arange(2 * 144 * 192, dtype=torch.float32).reshape(2, 1, 144, 192)
+    generator = torch.Generator().manual_seed(0)
+    shapes = [tuple(progressive_crop(images, p, generator).shape[-2:]) for p in (0.0, 0.39, 0.4, 0.69, 0.7, 1.0)]
+    assert shapes == [(72, 96), (72, 96), (108, 144), (108, 144), (144, 192), (144, 192)]
+    window = progressive_crop(images, 0.1, generator)
+    top, left = divmod(int(window[0, 0, 0, 0]), 192)
+    assert torch.equal(window, images[..., top : top + 72, left : left + 96])  # a window of the frames, same pixels
+    result = train(_config(max_steps=4, progressive=True, lr=1e-3), _Tiny())  # small crops early: still trains
+    assert result.step == 4

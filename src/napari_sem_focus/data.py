@@ -9,6 +9,7 @@ when evaluating. Frames smaller than the crop are padded by reflection.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,34 @@ def augment(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator |
     return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))[None]
 
 
+#: Auxiliary physics targets (:func:`physics_targets`), learnt beside the score when training with
+#: ``aux_weight`` > 0 (issue #14) and dropped at export: the network that scores is the paper's.
+AUX_TARGETS = ("probe_px", "dose", "astigmatism")
+
+
+def physics_targets(probe_u_px: float, probe_v_px: float, electrons_per_px: float) -> list[float]:
+    """The auxiliary targets of one frame, each scaled to about [-1, 1]: ``log2`` of the probe's RMS diameter in
+    pixels / 4 (the blur the score depends on), ``log10`` of the dose in electrons per pixel / 2 - 1 (how noisy the
+    frame is), and ``log`` of the ratio of the probe's two axis diameters / 2 (astigmatism; 0 for a round probe).
+
+    Args:
+        probe_u_px, probe_v_px: probe FWHM along the two astigmatic axes, pixels.
+        electrons_per_px: primary electrons per pixel (dose).
+    """
+    u, v = max(probe_u_px, 1e-3), max(probe_v_px, 1e-3)
+    diameter = math.sqrt((u * u + v * v) / 2)
+    return [math.log2(diameter) / 4, math.log10(max(electrons_per_px, 1e-3)) / 2 - 1, abs(math.log(u / v)) / 2]
+
+
+def with_targets(score: float, aux: list[float] | None, want_aux: bool) -> torch.Tensor:
+    """The label tensor of one frame: the score, or with ``want_aux`` (score, *auxiliary targets) where NaN marks
+    a target the frame has not (labelled real frames, blank frames)."""
+    if not want_aux:
+        return torch.tensor(score, dtype=torch.float32)
+    values = aux if aux is not None else [math.nan] * len(AUX_TARGETS)
+    return torch.tensor([score, *values], dtype=torch.float32)
+
+
 class LabelledImages(Dataset):
     """Labelled frames from one or more labels CSV files (see module docstring).
 
@@ -43,6 +72,7 @@ class LabelledImages(Dataset):
         train: random crops and flips (True) or centre crops (False).
         preload: decode every frame once into memory (fast epochs; 77 KB per 240x320 frame).
         seed: seed of the augmentation.
+        aux: labels with the auxiliary targets (:func:`with_targets`; unknown for real frames: NaN).
     """
 
     def __init__(
@@ -52,7 +82,9 @@ class LabelledImages(Dataset):
         train: bool = True,
         preload: bool = False,
         seed: int = 0,
+        aux: bool = False,
     ):
+        self.aux = aux
         paths = [csv_paths] if isinstance(csv_paths, str | Path) else list(csv_paths)
         self.rows = read_label_files(paths)
         if not self.rows:
@@ -78,7 +110,7 @@ class LabelledImages(Dataset):
         row = self.rows[index]
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.train else None
         image = augment(self.image(index), self.crop_size, rng)
-        return image, normalize_magnification(row.magnification), torch.tensor(row.score, dtype=torch.float32)
+        return image, normalize_magnification(row.magnification), with_targets(row.score, None, self.aux)
 
 
 class SimulatedFrames(Dataset):
@@ -89,6 +121,7 @@ class SimulatedFrames(Dataset):
         length: number of frames (indices 0 ... length-1 of the split).
         shape: (rows, cols) simulated per frame (the paper's 240 x 320 by default).
         crop_size: crop fed to the network (random + flips when ``train``, else centred).
+        aux: labels with the auxiliary physics targets (:func:`physics_targets`; NaN for blank frames).
     """
 
     def __init__(
@@ -98,10 +131,11 @@ class SimulatedFrames(Dataset):
         shape: tuple[int, int] = CROP_SIZE,
         crop_size: tuple[int, int] | None = None,
         train: bool | None = None,
+        aux: bool = False,
     ):
         from .allocator import reuse_freed_memory
 
-        self.split, self.length, self.shape = split, length, shape
+        self.split, self.length, self.shape, self.aux = split, length, shape, aux
         self.crop_size = crop_size or shape
         self.train = (split == "train") if train is None else train
         reuse_freed_memory()  # frame after frame: keep freed buffers (data-loader workers inherit it)
@@ -115,11 +149,12 @@ class SimulatedFrames(Dataset):
         frame = simulate_frame(dataset_params(self.split, index), self.shape)
         rng = np.random.default_rng([index, 17]) if self.train else None
         image = augment(frame.image.astype(np.float32) / 255.0, self.crop_size, rng)
-        return (
-            image,
-            normalize_magnification(frame.params.magnification),
-            torch.tensor(frame.score, dtype=torch.float32),
-        )
+        params = frame.params
+        aux = None
+        if self.aux and params.blank is None:
+            u, v = params.probe_diameters_nm()
+            aux = physics_targets(u / params.pixel_nm, v / params.pixel_nm, params.electrons_per_px)
+        return image, normalize_magnification(params.magnification), with_targets(frame.score, aux, self.aux)
 
 
 class SemiRealFrames(Dataset):
@@ -139,6 +174,7 @@ class SemiRealFrames(Dataset):
         crop_size: (rows, cols) fed to the network.
         pixel_nm: pixel size (nm) for sources that state none.
         seed: seed of the draws.
+        aux: labels with the auxiliary physics targets (:func:`physics_targets`).
     """
 
     def __init__(
@@ -148,7 +184,9 @@ class SemiRealFrames(Dataset):
         crop_size: tuple[int, int] = CROP_SIZE,
         pixel_nm: float | None = None,
         seed: int = 0,
+        aux: bool = False,
     ):
+        self.aux = aux
         if not sources:
             raise SemFocusError("no real-texture sources given")
         self.sources = [Path(s) for s in sources]
@@ -173,8 +211,6 @@ class SemiRealFrames(Dataset):
         return self._clean[k]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        import math
-
         import cv2
 
         from .metadata import magnification_from_pixel_size
@@ -211,4 +247,7 @@ class SemiRealFrames(Dataset):
         score = semireal_score(probe, pixel, feature, dose, contrast)
         tensor = augment(image.astype(np.float32) / 255.0, self.crop_size, rng)
         mag = magnification_from_pixel_size(pixel)
-        return tensor, normalize_magnification(mag), torch.tensor(score, dtype=torch.float32)
+        base = SOURCE_RESOLUTION_PX**2
+        axes = (math.sqrt(base + probe.blur_u_px**2), math.sqrt(base + probe.blur_v_px**2))
+        aux = physics_targets(*axes, dose) if self.aux else None
+        return tensor, normalize_magnification(mag), with_targets(score, aux, self.aux)

@@ -103,9 +103,17 @@ class FocusScoreNet(nn.Module):
             nn.Linear(h2, 1),
         )
 
-    def logit(self, image: torch.Tensor, mag_norm: torch.Tensor | None = None) -> torch.Tensor:
-        """The head's output before ``10 * sigmoid`` (N,), float32: what the ``bce`` training loss works on."""
-        features = self.trunk((image - 0.5) / 0.25)
+    def trunk_features(self, image: torch.Tensor) -> torch.Tensor:
+        """The trunk's pooled features (N, 512 for ResNet18) of images (N, 1, H, W) in [0, 1]."""
+        return self.trunk((image - 0.5) / 0.25)
+
+    def logit(
+        self, image: torch.Tensor, mag_norm: torch.Tensor | None = None, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The head's output before ``10 * sigmoid`` (N,), float32: what the ``bce`` training loss works on.
+        ``features``: the images' :meth:`trunk_features` when already computed."""
+        if features is None:
+            features = self.trunk_features(image)
         if self.config.use_magnification:
             if mag_norm is None:
                 raise ValueError("this model needs the normalised magnification of each image")

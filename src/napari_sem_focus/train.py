@@ -63,6 +63,8 @@ class TrainConfig:
     freeze_batchnorm: bool = False  # keep BatchNorm statistics fixed (fine-tuning on a few frames, small batches)
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); see iter_train
     echo: int = 1  # optimiser steps per fresh batch (data echoing, see EchoBuffer; 1: off)
+    aux_weight: float = 0.0  # weight of the auxiliary physics targets' loss (data.AUX_TARGETS; 0: off)
+    progressive: bool = False  # progressive crops: PROGRESSIVE_CROPS of the training crop along the run
     crop: tuple[int, int] = (144, 192)
     eval_crop: tuple[int, int] = CROP_SIZE
     device: str = "auto"
@@ -155,6 +157,8 @@ def describe_setup(config: TrainConfig) -> str:
         f"crop {config.crop[1]}x{config.crop[0]}, {config.num_workers} data workers"
         + (f" per process, {group.world_size} processes" if group.active else "")
         + (f", echo {config.echo} (steps per fresh batch)" if config.echo > 1 else "")
+        + (f", auxiliary physics targets (weight {config.aux_weight:g})" if config.aux_weight > 0 else "")
+        + (", progressive crops" if config.progressive else "")
         + f", torch {torch.__version__}"
     )
 
@@ -188,6 +192,15 @@ def _train_mode(model: torch.nn.Module, freeze_batchnorm: bool) -> None:
                 module.eval()
 
 
+def _progress(step: int, total: int, config: TrainConfig, elapsed_s: float = 0.0, start: int = 0) -> float:
+    """How far a run is, 0 ... 1: the steps after ``start`` done of those planned, or the time budget
+    (``max_minutes``) used when that runs out first."""
+    progress = (step - start) / max(1, total - start)
+    if config.max_minutes:
+        progress = max(progress, elapsed_s / (60.0 * config.max_minutes))
+    return min(1.0, progress)
+
+
 def _lr_factor(step: int, total: int, config: TrainConfig, elapsed_s: float = 0.0) -> float:
     """Learning-rate factor: linear warm-up, then cosine decay to 2 % over the steps — or over the time budget
     (``max_minutes``) when that runs out first."""
@@ -195,11 +208,27 @@ def _lr_factor(step: int, total: int, config: TrainConfig, elapsed_s: float = 0.
         return (step + 1) / config.warmup_steps
     if config.schedule == "constant" or total <= config.warmup_steps:
         return 1.0
-    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
-    if config.max_minutes:
-        progress = max(progress, elapsed_s / (60.0 * config.max_minutes))
-    progress = min(1.0, progress)
+    progress = _progress(step, total, config, elapsed_s, start=config.warmup_steps)
     return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+#: Progressive crops (``TrainConfig.progressive``): (until this fraction of the run, side length relative to the
+#: training crop). Early steps see smaller crops of the same frames — the same pixel size, so the same blur in
+#: pixels and the same labels — at a quarter / a half of the cost per step.
+PROGRESSIVE_CROPS = ((0.4, 0.5), (0.7, 0.75), (1.0, 1.0))
+
+
+def progressive_crop(images: torch.Tensor, progress: float, generator: torch.Generator) -> torch.Tensor:
+    """A random window of a batch (N, 1, H, W) whose side is :data:`PROGRESSIVE_CROPS`'s fraction at
+    ``progress`` (0 ... 1 of the run); the whole batch at the end of the run."""
+    scale = next(scale for until, scale in PROGRESSIVE_CROPS if progress < until or until >= 1.0)
+    rows, cols = images.shape[-2:]
+    h, w = max(32, round(rows * scale)), max(32, round(cols * scale))
+    if (h, w) == (rows, cols):
+        return images
+    top = int(torch.randint(rows - h + 1, (1,), generator=generator))
+    left = int(torch.randint(cols - w + 1, (1,), generator=generator))
+    return images[..., top : top + h, left : left + w]
 
 
 def _worker_init(worker_id: int) -> None:
@@ -217,14 +246,38 @@ def _worker_init(worker_id: int) -> None:
 
 class _Logit(torch.nn.Module):
     """The network's logit as a module's ``forward``: what DistributedDataParallel wraps (it syncs gradients
-    of what runs through ``forward``)."""
+    of what runs through ``forward``). With ``aux`` > 0, an auxiliary linear head on the trunk's pooled features
+    predicts that many physics targets (:data:`~.data.AUX_TARGETS`) and ``forward`` returns (logit, targets); the
+    head exists only during training (checkpoints keep it as ``aux_head``, exported weights do not)."""
 
-    def __init__(self, model: FocusScoreNet):
+    def __init__(self, model: FocusScoreNet, aux: int = 0):
         super().__init__()
         self.model = model
+        n_features = model.head[0].in_features - (1 if model.config.use_magnification else 0)
+        self.aux_head = torch.nn.Linear(n_features, aux) if aux else None
 
-    def forward(self, image: torch.Tensor, mag_norm: torch.Tensor) -> torch.Tensor:
-        return self.model.logit(image, mag_norm)
+    def forward(self, image: torch.Tensor, mag_norm: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if self.aux_head is None:
+            return self.model.logit(image, mag_norm)
+        features = self.model.trunk_features(image)
+        return self.model.logit(image, mag_norm, features=features), self.aux_head(features).float()
+
+
+def training_loss(
+    output: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor, kind: str, aux_weight: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, logit) of a batch: :func:`score_loss` of the logit against the score, plus, for labels with
+    auxiliary targets (N, 1 + K; :func:`~.data.with_targets`), ``aux_weight`` times the mean squared error of the
+    auxiliary head's K outputs over the targets that are known (not NaN)."""
+    logit, aux = (output, None) if isinstance(output, torch.Tensor) else output
+    score = labels[:, 0] if labels.dim() == 2 else labels
+    loss = score_loss(logit.float(), score, kind)
+    if aux is not None and labels.dim() == 2 and aux_weight > 0:
+        targets = labels[:, 1:]
+        known = ~torch.isnan(targets)
+        if known.any():
+            loss = loss + aux_weight * torch.nn.functional.mse_loss(aux[known], targets[known])
+    return loss, logit
 
 
 class _OptimizerStep:
@@ -245,9 +298,11 @@ class _OptimizerStep:
         amp: bool,
         loss: str,
         can_move: bool = True,
+        aux_weight: float = 0.0,
     ):
         self.network, self.optimizer, self.ema, self.device = network, optimizer, ema, device
         self.amp, self.loss, self.can_move, self.parts = amp, loss, can_move, 1
+        self.aux_weight = aux_weight
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and mixed_precision_dtype(device) == torch.float16)
 
     def __call__(self, images: torch.Tensor, mag: torch.Tensor, score: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -269,8 +324,8 @@ class _OptimizerStep:
         losses, logits = [], []
         for part in torch.arange(len(images), device=images.device).tensor_split(self.parts):
             with autocast(self.device, self.amp):
-                logit = self.network(images[part], mag[part])
-            loss = score_loss(logit.float(), score[part], self.loss)
+                output = self.network(images[part], mag[part])
+            loss, logit = training_loss(output, score[part], self.loss, self.aux_weight)
             if self.parts > 1:  # each part's mean weighted by its share: the parts add up to the batch's mean
                 loss = loss * (len(part) / len(images))
             self.scaler.scale(loss).backward()
@@ -447,6 +502,7 @@ def save_checkpoint(
     config: TrainConfig,
     metrics: dict[str, Any],
     ema: torch.nn.Module | None = None,
+    aux_head: torch.nn.Module | None = None,
 ) -> Path:
     """Atomic checkpoint: the previous file stays intact until the new one is complete."""
     state: dict[str, Any] = {
@@ -459,6 +515,8 @@ def save_checkpoint(
     }
     if ema is not None:
         state["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
+    if aux_head is not None:
+        state["aux_head"] = {k: v.detach().cpu() for k, v in aux_head.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -610,20 +668,28 @@ def iter_train(
     model.to(device)  # before the optimizer's state is loaded, so that it lands on the same device
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
+    from .data import AUX_TARGETS
+
+    logit_module = _Logit(model, len(AUX_TARGETS) if config.aux_weight > 0 else 0).to(device)
+    if logit_module.aux_head is not None and state is not None and "aux_head" in state:
+        logit_module.aux_head.load_state_dict(state["aux_head"])
+    optimizer = make_optimizer(logit_module, config)  # the model's parameters first, then the auxiliary head's
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
     ema = weight_average(model, config.ema) if config.ema else None
     if ema is not None and state is not None and "ema" in state:
         ema.load_state_dict(state["ema"])
     scored = ema.module if ema is not None else model  # what validation sees and the run returns
-    network: torch.nn.Module = _Logit(model)
+    network: torch.nn.Module = logit_module
     if group.active:
         network = torch.nn.parallel.DistributedDataParallel(
             network, device_ids=[device.index] if device.type == "cuda" else None
         )
     amp = config.amp and device.type in ("cpu", "cuda")
-    take_step = _OptimizerStep(network, optimizer, ema, device, amp, config.loss, can_move=not group.active)
+    take_step = _OptimizerStep(
+        network, optimizer, ema, device, amp, config.loss, can_move=not group.active, aux_weight=config.aux_weight
+    )
+    crops = torch.Generator().manual_seed(config.seed * 7919 + group.rank)  # progressive crops' windows
     if not group.is_main:
         val_data = None
     elif val_data is not None and len(val_data) <= 4096:
@@ -685,6 +751,8 @@ def iter_train(
                 lr = config.lr * _lr_factor(step, total, config, elapsed)
                 for param_group in optimizer.param_groups:
                     param_group["lr"] = lr
+                if config.progressive:
+                    images = progressive_crop(images, _progress(step, total, config, elapsed), crops)
                 loss, logit = take_step(images, mag, score)
                 if take_step.device != device:  # out of GPU memory: training moved to the CPU
                     device = take_step.device
@@ -694,7 +762,8 @@ def iter_train(
                     ema.update_parameters(model)
                 step += 1
                 running = running_loss.add(loss)
-                train_mse = running_mse.add(score_loss(logit.float(), score, "mse"))
+                true_score = score[:, 0] if score.dim() == 2 else score  # labels with auxiliary targets: (N, 1 + K)
+                train_mse = running_mse.add(score_loss(logit.float(), true_score, "mse"))
                 timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
                 last = step >= total or timed_out
                 validate = val_data is not None and (step % config.eval_every == 0 or last)
@@ -711,7 +780,9 @@ def iter_train(
                     last_event_time, last_event_step = time.monotonic(), step
                 if group.is_main and checkpoint is not None and (step % config.checkpoint_every == 0 or last):
                     metrics["train_loss"] = float(running)
-                    save_checkpoint(checkpoint, model, optimizer, step, config, metrics, ema=ema)
+                    save_checkpoint(
+                        checkpoint, model, optimizer, step, config, metrics, ema=ema, aux_head=logit_module.aux_head
+                    )
                 if last:
                     total = step
                     break

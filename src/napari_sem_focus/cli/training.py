@@ -136,6 +136,19 @@ def add_train_parser(sub: Any) -> None:
         "data echoing, for a GPU that the simulator cannot keep busy (default 1: off; docs/training.md)",
     )
     train.add_argument(
+        "--aux-weight",
+        type=float,
+        metavar="W",
+        help="also learn physics targets of simulated and semi-real frames (probe diameter in pixels, dose, "
+        "astigmatism) with a training-only head, their loss weighted by W (default 0: off; docs/training.md)",
+    )
+    train.add_argument(
+        "--progressive",
+        action="store_true",
+        help="progressive crops: half the crop's side for the first 40 %% of the run, three quarters to 70 %%, "
+        "then the whole crop (docs/training.md)",
+    )
+    train.add_argument(
         "--freeze-batchnorm", action="store_true", help="keep BatchNorm statistics fixed (fine-tuning, small batches)"
     )
     train.add_argument(
@@ -184,21 +197,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("ema", args.ema),
         ("echo", args.echo),
         ("loss", args.loss),
+        ("aux_weight", args.aux_weight),
     ):
         if value is not None:
             overrides[key] = value
+    if args.progressive:
+        overrides["progressive"] = True
     if args.crop:
         overrides["crop"] = (args.crop[1], args.crop[0])
     config = recipe(args.recipe, **overrides)
+    aux = config.aux_weight > 0
     parts: list[Any] = []
     if args.labels:
-        parts.append(LabelledImages(args.labels, config.crop, train=True, preload=args.preload, seed=config.seed))
+        parts.append(
+            LabelledImages(args.labels, config.crop, train=True, preload=args.preload, seed=config.seed, aux=aux)
+        )
     if args.simulate:
-        parts.append(SimulatedFrames("train", args.simulate, crop_size=config.crop))
+        parts.append(SimulatedFrames("train", args.simulate, crop_size=config.crop, aux=aux))
     if args.blank:
-        parts.append(SimulatedFrames("blank", args.blank, crop_size=config.crop, train=True))
+        parts.append(SimulatedFrames("blank", args.blank, crop_size=config.crop, train=True, aux=aux))
     if args.real_textures:
-        parts.append(SemiRealFrames(args.real_textures, args.real_frames, config.crop, seed=config.seed))
+        parts.append(SemiRealFrames(args.real_textures, args.real_frames, config.crop, seed=config.seed, aux=aux))
     train_data: Any = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     if args.val:
         val_data: Any = LabelledImages(args.val, config.eval_crop, train=False, preload=args.preload)
