@@ -30,6 +30,7 @@ TEXTURES = [
 #: arm name -> (what it changes, extra ``sem-focus train`` arguments)
 ARMS: dict[str, tuple[str, list[str]]] = {
     "baseline": ("the fast recipe", []),
+    "repeat": ("the baseline again: how far two identical runs differ", []),
     "aux": ("+ auxiliary physics targets (probe diameter px, dose, astigmatism), weight 0.3", ["--aux-weight", "0.3"]),
     "progressive": ("progressive crops: 96x72 for the first 40 %, 144x108 to 70 %, then 192x144", ["--progressive"]),
     "semireal": (
