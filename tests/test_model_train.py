@@ -465,3 +465,18 @@ def test_progressive_crops_grow_to_the_whole_crop():
     assert torch.equal(window, images[..., top : top + 72, left : left + 96])  # a window of the frames, same pixels
     result = train(_config(max_steps=4, progressive=True, lr=1e-3), _Tiny())  # small crops early: still trains
     assert result.step == 4
+
+
+def test_semireal_frames_carry_physics_targets_beside_the_same_score(tmp_path):
+    import tifffile
+
+    from napari_sem_focus.data import AUX_TARGETS, SemiRealFrames
+
+    source = tmp_path / "in_focus.tif"
+    tifffile.imwrite(source, (texture((200, 260), seed=3) * 255).astype(np.uint8))
+    plain = SemiRealFrames([source], length=4, crop_size=(48, 64), pixel_nm=5.0)
+    with_aux = SemiRealFrames([source], length=4, crop_size=(48, 64), pixel_nm=5.0, aux=True)
+    for i in range(4):
+        image, _mag, labels = with_aux[i]
+        assert labels.shape == (1 + len(AUX_TARGETS),) and torch.isfinite(labels).all()
+        assert torch.equal(labels[0], plain[i][2]) and torch.equal(image, plain[i][0])  # same frame, same score
