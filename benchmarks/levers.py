@@ -22,9 +22,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-FEI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fei_sem2surface"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from semireal_catalogue import DATA  # ../shared/data, found as every benchmark finds it
+
+#: the real textures the shipped weights were trained on (docs/training.md)
 TEXTURES = [
-    str(FEI / name) for name in ("P33_scale1_detectorA.tif", "P33_scale2s3_detectorA.tif", "P33_scale2s3_detectorC.tif")
+    str(DATA / "fei_sem2surface" / name)
+    for name in ("P33_scale1_detectorA.tif", "P33_scale2s3_detectorA.tif", "P33_scale2s3_detectorC.tif")
 ]
 
 #: arm name -> (what it changes, extra ``sem-focus train`` arguments)

@@ -247,7 +247,5 @@ class SemiRealFrames(Dataset):
         score = semireal_score(probe, pixel, feature, dose, contrast)
         tensor = augment(image.astype(np.float32) / 255.0, self.crop_size, rng)
         mag = magnification_from_pixel_size(pixel)
-        base = SOURCE_RESOLUTION_PX**2
-        axes = (math.sqrt(base + probe.blur_u_px**2), math.sqrt(base + probe.blur_v_px**2))
-        aux = physics_targets(*axes, dose) if self.aux else None
+        aux = physics_targets(*probe.axis_diameters_px, dose) if self.aux else None
         return tensor, normalize_magnification(mag), with_targets(score, aux, self.aux)

@@ -17,7 +17,8 @@ float16 with a gradient scaler on older CUDA GPUs.
 
 Checkpoints (``torch.save`` of plain tensors and numbers only, so ``torch.load(weights_only=True)`` reads them):
 ``model``, ``optimizer``, ``step``, ``config``, ``model_config``, ``metrics`` (the learning rate is a function of
-the step and the config, so no scheduler state is needed) and, with ``ema``, ``ema`` (the averaged weights). They
+the step and the config, so no scheduler state is needed), with ``ema`` ``ema`` (the averaged weights) and with
+``aux_weight`` ``aux_head`` (the training-only head of the auxiliary physics targets). They
 are written atomically: a run stopped at any moment leaves the last good checkpoint intact. ``resume=True``
 continues.
 """
@@ -263,6 +264,11 @@ class _Logit(torch.nn.Module):
         return self.model.logit(image, mag_norm, features=features), self.aux_head(features).float()
 
 
+def score_column(labels: torch.Tensor) -> torch.Tensor:
+    """The scores of a batch's labels: (N,), or the first column of labels with auxiliary targets (N, 1 + K)."""
+    return labels[:, 0] if labels.dim() == 2 else labels
+
+
 def training_loss(
     output: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor, kind: str, aux_weight: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,8 +276,7 @@ def training_loss(
     auxiliary targets (N, 1 + K; :func:`~.data.with_targets`), ``aux_weight`` times the mean squared error of the
     auxiliary head's K outputs over the targets that are known (not NaN)."""
     logit, aux = (output, None) if isinstance(output, torch.Tensor) else output
-    score = labels[:, 0] if labels.dim() == 2 else labels
-    loss = score_loss(logit.float(), score, kind)
+    loss = score_loss(logit.float(), score_column(labels), kind)
     if aux is not None and labels.dim() == 2 and aux_weight > 0:
         targets = labels[:, 1:]
         known = ~torch.isnan(targets)
@@ -763,8 +768,7 @@ def iter_train(
                     ema.update_parameters(model)
                 step += 1
                 running = running_loss.add(loss)
-                true_score = score[:, 0] if score.dim() == 2 else score  # labels with auxiliary targets: (N, 1 + K)
-                train_mse = running_mse.add(score_loss(logit.float(), true_score, "mse"))
+                train_mse = running_mse.add(score_loss(logit.float(), score_column(score), "mse"))
                 timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
                 last = step >= total or timed_out
                 validate = val_data is not None and (step % config.eval_every == 0 or last)

@@ -84,6 +84,12 @@ class FocusStep:
     angle_deg: float = 0.0
 
     @property
+    def axis_diameters_px(self) -> tuple[float, float]:
+        """Probe FWHM (px) along the two astigmatic axes, source resolution included."""
+        base = SOURCE_RESOLUTION_PX**2
+        return math.sqrt(base + self.blur_u_px**2), math.sqrt(base + self.blur_v_px**2)
+
+    @property
     def effective_diameter_px(self) -> float:
         """RMS probe FWHM (px), source resolution included: the quantity that orders the series."""
         return math.sqrt(SOURCE_RESOLUTION_PX**2 + (self.blur_u_px**2 + self.blur_v_px**2) / 2)
