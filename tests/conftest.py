@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+#: fibsem-os's demo microscope sleeps for each simulated frame and stage move unless this is set.
+os.environ.setdefault("FIBSEM_SIM_NO_DELAY", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Real SEM data: ``$SEM_FOCUS_DATA`` when set, else ../shared/data beside the project.
 SHARED_DATA = Path(os.environ.get("SEM_FOCUS_DATA") or ROOT.parent / "shared" / "data")

@@ -11,12 +11,14 @@ from .metrics import compute_metrics
 
 
 def frame_row(series: FocusSeries, index: int) -> dict[str, Any]:
-    """The identifying columns of frame ``index``: frame, file, working distance (mm)."""
-    return {
+    """The identifying columns of frame ``index``: frame, file, working distance (mm); then any score another tool
+    recorded for the frame (``series.recorded``, e.g. fibsem-os's ``fibsem_tenengrad``)."""
+    row = {
         "frame": index,
         "file": series.frame_paths[index].name,
         "working_distance_mm": series.metadata[index].working_distance_mm,
     }
+    return row | (series.recorded[index] if index < len(series.recorded) else {})
 
 
 def series_metrics(

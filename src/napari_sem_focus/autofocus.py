@@ -66,16 +66,21 @@ def _as_float(image: np.ndarray) -> np.ndarray:
 
 
 def learned_scorer(
-    magnification: float, weights: str | None = None, mode: str = "structure", device: str = "cpu"
+    magnification: float | Callable[[], float],
+    weights: str | None = None,
+    mode: str = "structure",
+    device: str = "cpu",
 ) -> Scorer:
-    """The learned focus score (0-10) of one image at ``magnification`` (127 mm over a 1024-px frame)."""
+    """The learned focus score (0-10) of one image at ``magnification`` (127 mm over a 1024-px frame), or at the
+    magnification a callable returns for each image (a microscope adapter's, read from the image it just took)."""
     from .infer import score_frames
     from .weights import load_model
 
     model = load_model(weights, device)
 
     def score(image: np.ndarray) -> tuple[float, bool]:
-        (result,) = score_frames([_as_float(image)], magnification, model, mode, device=device)
+        mag = magnification() if callable(magnification) else magnification
+        (result,) = score_frames([_as_float(image)], mag, model, mode, device=device)
         # the score itself says whether the specimen is recognisable (1 = just recognisable): a blurred frame
         # has no fine structure for the structure map, yet its score still points towards focus
         return float(result.score), bool(result.score >= STRUCTURE_SCORE)
@@ -97,7 +102,9 @@ def metric_scorer(name: str = "normalized_variance") -> Scorer:
 SCORERS = ("learned", "normalized_variance")
 
 
-def make_scorer(name: str, magnification: float, weights: str | None = None, device: str = "cpu") -> Scorer:
+def make_scorer(
+    name: str, magnification: float | Callable[[], float], weights: str | None = None, device: str = "cpu"
+) -> Scorer:
     """The scorer called ``name``: 'learned' (:func:`learned_scorer`) or a classic metric (:func:`metric_scorer`)."""
     if name == "learned":
         return learned_scorer(magnification, weights, device=device)
@@ -118,7 +125,10 @@ class Acquisition:
 
 @dataclass
 class AutofocusResult:
-    """The outcome: ``status`` is 'focused', 'no peak', 'no structure', 'cancelled' or 'acquire failed'."""
+    """The outcome: ``status`` is 'focused', 'no peak', 'no structure', 'cancelled' or 'acquire failed'.
+    ``final_wd_mm`` is where the search left the microscope (mm): the best scan when it succeeded, the start
+    after 'no structure', the last scan when it was cancelled or failed (a microscope adapter then restores the
+    start: :mod:`napari_sem_focus.microscopes`)."""
 
     status: str
     message: str
@@ -127,6 +137,7 @@ class AutofocusResult:
     best_wd_mm: float
     best_score: float
     acquisitions: list[Acquisition]
+    final_wd_mm: float | None = None
 
     @property
     def n_acquisitions(self) -> int:
@@ -524,6 +535,7 @@ def iter_autofocus(
                 pass
     if not search.scans:
         raise SemFocusError(f"autofocus could not make a single scan: {message}")
+    final_wd = search.scans[-1].working_distance_mm
     best = search.best() if status != "no structure" else search.scans[0]
     if status == "focused":
         message = f"best focus found after {len(search.scans)} scans"
@@ -532,7 +544,9 @@ def iter_autofocus(
                 f", but its score is only {best.score:.1f}/10: the search may have stopped on a flank far from focus "
                 "(noisy images, or a start far out); start nearer focus or with a higher dose"
             )
-    return AutofocusResult(status, message, strategy, start_wd_mm, best.working_distance_mm, best.score, search.scans)
+    return AutofocusResult(
+        status, message, strategy, start_wd_mm, best.working_distance_mm, best.score, search.scans, final_wd
+    )
 
 
 def autofocus(acquire: Acquire, start_wd_mm: float, scorer: Scorer, **options: Any) -> AutofocusResult:

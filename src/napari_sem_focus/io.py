@@ -70,6 +70,9 @@ class FocusSeries:
         notes: conversions applied (RGB -> grey, palette, float scaling...), for the user to see.
         roi: region of interest (x, y, width, height) in pixels of the raw frame, or None for everything above the
             data bar; set it with :meth:`with_roi`.
+        recorded: per-frame scores another tool recorded for the frame (e.g. ``{"fibsem_tenengrad": 0.53}`` of a
+            fibsem-os autofocus folder, :mod:`napari_sem_focus.sweeps`); empty when none. They become columns of
+            the result rows beside ours.
     """
 
     source: Path
@@ -82,6 +85,7 @@ class FocusSeries:
     truth: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     roi: tuple[int, int, int, int] | None = None
+    recorded: list[dict[str, float]] = field(default_factory=list)
     _loader: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
     _band_loader: Callable[[int, Sequence[tuple[int, int]]], Iterator[np.ndarray]] | None = field(
         default=None, repr=False
@@ -244,8 +248,7 @@ class FocusSeries:
             if lo < 0:  # signed data with negative values: shift by the dtype minimum
                 offset = float(np.iinfo(dtype).min)
                 hi -= offset
-            bits = next((b for b in _BIT_DEPTHS if b <= dtype.itemsize * 8 and hi <= 2**b - 1), 32)
-            return offset, float(2**bits - 1)
+            return offset, white_level(dtype, hi)
         if lo >= 0.0 and hi <= 1.0:
             return 0.0, 1.0
         self.notes.append(f"float data in [{lo:.4g}, {hi:.4g}] min-max scaled to [0, 1] over the series")
@@ -271,6 +274,14 @@ class FocusSeries:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+
+
+def white_level(dtype: Any, brightest: float) -> float:
+    """The white level of unsigned integer data of ``dtype`` whose brightest pixel is ``brightest``: ``2**b - 1``
+    for the smallest ``b`` of 8, 10, 12, 14, 16, 24, 32 (not above the dtype's bits) that holds it (the intensity
+    rule of this module: 12-bit data in uint16 is divided by 4095, full-range 16-bit data by 65535)."""
+    bits = next((b for b in _BIT_DEPTHS if b <= np.dtype(dtype).itemsize * 8 and brightest <= 2**b - 1), 32)
+    return float(2**bits - 1)
 
 
 @functools.cache
@@ -528,6 +539,7 @@ class _FileFrames:
     dtype: np.dtype
     metadata: list[SemMetadata]
     truth: list[dict[str, Any]]
+    recorded: list[dict[str, float]] = field(default_factory=list)
 
 
 def _inspect_file(path: Path, notes: list[str]) -> _FileFrames:
@@ -598,13 +610,18 @@ def read_series(
             (otherwise mixed sizes raise :class:`SeriesError`).
 
     Folder and list series are ordered by working distance when every frame states one (and they differ),
-    otherwise by natural filename order.
+    otherwise by natural filename order. A fibsem-os autofocus result folder (:mod:`napari_sem_focus.sweeps`) is
+    read as its iterations, each with the working distance and fibsem's score from its ``data.json``.
     """
+    from .sweeps import fibsem_autofocus_sweep
+
     notes: list[str] = []
+    sweep = None
     if isinstance(source, str | Path):
         src = Path(source)
         if src.is_dir():
-            files = list_frame_files(src)
+            sweep = fibsem_autofocus_sweep(src)
+            files = [f.path for f in sweep.frames] if sweep else list_frame_files(src)
             if not files:
                 raise SeriesError(f"'{src}': the folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
         elif src.exists():
@@ -617,6 +634,11 @@ def read_series(
             raise SeriesError("no files given")
         src = files[0].parent
     infos = [_inspect_file(f, notes) for f in files]
+    if sweep is not None:
+        notes.append(sweep.note)
+        for info, swept in zip(infos, sweep.frames, strict=True):
+            info.metadata = [replace(m, working_distance_mm=swept.working_distance_mm) for m in info.metadata]
+            info.recorded = [swept.recorded] * info.pages
 
     shapes = {i.shape for i in infos}
     target = infos[0].shape
@@ -673,6 +695,7 @@ def read_series(
         dtype=dtype,
         truth=[info.truth[page] for info, page in entries],
         notes=notes,
+        recorded=[info.recorded[page] if info.recorded else {} for info, page in entries],
         _loader=load,
         _band_loader=bands,
     )

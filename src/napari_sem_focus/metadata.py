@@ -15,6 +15,9 @@ Sources
   ``PixelSizeX`` in m, ``WD`` in m, ``HV`` in V, ``ImageStripSize`` = info-strip rows).
 - Hitachi ``.txt`` sidecar (``[SemImageFile]``, ``Key=Value``): ``Magnification``, ``PixelSize`` (nm),
   ``WorkingDistance`` (µm), ``AcceleratingVoltage`` (V), ``SignalName``.
+- fibsem-os (OpenFIBSEM: Thermo Fisher, TESCAN, demo): JSON in the ImageDescription (``FibsemImage.save``):
+  ``pixel_size.x`` (m), ``microscope_state.electron_beam.working_distance`` (m) and ``voltage`` (V),
+  ``image.dwell_time`` (s), ``image.beam_type``; the ion beam's fields for an ion image.
 - JEOL ``.txt`` sidecar next to the image: ``$CM_MAG``, ``$$SM_WD`` (mm), ``$CM_ACCEL_VOLT``
   (kV), ``$CM_FULL_SIZE``. JEOL's pixel size is derived as 128 mm / (magnification x image width in pixels)
   (JEOL's 128 mm reference photo width for 1280 px; this gives the 2 µm that JEOL's own software reports for the
@@ -23,6 +26,7 @@ Sources
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -375,6 +379,45 @@ def read_sidecar(image_path: Path, width_px: int | None) -> SemMetadata | None:
     return None
 
 
+# --- fibsem-os -----------------------------------------------------------------------------------------------
+
+
+def fibsem_description(description: str | None) -> dict[str, Any] | None:
+    """The metadata dict fibsem-os writes as JSON into a TIFF's ImageDescription (``FibsemImage.save``), or None
+    when the description is something else."""
+    if not description or '"pixel_size"' not in description or '"microscope_state"' not in description:
+        return None
+    try:
+        data = json.loads(description)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("image"), dict) else None
+
+
+def parse_fibsem(data: dict[str, Any]) -> SemMetadata:
+    """Map fibsem-os image metadata (lengths in m, voltage in V, dwell in s) onto :class:`SemMetadata`: the pixel
+    size, and the working distance, voltage and detector of the beam that took the image (``image.beam_type``)."""
+    image = data.get("image") or {}
+    beam_name = str(image.get("beam_type") or "ELECTRON").upper()
+    state = data.get("microscope_state") or {}
+    prefix = "ion" if beam_name == "ION" else "electron"
+    beam = state.get(f"{prefix}_beam") or {}
+    detector = state.get(f"{prefix}_detector") or {}
+    info = data.get("system_info") or {}
+    pixel = data.get("pixel_size") or {}
+    names = " ".join(str(detector[k]) for k in ("type", "mode") if detector.get(k))
+    instrument = " ".join(str(info[k]) for k in ("manufacturer", "model") if info.get(k))
+    return SemMetadata(
+        vendor="fibsem-os",
+        instrument=instrument or None,
+        pixel_size_nm=_positive(pixel.get("x") if isinstance(pixel, dict) else None, 1e9),
+        working_distance_mm=_positive(beam.get("working_distance"), 1e3),
+        high_voltage_kv=_positive(beam.get("voltage"), 1e-3),
+        dwell_time_us=_positive(image.get("dwell_time"), 1e6),
+        detector=f"{names} ({prefix} beam)" if names else f"{prefix} beam",
+    )
+
+
 def read_tiff_metadata(tif: Any) -> SemMetadata:
     """Vendor metadata of an open ``tifffile.TiffFile`` (first page), or an empty :class:`SemMetadata`."""
     page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
@@ -388,4 +431,7 @@ def read_tiff_metadata(tif: Any) -> SemMetadata:
         if fields:
             model = page.tags.get(272)
             return parse_tescan(fields, str(model.value).strip() if model is not None else None)
+    fibsem = fibsem_description(getattr(page, "description", None))
+    if fibsem is not None:
+        return parse_fibsem(fibsem)
     return SemMetadata()

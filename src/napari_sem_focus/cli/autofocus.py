@@ -1,55 +1,97 @@
-"""``sem-focus autofocus``: the closed-loop autofocus on the virtual SEM."""
+"""``sem-focus autofocus``: the closed-loop autofocus on the virtual SEM or on a microscope through fibsem-os."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 from ..errors import SemFocusError
 
+#: The search range (± µm) on a microscope when --range-um is not given: fibsem-os's own coarse sweep (50 µm).
+MICROSCOPE_RANGE_UM = 25.0
+
 
 def add_autofocus_parser(sub: Any) -> None:
     from ..autofocus import SCORERS, STRATEGIES
+    from ..microscopes.fibsem_sem import MANUFACTURERS
 
     af = sub.add_parser(
         "autofocus",
-        help="closed-loop autofocus over the working distance (on the virtual SEM; microscopes: the Python API)",
+        help="closed-loop autofocus over the working distance: the virtual SEM, or a microscope through fibsem-os",
     )
-    af.add_argument("--virtual", action="store_true", help="run on the simulator's virtual SEM")
-    af.add_argument("--specimen", default="tinball", help="virtual SEM: specimen family")
-    af.add_argument("--mag", type=float, default=5000.0, help="virtual SEM: magnification")
-    af.add_argument("--dose", type=float, default=200.0, metavar="E_PER_PX", help="virtual SEM: electrons per pixel")
-    af.add_argument("--astig", type=float, default=0.0, metavar="UM", help="virtual SEM: astigmatism (µm)")
-    af.add_argument("--drift", type=float, default=0.0, metavar="UM", help="virtual SEM: focus drift per scan (µm)")
-    af.add_argument("--seed", type=int, default=0, help="virtual SEM: specimen and noise seed")
-    af.add_argument(
-        "--start-offset-um", type=float, default=40.0, help="virtual SEM: start this far from best focus (µm)"
+    where = af.add_argument_group("which microscope")
+    where.add_argument("--virtual", action="store_true", help="run on the simulator's virtual SEM")
+    where.add_argument(
+        "--microscope",
+        choices=["fibsem"],
+        help="drive a microscope through fibsem-os (extra 'microscope'): Thermo Fisher, TESCAN or fibsem's demo",
     )
-    af.add_argument("--strategy", default=STRATEGIES[0], choices=list(STRATEGIES))
-    af.add_argument("--scorer", default=SCORERS[0], choices=list(SCORERS), help="what the search maximises")
-    af.add_argument("--weights", default=None, help="learned scorer: 'default' or a .safetensors file")
-    af.add_argument(
-        "--range-um", type=float, help="search within start ± this (µm); default: where the specimen is visible"
+    where.add_argument(
+        "--manufacturer",
+        default="Demo",
+        choices=list(MANUFACTURERS),
+        help="fibsem: 'Demo' (no hardware; its images drawn by the virtual SEM), 'Thermo' or 'Tescan'",
     )
-    af.add_argument("--step-um", type=float, help="first step (µm); default: a quarter of the range")
-    af.add_argument("--max-scans", type=int, default=12, help="most scans in all (default 12)")
-    af.add_argument("--plot", type=Path, help="write the search path (on the true score curve) as a PNG")
-    af.add_argument("--json", action="store_true", help="print the result as JSON")
+    where.add_argument("--ip", metavar="ADDRESS", help="fibsem: the microscope PC's address (default: the config's)")
+    where.add_argument("--config", type=Path, metavar="FILE", help="fibsem: a microscope-configuration YAML")
+
+    probe = af.add_argument_group("probe frames (fibsem)")
+    probe.add_argument("--resolution", default="768x512", metavar="WxH", help="pixels of a search frame (768x512)")
+    probe.add_argument("--dwell-us", type=float, default=0.5, help="pixel dwell time (µs; default 0.5)")
+    probe.add_argument(
+        "--hfw-um", type=float, help="horizontal field width (µm); default the microscope's (Demo: from --mag)"
+    )
+    probe.add_argument(
+        "--wd-tolerance-um", type=float, default=0.5, help="largest accepted WD read-back error (µm; default 0.5)"
+    )
+    probe.add_argument("--acquire-timeout-s", type=float, help="a frame taking longer fails the search (restored)")
+    probe.add_argument("--autocontrast", action="store_true", help="run the microscope's auto contrast first")
+
+    sim = af.add_argument_group("the virtual SEM (--virtual, and behind fibsem's Demo)")
+    sim.add_argument("--specimen", default="tinball", help="specimen family")
+    sim.add_argument("--mag", type=float, default=5000.0, help="magnification (127 mm over 1024 px)")
+    sim.add_argument(
+        "--dose", type=float, default=200.0, metavar="E_PER_PX", help="electrons per pixel (Demo: at --dwell-us)"
+    )
+    sim.add_argument("--astig", type=float, default=0.0, metavar="UM", help="astigmatism (µm)")
+    sim.add_argument("--drift", type=float, default=0.0, metavar="UM", help="--virtual: focus drift per scan (µm)")
+    sim.add_argument("--seed", type=int, default=0, help="specimen and noise seed")
+    sim.add_argument("--start-offset-um", type=float, default=40.0, help="start this far from best focus (µm)")
+
+    search = af.add_argument_group("the search")
+    search.add_argument("--strategy", default=STRATEGIES[0], choices=list(STRATEGIES))
+    search.add_argument("--scorer", default=SCORERS[0], choices=list(SCORERS), help="what the search maximises")
+    search.add_argument("--weights", default=None, help="learned scorer: 'default' or a .safetensors file")
+    search.add_argument(
+        "--range-um",
+        type=float,
+        help=f"search within start ± this (µm); default: --virtual where the specimen is visible, a microscope "
+        f"±{MICROSCOPE_RANGE_UM:g}",
+    )
+    search.add_argument("--step-um", type=float, help="first step (µm); default: a quarter of the range")
+    search.add_argument("--max-scans", type=int, default=12, help="most scans in all (default 12)")
+    search.add_argument("--plot", type=Path, help="write the search path as a PNG (on the true curve when known)")
+    search.add_argument("--json", action="store_true", help="print the result as JSON")
     af.set_defaults(func=_cmd_autofocus)
 
 
 def _cmd_autofocus(args: argparse.Namespace) -> int:
-    """``sem-focus autofocus --virtual``: the search on the virtual SEM, each scan printed, the result last."""
-    from ..autofocus import iter_autofocus, make_scorer
-    from ..report import save_autofocus_plot, to_json
+    """``sem-focus autofocus``: the search, each scan printed, the result last."""
+    if args.microscope == "fibsem":
+        return _microscope_search(args)
+    if args.virtual:
+        return _virtual_search(args)
+    raise SemFocusError(
+        "give --virtual (the simulator's microscope) or --microscope fibsem --manufacturer Demo|Thermo|Tescan; "
+        "from Python, napari_sem_focus.autofocus.autofocus(acquire, start_wd_mm, scorer) takes any acquire(wd_mm)"
+    )
 
-    if not args.virtual:
-        raise SemFocusError(
-            "give --virtual (the simulator's microscope); to drive a real microscope, call "
-            "napari_sem_focus.autofocus.autofocus(acquire, start_wd_mm, scorer) with your acquire(wd_mm) function"
-        )
+
+def _virtual_search(args: argparse.Namespace) -> int:
+    from ..autofocus import iter_autofocus, make_scorer
     from ..simulate.frame import FrameParams
     from ..simulate.virtual_sem import VirtualSEM
 
@@ -68,6 +110,79 @@ def _cmd_autofocus(args: argparse.Namespace) -> int:
         f"focus; search ±{range_um:.1f} µm; depth of field ±{sem.depth_of_field_um():.2f} µm",
         file=sys.stderr,
     )
+    return _report(args, search, sem, (start - range_um * 1e-3, start + range_um * 1e-3))
+
+
+def _microscope_search(args: argparse.Namespace) -> int:
+    from ..autofocus import make_scorer
+    from ..microscopes.fibsem_sem import FibsemSEM, ProbeSettings, iter_microscope_autofocus, parse_resolution
+
+    resolution = parse_resolution(args.resolution)
+    truth = None
+    hfw_um = args.hfw_um
+    if args.manufacturer == "Demo":
+        microscope, truth, hfw_um = _virtual_demo(args, resolution, hfw_um)
+    else:
+        from ..microscopes.fibsem_sem import connect
+
+        microscope = connect(args.manufacturer, args.ip, args.config)
+    probe = ProbeSettings(resolution, args.dwell_us, hfw_um)
+    sem = FibsemSEM(microscope, probe, wd_tolerance_um=args.wd_tolerance_um, autocontrast=args.autocontrast)
+    range_um = args.range_um or MICROSCOPE_RANGE_UM
+    scorer = make_scorer(args.scorer, sem.magnification, args.weights)
+    start = sem.working_distance_mm()
+    options = {"acquire_timeout_s": args.acquire_timeout_s} if args.acquire_timeout_s else {}
+    search = iter_microscope_autofocus(
+        sem,
+        scorer,
+        strategy=args.strategy,
+        range_um=range_um,
+        step_um=args.step_um,
+        max_acquisitions=args.max_scans,
+        keep_images=False,
+        **options,
+    )
+    print(
+        f"fibsem {args.manufacturer}: electron beam, WD {start:.6f} mm; probe {resolution[0]}x{resolution[1]} px, "
+        f"{args.dwell_us:g} µs, field width {sem.field_width_um():.2f} µm (model magnification "
+        f"{sem.magnification():.0f}x); search ±{range_um:g} µm",
+        file=sys.stderr,
+    )
+    if truth is not None:
+        print(
+            f"demo: its images drawn by the virtual SEM ({args.specimen}, {truth.frame.electrons_per_px:.0f} e/px), "
+            f"best focus hidden {args.start_offset_um:+g} µm from the start; depth of field "
+            f"±{truth.depth_of_field_um():.2f} µm",
+            file=sys.stderr,
+        )
+    status = _report(args, search, truth, (start - range_um * 1e-3, start + range_um * 1e-3))
+    print(f"working distance now {sem.working_distance_mm():.6f} mm", file=sys.stderr)
+    return status
+
+
+def _virtual_demo(args: argparse.Namespace, resolution: tuple[int, int], hfw_um: float | None) -> tuple[Any, ...]:
+    """fibsem's demo microscope showing the virtual SEM (``--specimen``, ``--mag``, ``--dose``...): the microscope,
+    the virtual SEM behind its probe frames (the truth), and the probe's field width (µm)."""
+    from ..metadata import REFERENCE_FRAME_WIDTH_PX, REFERENCE_WIDTH_MM
+    from ..simulate.fibsem_demo import ELEMENTARY_CHARGE_C, truth, virtual_demo_microscope
+    from ..simulate.frame import FrameParams
+
+    if hfw_um is None:  # the field width that gives --mag over the probe's width
+        hfw_um = REFERENCE_WIDTH_MM * 1e3 / args.mag * resolution[0] / REFERENCE_FRAME_WIDTH_PX
+    frame = FrameParams(family=args.specimen, astig_um=args.astig, seed=args.seed)
+    microscope = virtual_demo_microscope(frame, focus_offset_um=args.start_offset_um)
+    from fibsem.structures import BeamType
+
+    microscope.set_beam_current(args.dose * ELEMENTARY_CHARGE_C / (args.dwell_us * 1e-6), BeamType.ELECTRON)
+    return microscope, truth(microscope, resolution, hfw_um, args.dwell_us), hfw_um
+
+
+def _report(args: argparse.Namespace, search: Generator[Any, None, Any], truth: Any, span: tuple[float, float]) -> int:
+    """Run ``search`` printing each scan (with the true defocus when ``truth``, a virtual SEM, is known), then the
+    result (text or JSON) and the plot; the exit status: 0 focused or no peak, 1 otherwise."""
+    defocus: Callable[[float], str] = (
+        (lambda wd: f"  (true defocus {truth.defocus_um(wd):+8.2f} µm)") if truth is not None else (lambda wd: "")
+    )
     while True:
         try:
             scan = next(search)
@@ -76,17 +191,34 @@ def _cmd_autofocus(args: argparse.Namespace) -> int:
             break
         if not args.json:
             print(
-                f"scan {scan.index + 1:2d}: WD {scan.working_distance_mm:.5f} mm  score {scan.score:6.2f}  "
-                f"(true defocus {sem.defocus_um(scan.working_distance_mm):+8.2f} µm)"
+                f"scan {scan.index + 1:2d}: WD {scan.working_distance_mm:.5f} mm  score {scan.score:6.2f}"
+                f"{defocus(scan.working_distance_mm)}",
+                flush=True,
             )
-    final_defocus = sem.defocus_um(result.best_wd_mm)
+    facts: dict[str, Any] = {}
+    if truth is not None:
+        final_wd = result.final_wd_mm if result.final_wd_mm is not None else result.best_wd_mm
+        facts = {
+            "final_defocus_um": truth.defocus_um(final_wd),
+            "depth_of_field_um": truth.depth_of_field_um(),
+            "final_true_score": truth.true_score(final_wd),
+            "start_true_score": truth.true_score(result.start_wd_mm),
+        }
     if args.json:
-        truth = {"final_defocus_um": final_defocus, "depth_of_field_um": sem.depth_of_field_um()}
-        print(to_json(result.to_dict() | truth))
+        from ..report import to_json
+
+        print(to_json(result.to_dict() | facts))
     else:
         print(result.summary())
-        print(f"true defocus at the end: {final_defocus:+.2f} µm (depth of field ±{sem.depth_of_field_um():.2f} µm)")
+        if truth is not None:
+            print(
+                f"true defocus at the end: {facts['final_defocus_um']:+.2f} µm (depth of field "
+                f"±{facts['depth_of_field_um']:.2f} µm); true score {facts['final_true_score']:.2f} "
+                f"(start {facts['start_true_score']:.2f})"
+            )
     if args.plot:
-        curve = sem.true_curve(start - range_um * 1e-3, start + range_um * 1e-3, 301)
+        from ..report import save_autofocus_plot
+
+        curve = truth.true_curve(*span, 301) if truth is not None else None
         print(f"plot written to {save_autofocus_plot(args.plot, result, curve)}", file=sys.stderr)
     return 0 if result.status in ("focused", "no peak") else 1
