@@ -1,9 +1,11 @@
 """Screenshots of napari with the plugin's widgets, for the README and docs (look at them after a change).
 
-Run under a real X server (not QT_QPA_PLATFORM=offscreen):  xvfb-run -a python docs/screenshots.py
-Writes docs/images/napari_score_stack.png (Score stack after scoring the tin-ball sample),
+Run under a real X server (not QT_QPA_PLATFORM=offscreen):  xvfb-run -a python docs/screenshots.py [NAME ...]
+(NAMEs from SCREENSHOTS; all by default). Writes docs/images/napari_score_stack.png (Score stack after scoring
+the tin-ball sample),
 docs/images/napari_live_folder.png (Live folder: the sample's frames written one by one into a watched folder),
-docs/images/napari_autofocus.png (Autofocus on the virtual SEM) and docs/images/napari_train_widget.png
+docs/images/napari_autofocus.png (Autofocus on the virtual SEM), docs/images/napari_autofocus_fibsem.png
+(Autofocus driving fibsem-os's demo microscope) and docs/images/napari_train_widget.png
 (Label & fine-tune: a user whose scale is stricter than ours labels 11 frames of the tin-ball sample,
 ``user = 10 (truth / 10) ** 1.7``, and adapts the model; the script prints the RMSE on the 10 frames nobody
 labelled, before and after).
@@ -114,6 +116,32 @@ def autofocus_widget() -> Path:
     return out
 
 
+def autofocus_microscope() -> Path:
+    """The Autofocus widget driving fibsem-os's demo microscope (its images drawn by the virtual SEM: grid, 5,000x,
+    best focus hidden 12 µm from the start): connected, searched, the microscope left at the best focus."""
+    import os
+
+    from napari_sem_focus._widgets.autofocus import AutofocusWidget
+
+    os.environ.setdefault("FIBSEM_SIM_NO_DELAY", "1")
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 1000)
+    widget = AutofocusWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Autofocus", area="right")
+    widget.microscope_box.value = "fibsem: Demo"
+    widget.specimen_box.value = "grid"
+    widget.offset_box.value = 12
+    widget.connect()
+    _wait(lambda: widget.connected.microscope is not None and widget.run_button.isEnabled())
+    widget.start()
+    _wait(lambda: widget.result is not None and widget.connect_button.isEnabled())
+    out = IMAGES / "napari_autofocus_fibsem.png"
+    viewer.screenshot(str(out), canvas_only=False)
+    print(f"autofocus on fibsem's demo: {widget.result.summary()}: {out}")
+    viewer.close()
+    return out
+
+
 def train_widget() -> Path:
     viewer, layer = _viewer_with_sample(950)
     widget = TrainWidget(viewer)
@@ -155,9 +183,17 @@ def _held_out_rmse(model, layer, frames: list[int], user: list[float]) -> float:
     return float(np.sqrt(np.mean((np.array(scores) - np.array([user[i] for i in frames])) ** 2)))
 
 
+SCREENSHOTS = {
+    "score_stack": score_stack,
+    "live_folder": live_folder,
+    "autofocus": autofocus_widget,
+    "autofocus_microscope": autofocus_microscope,
+    "train": train_widget,
+}
+
 if __name__ == "__main__":
+    import sys
+
     IMAGES.mkdir(parents=True, exist_ok=True)
-    score_stack()
-    live_folder()
-    autofocus_widget()
-    train_widget()
+    for name in sys.argv[1:] or SCREENSHOTS:  # e.g. python docs/screenshots.py autofocus_microscope
+        SCREENSHOTS[name]()

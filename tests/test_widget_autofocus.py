@@ -11,7 +11,7 @@ napari = pytest.importorskip("napari")
 @pytest.fixture
 def widget(make_napari_viewer):
     viewer = make_napari_viewer()
-    _, w = viewer.window.add_plugin_dock_widget("napari-sem-focus", "Autofocus (virtual SEM)")
+    _, w = viewer.window.add_plugin_dock_widget("napari-sem-focus", "Autofocus")
     return viewer, w
 
 
@@ -42,3 +42,58 @@ def test_autofocus_widget_cancel_keeps_the_best_seen(widget, qtbot):
     # the worker may finish the scan under way when Cancel arrives; it stops before the next one
     assert w.result.status == "cancelled" and w.result.n_acquisitions <= 3
     assert w.result.best_score == max(s.score for s in w.scans) and w.run_button.isEnabled()
+
+
+def _wait(qtbot, worker, timeout_ms: int = 120_000) -> None:
+    with qtbot.waitSignal(worker.finished, timeout=timeout_ms):
+        pass
+
+
+def test_autofocus_widget_shows_the_fields_of_the_chosen_microscope(widget):
+    _, w = widget
+
+    def shown(*names):
+        return [getattr(w, n).native.isVisibleTo(w) for n in names]
+
+    assert shown("specimen_box", "ip_box", "probe_box") == [True, False, False]
+    assert not w.connect_button.isVisibleTo(w) and w.run_button.isEnabled()
+    w.microscope_box.value = "fibsem: Thermo"
+    assert shown("specimen_box", "ip_box", "probe_box") == [False, True, True]
+    assert w.connect_button.isVisibleTo(w) and not w.run_button.isEnabled()  # connect first
+    w.microscope_box.value = "fibsem: Demo"
+    assert shown("specimen_box", "ip_box", "probe_box") == [True, False, True]
+
+
+def test_autofocus_widget_focuses_fibsems_demo_and_restores_the_start(widget, qtbot):
+    viewer, w = widget
+    w.microscope_box.value = "fibsem: Demo"
+    w.specimen_box.value = "grid"
+    w.offset_box.value = 12
+    w.probe_box.value = "384x256"
+    _wait(qtbot, w.connect())
+    microscope = w.connected.microscope
+    assert microscope is not None and w.run_button.isEnabled() and "connected to fibsem Demo" in w.status.text()
+    _wait(qtbot, w.start())
+    result = w.result
+    assert result.status == "focused" and w.layer.data.shape[0] == result.n_acquisitions
+    assert abs(w.truth.defocus_um(result.final_wd_mm)) <= w.truth.depth_of_field_um()
+    assert w.adapter.working_distance_mm() == pytest.approx(result.final_wd_mm)
+    assert "the microscope is at" in w.status.text() and "true defocus" in w.status.text()
+    assert w.restore_button.isEnabled()
+    _wait(qtbot, w.restore_start())
+    assert w.adapter.working_distance_mm() == pytest.approx(result.start_wd_mm)
+    assert "restored to the start" in w.status.text()
+
+
+def test_score_stack_scores_the_live_frames_of_the_connected_microscope(widget, qtbot):
+    viewer, w = widget
+    _, score = viewer.window.add_plugin_dock_widget("napari-sem-focus", "Score stack")
+    assert score.start_live_microscope() is None  # nothing connected yet: a warning, no job
+    w.microscope_box.value = "fibsem: Demo"
+    _wait(qtbot, w.connect())
+    microscope = w.connected.microscope
+    microscope.set_resolution((512, 384), microscope.electron_system.beam.beam_type)
+    _wait(qtbot, score.start_live_microscope(max_frames=2))
+    assert len(score.rows) == 2 and all(0.0 <= r["score"] <= 10.0 for r in score.rows)
+    assert score.live_layer.name == "live: fibsem Demo" and score.live_layer.data.shape == (2, 384, 512)
+    assert not microscope.is_acquiring

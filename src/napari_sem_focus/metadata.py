@@ -81,6 +81,12 @@ def pixel_size_nm(magnification: float, frame_width_px: int = REFERENCE_FRAME_WI
     return REFERENCE_WIDTH_MM * 1e6 / (magnification * frame_width_px)
 
 
+def field_width_um(magnification: float, frame_width_px: int) -> float:
+    """Horizontal field width (µm) of a frame ``frame_width_px`` wide whose pixel size is that of ``magnification``
+    (127 mm over 1024 px): what to set on a microscope for the model to see ``magnification``."""
+    return pixel_size_nm(magnification) * frame_width_px * 1e-3
+
+
 def magnification_from_pixel_size(pixel_nm: float, frame_width_px: int = REFERENCE_FRAME_WIDTH_PX) -> float:
     """Inverse of :func:`pixel_size_nm`: the magnification whose ``frame_width_px``-wide frame has this pixel size."""
     if pixel_nm <= 0:

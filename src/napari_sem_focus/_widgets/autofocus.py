@@ -1,9 +1,12 @@
-"""The Autofocus widget: the closed-loop search (:mod:`napari_sem_focus.autofocus`) on the virtual SEM, live.
+"""The Autofocus widget: the closed-loop search (:mod:`napari_sem_focus.autofocus`) on the virtual SEM or on a
+microscope through fibsem-os (:mod:`napari_sem_focus.microscopes.fibsem_sem`), live.
 
+*microscope* chooses the virtual SEM, fibsem's demo (its images drawn by the virtual SEM) or a Thermo Fisher /
+TESCAN instrument: *Connect* connects in the background, *Run autofocus* searches from the working distance the
+microscope has now, *Cancel* stops and puts the start back, *Restore start* goes back after a search that ended.
 Each scan is added to the layer 'autofocus scans' and drawn on the plot (score against working distance, over the
-virtual SEM's true score curve) as it arrives; the result (status, best working distance, the true defocus the
-search did not see) goes to the status line. All the logic is the core's: this widget reads its form, runs
-``iter_autofocus`` in a worker and shows what it yields.
+virtual SEM's true score when it is known) as it arrives. All the logic is the core's: this widget reads its form,
+runs core generators in workers and shows what they yield.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QWidget
 
 from ..autofocus import SCORERS, STRATEGIES
+from .current_microscope import current_microscope
 from .forms import button_row, form, magnification_spin, scrolled_layout, status_line
 from .jobs import start_job
 from .plot import ThemedFigure
@@ -23,9 +27,20 @@ from .plot import ThemedFigure
 if TYPE_CHECKING:
     import napari
 
+VIRTUAL = "virtual SEM"
+#: The microscope choices: the simulator's, then fibsem-os's manufacturers.
+MICROSCOPES = (VIRTUAL, "fibsem: Demo", "fibsem: Thermo", "fibsem: Tescan")
+#: Probe-frame sizes offered (fibsem's own autofocus uses 768x512).
+PROBE_SIZES = ("384x256", "768x512", "1536x1024")
+
+#: The form's fields, by which microscope they serve.
+VIRTUAL_FIELDS = ("specimen_box", "mag_box", "dose_box", "offset_box")
+CONNECTION_FIELDS = ("ip_box", "config_box")
+PROBE_FIELDS = ("probe_box", "dwell_box", "hfw_box", "range_box")
+
 
 class AutofocusWidget(QWidget):
-    """Run an autofocus search on the virtual SEM and watch it, scan by scan."""
+    """Run an autofocus search on the virtual SEM or a fibsem-os microscope and watch it, scan by scan."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -33,24 +48,47 @@ class AutofocusWidget(QWidget):
 
         self.viewer = viewer
         self.worker: Any = None
-        self.sem: Any = None
+        self.sem: Any = None  # the virtual SEM of a simulated search
+        self.truth: Any = None  # the virtual SEM behind the search's frames, when known (for the true defocus)
+        self.adapter: Any = None  # the fibsem adapter of the last microscope search
         self.result: Any = None
         self.scans: list[Any] = []
         self.layer: Any = None
-        self._curve: tuple[list[float], list[float]] | None = None  # the virtual SEM's true score, once per run
+        self._curve: tuple[list[float], list[float]] | None = None  # the true score, once per run
         self._stop = threading.Event()
+        self.connected = current_microscope(viewer)
 
+        self.microscope_box = ComboBox(label="microscope", choices=list(MICROSCOPES))
+        self.ip_box = LineEdit(label="IP address", tooltip="the microscope PC (empty: the configuration's)")
+        self.config_box = FileEdit(label="fibsem config", mode="r", filter="*.yaml", nullable=True)
         self.specimen_box = ComboBox(label="specimen", choices=list(TRAINING_FAMILIES))
         self.mag_box = magnification_spin(low=200, high=100_000)
         self.dose_box = FloatSpinBox(label="dose (e/px)", value=200, min=1, max=10_000)
         self.offset_box = FloatSpinBox(label="start from focus (µm)", value=40, min=-2000, max=2000)
+        self.probe_box = ComboBox(label="probe frame (px)", choices=list(PROBE_SIZES), value="768x512")
+        self.dwell_box = FloatSpinBox(label="dwell (µs)", value=0.5, min=0.025, max=100, step=0.1)
+        self.hfw_box = FloatSpinBox(
+            label="field width (µm)",
+            value=0,
+            min=0,
+            max=5000,
+            tooltip="0: the microscope's own (the demo: the field width that gives the magnification above)",
+        )
+        self.hfw_box.native.setSpecialValueText("the microscope's own")  # shown at 0
+        self.range_box = FloatSpinBox(label="search ± (µm)", value=25, min=1, max=2000)
         self.strategy_box = ComboBox(label="strategy", choices=list(STRATEGIES))
         self.scorer_box = ComboBox(label="score", choices=list(SCORERS))
         self.max_box = SpinBox(label="most scans", value=12, min=3, max=100)
-        self.form = form(self, "specimen_box mag_box dose_box offset_box strategy_box scorer_box max_box")
+        fields = ("microscope_box", *CONNECTION_FIELDS, *VIRTUAL_FIELDS, *PROBE_FIELDS)
+        self.form = form(self, " ".join((*fields, "strategy_box", "scorer_box", "max_box")))
+        self.microscope_box.changed.connect(lambda _value: self._show_fields())
 
-        buttons, (self.run_button, self.cancel_button) = button_row(
-            ("Run autofocus", self.start), ("Cancel", self.cancel), disabled=("Cancel",)
+        buttons, (self.connect_button, self.run_button, self.cancel_button, self.restore_button) = button_row(
+            ("Connect", self.connect),
+            ("Run autofocus", self.start),
+            ("Cancel", self.cancel),
+            ("Restore start", self.restore_start),
+            disabled=("Cancel", "Restore start"),
         )
         self.status = status_line("The virtual SEM hides its focus; the search finds it from the images alone.")
         self.plot = ThemedFigure(viewer)
@@ -61,56 +99,192 @@ class AutofocusWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
+        self._show_fields()
 
+    # --- the form --------------------------------------------------------------------------------------------
+    @property
+    def manufacturer(self) -> str | None:
+        """The fibsem manufacturer chosen ('Demo', 'Thermo', 'Tescan'), None for the virtual SEM."""
+        choice = self.microscope_box.value
+        return None if choice == VIRTUAL else choice.split(": ", 1)[1]
+
+    def _show_fields(self) -> None:
+        manufacturer = self.manufacturer
+        shown = {
+            **dict.fromkeys(VIRTUAL_FIELDS, manufacturer in (None, "Demo")),
+            **dict.fromkeys(CONNECTION_FIELDS, manufacturer in ("Thermo", "Tescan")),
+            **dict.fromkeys(PROBE_FIELDS, manufacturer is not None),
+        }
+        for name, visible in shown.items():
+            getattr(self, name).visible = visible
+        self.offset_box.label = "start from focus (µm)" if manufacturer is None else "focus hidden at (µm)"
+        self.connect_button.setVisible(manufacturer is not None)
+        self._enable_run()
+
+    def _enable_run(self) -> None:
+        """The buttons' states from what is known: Run needs a connected microscope (not the virtual SEM), Restore
+        start a microscope search that left the start."""
+        idle = self.worker is None or not self.worker.is_running
+        ready = self.manufacturer is None or self.connected.microscope is not None
+        self.run_button.setEnabled(idle and ready)
+        self.connect_button.setEnabled(idle)
+        moved = (
+            self.adapter is not None
+            and self.result is not None
+            and self.result.final_wd_mm is not None
+            and abs(self.result.final_wd_mm - self.result.start_wd_mm) > 1e-9
+        )
+        self.restore_button.setEnabled(idle and moved and self.manufacturer is not None)
+
+    # --- connect ---------------------------------------------------------------------------------------------
+    def connect(self) -> Any:
+        """Connect to the chosen fibsem microscope in a worker (the demo: showing the virtual SEM); returns it."""
+        manufacturer = self.manufacturer
+        if manufacturer is None:
+            return None
+        ip, config = self.ip_box.value.strip() or None, self.config_box.value
+        config = str(config) if config and str(config) not in ("", ".") else None
+        family, offset = self.specimen_box.value, float(self.offset_box.value)
+
+        def job() -> Any:  # in the worker: no Qt here
+            yield from ()
+            if manufacturer == "Demo":
+                from ..simulate.fibsem_demo import virtual_demo_microscope
+                from ..simulate.frame import FrameParams
+
+                microscope = virtual_demo_microscope(FrameParams(family=family), focus_offset_um=offset)
+            else:
+                from ..microscopes.fibsem_sem import connect
+
+                microscope = connect(manufacturer, ip, config)
+            from ..microscopes.fibsem_sem import FibsemSEM
+
+            return microscope, FibsemSEM(microscope).working_distance_mm()
+
+        name = f"fibsem {manufacturer}" + (f" at {ip}" if ip else "")
+
+        def connected(answer: tuple[Any, float]) -> None:
+            microscope, wd = answer
+            self.connected.set(microscope, name)
+            self.status.setText(f"connected to {name}: electron beam at WD {wd:.6f} mm")
+
+        self.worker = start_job(
+            job, "connecting", f"connecting to {name}…", self, self._run_buttons(), None, connected, self._enable_run
+        )
+        return self.worker
+
+    def _run_buttons(self) -> list[Any]:
+        return [self.connect_button, self.run_button, self.restore_button]
+
+    # --- the search ------------------------------------------------------------------------------------------
     def start(self) -> Any:
         """Start the search in a worker (the form is read here); returns the worker."""
+        self.scans, self.result, self.layer, self.truth, self._curve = [], None, None, None, None
+        self._stop.clear()
+        if self.manufacturer is None:
+            job, message = self._virtual_job()
+        else:
+            job, message = self._microscope_job()
+        self.worker = start_job(
+            job, "autofocus", message, self, self._run_buttons(), self._on_scan, self._on_result, self._enable_run
+        )
+        return self.worker
 
+    def _virtual_job(self) -> tuple[Any, str]:
         from ..autofocus import iter_autofocus, make_scorer
         from ..simulate.frame import FrameParams
         from ..simulate.virtual_sem import VirtualSEM
 
         mag = float(self.mag_box.value)
         beam = FrameParams(family=self.specimen_box.value, magnification=mag, electrons_per_px=self.dose_box.value)
-        self.sem = VirtualSEM(beam, true_wd_mm=5.0)
+        self.sem = self.truth = VirtualSEM(beam, true_wd_mm=5.0)
         start, range_um = self.sem.search_setup(float(self.offset_box.value))
         self._curve = self.sem.true_curve(start - range_um * 1e-3, start + range_um * 1e-3)
         scorer_name, strategy, most = self.scorer_box.value, self.strategy_box.value, self.max_box.value
-        self.scans, self.result, self.layer = [], None, None
-        self._stop.clear()
         sem, stop = self.sem, self._stop
 
         def job() -> Any:  # runs in the worker: no Qt here
             scorer = make_scorer(scorer_name, mag)
-            result = yield from iter_autofocus(
-                sem, start, scorer, strategy, range_um, None, most, should_stop=stop.is_set
+            return (
+                yield from iter_autofocus(sem, start, scorer, strategy, range_um, None, most, should_stop=stop.is_set)
             )
-            return result
 
-        message = f"searching ±{range_um:.1f} µm around the start…"
-        self.worker = start_job(job, "autofocus", message, self, [self.run_button], self._on_scan, self._on_result)
-        return self.worker
+        return job, f"searching ±{range_um:.1f} µm around the start…"
+
+    def _microscope_job(self) -> tuple[Any, str]:
+        from ..autofocus import make_scorer
+        from ..metadata import field_width_um
+        from ..microscopes.fibsem_sem import FibsemSEM, ProbeSettings, iter_microscope_autofocus, parse_resolution
+
+        microscope, demo = self.connected.microscope, self.manufacturer == "Demo"
+        resolution, dwell = parse_resolution(self.probe_box.value), float(self.dwell_box.value)
+        hfw = float(self.hfw_box.value) or (field_width_um(float(self.mag_box.value), resolution[0]) if demo else None)
+        self.adapter = sem = FibsemSEM(microscope, ProbeSettings(resolution, dwell, hfw))
+        range_um, dose = float(self.range_box.value), float(self.dose_box.value)
+        scorer_name, strategy, most = self.scorer_box.value, self.strategy_box.value, self.max_box.value
+        start = sem.working_distance_mm()
+        if demo:  # the demo's truth: the virtual SEM behind its frames at this field width and dwell
+            from ..simulate.fibsem_demo import set_dose, truth
+
+            set_dose(microscope, dose, dwell)
+            self.truth = truth(microscope, resolution, sem.field_width_um(), dwell)
+            self._curve = self.truth.true_curve(start - range_um * 1e-3, start + range_um * 1e-3)
+        stop = self._stop
+
+        def job() -> Any:  # runs in the worker: no Qt here
+            scorer = make_scorer(scorer_name, sem.magnification)
+            return (
+                yield from iter_microscope_autofocus(
+                    sem, scorer, strategy=strategy, range_um=range_um, max_acquisitions=most, should_stop=stop.is_set
+                )
+            )
+
+        message = f"{self.connected.name}: searching ±{range_um:g} µm around {start:.6f} mm…"
+        return job, message
 
     def cancel(self) -> None:
         self._stop.set()
 
+    def restore_start(self) -> Any:
+        """Set the microscope back to the last search's starting working distance, in a worker."""
+        if self.adapter is None or self.result is None:
+            return None
+        sem, start = self.adapter, self.result.start_wd_mm
+
+        def job() -> Any:
+            yield from ()
+            return sem.restore(start)
+
+        def done(problem: str | None) -> None:
+            self.status.setText(problem or f"working distance restored to the start, {start:.6f} mm")
+
+        self.worker = start_job(job, "restoring", "restoring…", self, self._run_buttons(), None, done, self._enable_run)
+        return self.worker
+
+    # --- showing it ------------------------------------------------------------------------------------------
     def _on_scan(self, scan: Any) -> None:
         self.scans.append(scan)
-        stack = np.stack([s.image for s in self.scans])
+        images = [s.image for s in self.scans]
         if self.layer is None or self.layer not in self.viewer.layers:
-            self.layer = self.viewer.add_image(stack, name="autofocus scans")
-        else:
-            self.layer.data = stack
+            self.layer = self.viewer.add_image(np.stack(images), name="autofocus scans")
+        elif len({i.shape for i in images}) == 1:
+            self.layer.data = np.stack(images)
         self.viewer.dims.set_current_step(0, len(self.scans) - 1)
         self.status.setText(f"scan {len(self.scans)}: WD {scan.working_distance_mm:.5f} mm, score {scan.score:.2f}")
         self._draw()
 
     def _on_result(self, result: Any) -> None:
         self.result = result
-        defocus = self.sem.defocus_um(result.best_wd_mm)
-        self.status.setText(
-            f"{result.summary()}\ntrue defocus at the end: {defocus:+.2f} µm "
-            f"(depth of field ±{self.sem.depth_of_field_um():.2f} µm)"
-        )
+        text = result.summary()
+        if self.manufacturer is not None and result.final_wd_mm is not None:
+            text += f"\nthe microscope is at {result.final_wd_mm:.6f} mm (started at {result.start_wd_mm:.6f} mm)"
+        if self.truth is not None:
+            final = result.final_wd_mm if result.final_wd_mm is not None else result.best_wd_mm
+            text += (
+                f"\ntrue defocus at the end: {self.truth.defocus_um(final):+.2f} µm "
+                f"(depth of field ±{self.truth.depth_of_field_um():.2f} µm)"
+            )
+        self.status.setText(text)
         self._draw()
 
     def _draw(self) -> None:

@@ -122,14 +122,18 @@ class ScoreStackWidget(QWidget):
         self.form = form(self, "layer_box mag_box mag_info device_box mode_box region_box weights_box metrics_check")
         self.layer_box.changed.connect(lambda _layer: self._layer_changed())
 
-        buttons, (self.score_button, self.live_button, self.cancel_button) = button_row(
+        buttons, (self.score_button, self.live_button, self.live_microscope_button, self.cancel_button) = button_row(
             ("Score stack", self.start_scoring),
             ("Live folder…", self._choose_live_folder),
+            ("Live microscope", self.start_live_microscope),
             ("Cancel", self.cancel),
             disabled=("Cancel",),
         )
         self.live_button.setToolTip(
             "watch a folder the microscope writes into: score each new frame once it is completely written"
+        )
+        self.live_microscope_button.setToolTip(
+            "score the frames of the live acquisition of the microscope connected in the Autofocus widget"
         )
         after = ("Go to best", "Keep best", "Focus map", "Export CSV")  # enabled once there are results
         actions, (self.best_button, self.keep_button, self.map_button, self.export_button) = button_row(
@@ -257,7 +261,7 @@ class ScoreStackWidget(QWidget):
 
     def _start(self, job: Any, what: str, message: str, yielded: Any, progress: dict | None = None) -> Any:
         """Run a scoring or live job (:func:`.jobs.start_job`) with this widget's buttons and status line."""
-        buttons = [self.score_button, self.live_button]
+        buttons = [self.score_button, self.live_button, self.live_microscope_button]
         self.worker = start_job(job, what, message, self, buttons, yielded, None, self._on_finished, progress)
         return self.worker
 
@@ -290,6 +294,39 @@ class ScoreStackWidget(QWidget):
 
         message = f"watching {folder} for new frames… (Cancel stops)"
         return self._start(job, "live scoring", message, lambda live: self._on_live_frame(live, folder))
+
+    def start_live_microscope(self, **live: Any) -> Any:
+        """Live mode on the microscope connected in the Autofocus widget: its live acquisition (started if it is
+        not running) scored frame by frame in a worker (:func:`napari_sem_focus.microscopes.fibsem_sem.
+        iter_live_microscope_scores`; ``live`` takes its options), into a layer, the plot and the table; *Cancel*
+        stops. Returns the worker, or None when no microscope is connected."""
+        from napari.utils.notifications import show_warning
+
+        from ..device import select_device
+        from .current_microscope import current_microscope
+
+        connected = current_microscope(self.viewer)
+        if connected.microscope is None:
+            show_warning("no microscope connected: connect one in Plugins ▸ SEM Focus ▸ Autofocus first")
+            return None
+        from ..microscopes.fibsem_sem import iter_live_microscope_scores
+
+        microscope, name = connected.microscope, Path(connected.name or "microscope")
+        self.layer, self.series, self.live_layer, self._live_frames = None, None, None, GrowingStack()
+        self.rows, self.results, self.peak = [], {}, None
+        self.table.setRowCount(0)
+        weights = self._weights()
+        fallback, mode, device_name = float(self.mag_box.value), self.mode_box.value, self.device_box.value
+        self._stop.clear()
+
+        def job() -> Any:  # widget values were read above: the worker never touches Qt
+            device = str(select_device(device_name))
+            yield from iter_live_microscope_scores(
+                microscope, fallback, weights, mode, device, should_stop=self._stop.is_set, **live
+            )
+
+        message = f"scoring the live frames of {name}… (Cancel stops)"
+        return self._start(job, "live scoring", message, lambda frame: self._on_live_frame(frame, name))
 
     def _on_live_frame(self, live: Any, folder: Path) -> None:
         from napari.utils.notifications import show_warning

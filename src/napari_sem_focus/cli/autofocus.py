@@ -163,17 +163,14 @@ def _microscope_search(args: argparse.Namespace) -> int:
 def _virtual_demo(args: argparse.Namespace, resolution: tuple[int, int], hfw_um: float | None) -> tuple[Any, ...]:
     """fibsem's demo microscope showing the virtual SEM (``--specimen``, ``--mag``, ``--dose``...): the microscope,
     the virtual SEM behind its probe frames (the truth), and the probe's field width (µm)."""
-    from ..metadata import REFERENCE_FRAME_WIDTH_PX, REFERENCE_WIDTH_MM
-    from ..simulate.fibsem_demo import ELEMENTARY_CHARGE_C, truth, virtual_demo_microscope
+    from ..metadata import field_width_um
+    from ..simulate.fibsem_demo import set_dose, truth, virtual_demo_microscope
     from ..simulate.frame import FrameParams
 
-    if hfw_um is None:  # the field width that gives --mag over the probe's width
-        hfw_um = REFERENCE_WIDTH_MM * 1e3 / args.mag * resolution[0] / REFERENCE_FRAME_WIDTH_PX
+    hfw_um = hfw_um or field_width_um(args.mag, resolution[0])  # the field width that gives --mag
     frame = FrameParams(family=args.specimen, astig_um=args.astig, seed=args.seed)
     microscope = virtual_demo_microscope(frame, focus_offset_um=args.start_offset_um)
-    from fibsem.structures import BeamType
-
-    microscope.set_beam_current(args.dose * ELEMENTARY_CHARGE_C / (args.dwell_us * 1e-6), BeamType.ELECTRON)
+    set_dose(microscope, args.dose, args.dwell_us)
     return microscope, truth(microscope, resolution, hfw_um, args.dwell_us), hfw_um
 
 

@@ -117,6 +117,12 @@ def virtual_demo_microscope(
     return microscope
 
 
+def set_dose(microscope: Any, electrons_per_px: float, dwell_time_us: float) -> None:
+    """Set the demo's beam current so that a frame scanned at ``dwell_time_us`` detects ``electrons_per_px``."""
+    current_a = electrons_per_px * ELEMENTARY_CHARGE_C / (dwell_time_us * 1e-6)
+    microscope.set_beam_current(current_a, _electron())
+
+
 def _electron() -> Any:
     from fibsem.structures import BeamType
 
