@@ -340,3 +340,13 @@ def test_cli_autofocus_needs_a_microscope(capsys):
     assert "--microscope fibsem" in capsys.readouterr().err
     assert main(["autofocus", "--microscope", "fibsem", "--manufacturer", "Tescan", "--ip", "127.0.0.1"]) == 2
     assert "could not connect to the Tescan microscope" in capsys.readouterr().err
+
+
+def test_cli_watch_scores_a_microscopes_live_frames(capsys, tmp_path):
+    out = tmp_path / "live.csv"
+    assert main(["watch", "--microscope", "fibsem", "--frames", "2", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and "live_0001: score" in lines[1]
+    rows = out.read_text().strip().splitlines()
+    assert rows[0].startswith("frame,file,working_distance_mm,score") and len(rows) == 3
+    assert main(["watch"]) == 2  # neither a folder nor a microscope

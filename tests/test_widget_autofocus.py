@@ -44,9 +44,9 @@ def test_autofocus_widget_cancel_keeps_the_best_seen(widget, qtbot):
     assert w.result.best_score == max(s.score for s in w.scans) and w.run_button.isEnabled()
 
 
-def _wait(qtbot, worker, timeout_ms: int = 120_000) -> None:
-    with qtbot.waitSignal(worker.finished, timeout=timeout_ms):
-        pass
+def _wait(qtbot, done, timeout_ms: int = 120_000) -> None:
+    """Wait for what a job shows when it has ended (a quick job may end before a signal could be awaited)."""
+    qtbot.waitUntil(done, timeout=timeout_ms)
 
 
 def test_autofocus_widget_shows_the_fields_of_the_chosen_microscope(widget):
@@ -65,24 +65,27 @@ def test_autofocus_widget_shows_the_fields_of_the_chosen_microscope(widget):
 
 
 def test_autofocus_widget_focuses_fibsems_demo_and_restores_the_start(widget, qtbot):
-    viewer, w = widget
+    _, w = widget
     w.microscope_box.value = "fibsem: Demo"
     w.specimen_box.value = "grid"
     w.offset_box.value = 12
     w.probe_box.value = "384x256"
-    _wait(qtbot, w.connect())
+    w.connect()
+    _wait(qtbot, lambda: w.run_button.isEnabled())
     microscope = w.connected.microscope
-    assert microscope is not None and w.run_button.isEnabled() and "connected to fibsem Demo" in w.status.text()
-    _wait(qtbot, w.start())
+    assert microscope is not None and "connected to fibsem Demo" in w.status.text()
+    w.start()
+    _wait(qtbot, lambda: w.result is not None and w.connect_button.isEnabled())
     result = w.result
     assert result.status == "focused" and w.layer.data.shape[0] == result.n_acquisitions
     assert abs(w.truth.defocus_um(result.final_wd_mm)) <= w.truth.depth_of_field_um()
     assert w.adapter.working_distance_mm() == pytest.approx(result.final_wd_mm)
     assert "the microscope is at" in w.status.text() and "true defocus" in w.status.text()
     assert w.restore_button.isEnabled()
-    _wait(qtbot, w.restore_start())
+    w.restore_start()
+    _wait(qtbot, lambda: "restored to the start" in w.status.text() and w.connect_button.isEnabled())
     assert w.adapter.working_distance_mm() == pytest.approx(result.start_wd_mm)
-    assert "restored to the start" in w.status.text()
+    assert not w.restore_button.isEnabled()  # back at the start: nothing to restore
 
 
 def test_score_stack_scores_the_live_frames_of_the_connected_microscope(widget, qtbot):
@@ -90,10 +93,12 @@ def test_score_stack_scores_the_live_frames_of_the_connected_microscope(widget, 
     _, score = viewer.window.add_plugin_dock_widget("napari-sem-focus", "Score stack")
     assert score.start_live_microscope() is None  # nothing connected yet: a warning, no job
     w.microscope_box.value = "fibsem: Demo"
-    _wait(qtbot, w.connect())
+    w.connect()
+    _wait(qtbot, lambda: w.connected.microscope is not None)
     microscope = w.connected.microscope
     microscope.set_resolution((512, 384), microscope.electron_system.beam.beam_type)
-    _wait(qtbot, score.start_live_microscope(max_frames=2))
+    score.start_live_microscope(max_frames=2)
+    _wait(qtbot, lambda: len(score.rows) == 2 and score.score_button.isEnabled())
     assert len(score.rows) == 2 and all(0.0 <= r["score"] <= 10.0 for r in score.rows)
     assert score.live_layer.name == "live: fibsem Demo" and score.live_layer.data.shape == (2, 384, 512)
     assert not microscope.is_acquiring

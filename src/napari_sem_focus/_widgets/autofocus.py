@@ -249,13 +249,18 @@ class AutofocusWidget(QWidget):
         """Set the microscope back to the last search's starting working distance, in a worker."""
         if self.adapter is None or self.result is None:
             return None
-        sem, start = self.adapter, self.result.start_wd_mm
+        from ..microscopes.fibsem_sem import is_restored
+
+        sem, result = self.adapter, self.result
+        start = result.start_wd_mm
 
         def job() -> Any:
             yield from ()
             return sem.restore(start)
 
         def done(problem: str | None) -> None:
+            if is_restored(problem):
+                result.final_wd_mm = start  # the microscope is back where the search began
             self.status.setText(problem or f"working distance restored to the start, {start:.6f} mm")
 
         self.worker = start_job(job, "restoring", "restoring…", self, self._run_buttons(), None, done, self._enable_run)

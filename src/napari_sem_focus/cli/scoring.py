@@ -223,7 +223,21 @@ def add_watch_parser(sub: Any) -> None:
     watch = sub.add_parser(
         "watch", help="score each new frame written into a folder, live (half-written files are waited for)"
     )
-    watch.add_argument("folder", type=Path, help="the folder the microscope writes frames into")
+    watch.add_argument("folder", type=Path, nargs="?", help="the folder the microscope writes frames into")
+    watch.add_argument(
+        "--microscope",
+        choices=["fibsem"],
+        help="instead of a folder: score the live frames of a microscope through fibsem-os (extra 'microscope')",
+    )
+    watch.add_argument(
+        "--manufacturer",
+        default="Demo",
+        choices=["Demo", "Thermo", "Tescan"],
+        help="fibsem: 'Demo' (no hardware; its images drawn by the virtual SEM), 'Thermo' or 'Tescan'",
+    )
+    watch.add_argument("--ip", metavar="ADDRESS", help="fibsem: the microscope PC's address")
+    watch.add_argument("--config", type=Path, metavar="FILE", help="fibsem: a microscope-configuration YAML")
+    watch.add_argument("--frames", type=int, metavar="N", help="--microscope: stop after N frames (default: Ctrl-C)")
     watch.add_argument("--mag", type=float, help="magnification when the files have none (127 mm over 1024 px)")
     watch.add_argument("--mode", default=MODES[0], choices=list(MODES), help="scoring mode (default: structure)")
     watch.add_argument("--weights", default=None, help="'default' (bundled) or a .safetensors file")
@@ -241,19 +255,24 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     from ..live import iter_live_scores
     from ..report import write_csv
 
-    print(f"watching {args.folder} (Ctrl-C stops)", file=sys.stderr, flush=True)
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
-    frames = iter_live_scores(
-        args.folder,
-        None,  # each file's own metadata first; --mag only for files that state none
-        args.weights,
-        args.mode,
-        fallback_magnification=args.mag,
-        poll_s=args.poll,
-        include_existing=not args.new_only,
-        idle_exit_s=args.idle_exit,
-    )
+    if args.microscope:
+        frames = _microscope_frames(args)
+    elif args.folder is None:
+        raise SemFocusError("give the FOLDER to watch, or --microscope fibsem")
+    else:
+        print(f"watching {args.folder} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        frames = iter_live_scores(
+            args.folder,
+            None,  # each file's own metadata first; --mag only for files that state none
+            args.weights,
+            args.mode,
+            fallback_magnification=args.mag,
+            poll_s=args.poll,
+            include_existing=not args.new_only,
+            idle_exit_s=args.idle_exit,
+        )
     for live in frames:
         if live.error is not None:
             print(f"{live.index:4d}  {live.path.name}: {live.error}", flush=True)
@@ -270,6 +289,21 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         if args.out:
             write_csv(args.out, rows)
     return 0
+
+
+def _microscope_frames(args: argparse.Namespace) -> Any:
+    """The scored live frames of a fibsem microscope (its live acquisition started and, at the end, stopped); the
+    demo shows the virtual SEM's tin balls in focus."""
+    from ..microscopes.fibsem_sem import connect, iter_live_microscope_scores
+
+    if args.manufacturer == "Demo":
+        from ..simulate.fibsem_demo import virtual_demo_microscope
+
+        microscope = virtual_demo_microscope()
+    else:
+        microscope = connect(args.manufacturer, args.ip, args.config)
+    print(f"scoring the live frames of fibsem {args.manufacturer} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    return iter_live_microscope_scores(microscope, args.mag, args.weights, args.mode, max_frames=args.frames)
 
 
 def add_archive_parser(sub: Any) -> None:

@@ -336,10 +336,20 @@ class FibsemSEM:
                 self._busy.release()
         if not idle:
             return (
-                f"working distance set back to {working_distance_mm:.6f} mm while a frame was still running on the "
+                f"{SET_BACK_WHILE_BUSY} {working_distance_mm:.6f} mm while a frame was still running on the "
                 "microscope: check it when the microscope answers again"
             )
         return None
+
+
+#: How :meth:`FibsemSEM.restore` begins its note when it set the working distance back beside a hung frame.
+SET_BACK_WHILE_BUSY = "working distance set back to"
+
+
+def is_restored(problem: str | None) -> bool:
+    """Whether :meth:`FibsemSEM.restore`'s answer means the working distance was set back (perhaps beside a frame
+    still hanging on the microscope) rather than failing."""
+    return problem is None or problem.startswith(SET_BACK_WHILE_BUSY)
 
 
 def image_pixel_size_nm(image: Any) -> float | None:
@@ -401,7 +411,7 @@ def iter_microscope_autofocus(
                     log.error(problem)
         if result.status in RESTORED_STATUSES:
             problem = sem.restore(start_wd, start_stig)
-            if problem is None or problem.startswith("working distance set back"):
+            if is_restored(problem):
                 result.final_wd_mm = start_wd
                 result.message += f"; working distance restored to the start, {start_wd:.6f} mm"
             if problem is not None:
