@@ -311,6 +311,18 @@ def test_live_acquisition_is_stopped_for_a_search_and_resumed_after(virtual_demo
         virtual_demo.stop_acquisition()
 
 
+def test_live_imaging_on_the_ion_beam_resumes_on_the_ion_beam(virtual_demo):
+    from napari_sem_focus.microscopes.fibsem_sem import _live_beam
+
+    sem = FibsemSEM(virtual_demo, SMALL_PROBE)
+    virtual_demo.start_acquisition(BeamType.ION)
+    try:
+        microscope_autofocus(sem, lambda image: (5.0, True), range_um=25, max_acquisitions=3)
+        assert virtual_demo.is_acquiring and _live_beam(virtual_demo, ELECTRON) is BeamType.ION
+    finally:
+        virtual_demo.stop_acquisition()
+
+
 def test_live_frames_of_the_microscope_are_scored():
     microscope = virtual_demo_microscope(FrameParams(family="particles", seed=2), focus_offset_um=0.0)
     microscope.set_resolution((512, 384), ELECTRON)

@@ -58,7 +58,7 @@ Scorer = Callable[[np.ndarray], tuple[float, bool]]
 ``in_focus_score`` attribute: a scan reaching it ends the search (the learned score: :data:`IN_FOCUS_SCORE`)."""
 
 
-def _as_float(image: np.ndarray) -> np.ndarray:
+def frame_as_float(image: np.ndarray) -> np.ndarray:
     """One scan as float [0, 1] by the reader's intensity rule (:mod:`.io`): 8/16-bit and float images alike."""
     from .io import series_from_arrays
 
@@ -80,7 +80,7 @@ def learned_scorer(
 
     def score(image: np.ndarray) -> tuple[float, bool]:
         mag = magnification() if callable(magnification) else magnification
-        (result,) = score_frames([_as_float(image)], mag, model, mode, device=device)
+        (result,) = score_frames([frame_as_float(image)], mag, model, mode, device=device)
         # the score itself says whether the specimen is recognisable (1 = just recognisable): a blurred frame
         # has no fine structure for the structure map, yet its score still points towards focus
         return float(result.score), bool(result.score >= STRUCTURE_SCORE)
@@ -94,7 +94,7 @@ def metric_scorer(name: str = "normalized_variance") -> Scorer:
     from .metrics import compute_metrics
 
     def score(image: np.ndarray) -> tuple[float, bool]:
-        return float(compute_metrics(_as_float(image), [name])[name]), True
+        return float(compute_metrics(frame_as_float(image), [name])[name]), True
 
     return score
 

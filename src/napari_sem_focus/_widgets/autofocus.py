@@ -222,16 +222,16 @@ class AutofocusWidget(QWidget):
         self.adapter = sem = FibsemSEM(microscope, ProbeSettings(resolution, dwell, hfw))
         range_um, dose = float(self.range_box.value), float(self.dose_box.value)
         scorer_name, strategy, most = self.scorer_box.value, self.strategy_box.value, self.max_box.value
-        start = sem.working_distance_mm()
-        if demo:  # the demo's truth: the virtual SEM behind its frames at this field width and dwell
+        if demo:  # the demo's truth (in this process, no instrument to wait for): the virtual SEM behind its frames
             from ..simulate.fibsem_demo import set_dose, truth
 
+            start = sem.working_distance_mm()
             set_dose(microscope, dose, dwell)
             self.truth = truth(microscope, resolution, sem.field_width_um(), dwell)
             self._curve = self.truth.true_curve(start - range_um * 1e-3, start + range_um * 1e-3)
         stop = self._stop
 
-        def job() -> Any:  # runs in the worker: no Qt here
+        def job() -> Any:  # runs in the worker: no Qt here, and every call to the instrument
             scorer = make_scorer(scorer_name, sem.magnification)
             return (
                 yield from iter_microscope_autofocus(
@@ -239,8 +239,7 @@ class AutofocusWidget(QWidget):
                 )
             )
 
-        message = f"{self.connected.name}: searching ±{range_um:g} µm around {start:.6f} mm…"
-        return job, message
+        return job, f"{self.connected.name}: searching ±{range_um:g} µm around its working distance…"
 
     def cancel(self) -> None:
         self._stop.set()

@@ -305,6 +305,7 @@ class FibsemSEM:
         """For the length of a search: live acquisition stopped (resumed after), one white level, and the
         microscope's auto contrast/brightness once at the start when asked for."""
         live = bool(self.microscope.is_acquiring)
+        live_beam = _live_beam(self.microscope, self.beam) if live else None
         if live:
             self.microscope.stop_acquisition()
         self._white = None
@@ -314,7 +315,7 @@ class FibsemSEM:
             yield
         finally:
             if live and resume_live:
-                self.microscope.start_acquisition(self.beam)
+                self.microscope.start_acquisition(live_beam)
 
     def restore(
         self, working_distance_mm: float, stigmation: tuple[float, float] | None = None, wait_s: float | None = None
@@ -352,6 +353,13 @@ def is_restored(problem: str | None) -> bool:
     return problem is None or problem.startswith(SET_BACK_WHILE_BUSY)
 
 
+def _live_beam(microscope: Any, default: Any) -> Any:
+    """The beam fibsem's live acquisition runs on (its acquisition thread's argument; ``default`` if unknown), so
+    that live imaging resumes on the beam it ran on, the ion beam included."""
+    args = getattr(getattr(microscope, "_acquisition_thread", None), "_args", ())
+    return args[0] if args else default
+
+
 def image_pixel_size_nm(image: Any) -> float | None:
     """Pixel size (nm) stated in a fibsem image's metadata, or None."""
     size = getattr(getattr(image, "metadata", None), "pixel_size", None)
@@ -378,9 +386,9 @@ def frame_to_float(data: Any, white: float | None = None) -> tuple[np.ndarray, f
     if np.issubdtype(raw.dtype, np.unsignedinteger):
         level = max(white_level(raw.dtype, float(raw.max())), white or 0.0)
         return (raw.astype(np.float32) / np.float32(level)), level
-    from ..autofocus import _as_float
+    from ..autofocus import frame_as_float
 
-    return _as_float(raw), white
+    return frame_as_float(raw), white
 
 
 def iter_microscope_autofocus(
