@@ -9,7 +9,8 @@ blurrier than they started (true score lower than at the start), that report a f
 (< 20 e/px) the within-depth-of-field share, the median scans and the median final defocus.
 
 Run: python benchmarks/autofocus.py [--starts 200] [--strategies model bracket sweep] [--json FILE]
-     [--first-seed N] [--low-dose-only]   (e.g. --first-seed 200 --starts 600 --low-dose-only: 207 more low-dose starts)
+     [--first-seed N] [--low-dose-only] [--no-check-start]
+     (e.g. --first-seed 200 --starts 600 --low-dose-only: 207 more low-dose starts)
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def start_case(seed: int) -> dict:
     }
 
 
-def run_case(case: dict, strategy: str, scorer_name: str) -> dict:
+def run_case(case: dict, strategy: str, scorer_name: str, check_start: bool = True) -> dict:
     beam = FrameParams(
         case["family"], case["magnification"], electrons_per_px=case["electrons_per_px"], seed=case["seed"]
     )
@@ -48,7 +49,9 @@ def run_case(case: dict, strategy: str, scorer_name: str) -> dict:
     start = 5.0 + case["fraction"] * visible * 1e-3
     start_score = sem.true_score(start)
     scorer = make_scorer(scorer_name, case["magnification"])
-    result = autofocus(sem, start, scorer, strategy=strategy, range_um=visible, max_acquisitions=12)
+    result = autofocus(
+        sem, start, scorer, strategy=strategy, range_um=visible, max_acquisitions=12, check_start=check_start
+    )
     dof = sem.depth_of_field_um()
     final = abs(sem.defocus_um(result.best_wd_mm))
     return {
@@ -68,6 +71,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first start (default 0)")
     parser.add_argument("--low-dose-only", action="store_true", help="keep only the starts below 20 e/px")
+    parser.add_argument(
+        "--no-check-start", action="store_true", help="end at once on a start that scores in focus (no check scans)"
+    )
     args = parser.parse_args()
     cases = [start_case(i) for i in range(args.first_seed, args.first_seed + args.starts)]
     if args.low_dose_only:
@@ -85,7 +91,7 @@ def main() -> None:
     for strategy in args.strategies:
         for scorer in ("learned", "normalized_variance"):
             t = time.perf_counter()
-            rows = [run_case(c, strategy, scorer) for c in cases]
+            rows = [run_case(c, strategy, scorer, not args.no_check_start) for c in cases]
             scans = np.array([r["scans"] for r in rows])
             low = [r for r in rows if r["low_dose"]]
             low_scans = [r["scans"] for r in low] or [float("nan")]

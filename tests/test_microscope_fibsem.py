@@ -362,3 +362,43 @@ def test_cli_watch_scores_a_microscopes_live_frames(capsys, tmp_path):
     rows = out.read_text().strip().splitlines()
     assert rows[0].startswith("frame,file,working_distance_mm,score") and len(rows) == 3
     assert main(["watch"]) == 2  # neither a folder nor a microscope
+
+
+def test_focus_and_stigmation_through_fibsem_sets_the_stigmators_and_restores_them_on_cancel():
+    from napari_sem_focus.microscopes.fibsem_sem import (
+        iter_microscope_focus_and_stigmate,
+        microscope_focus_and_stigmate,
+    )
+
+    frame = FrameParams(family="tinball", seed=2, astig_um=12.0, astig_angle_deg=40.0)
+    microscope = virtual_demo_microscope(frame, focus_offset_um=8.0, stig_gain_um=20.0, stig_rotation_deg=30.0)
+    probe = ProbeSettings(hfw_um=HFW_5000X_UM)
+    sem = FibsemSEM(microscope, probe)
+    sem_truth = truth(microscope, probe.resolution, HFW_5000X_UM, probe.dwell_time_us)
+    frame_now = sem(DEMO_START_WD_MM, 0.05, -0.05)  # the adapter sets (and reads back) the stigmators too
+    assert frame_now.shape == (512, 768) and sem.stigmation() == pytest.approx((0.05, -0.05))
+    sem.set_stigmation(0.0, 0.0)
+
+    scans = []
+    search = iter_microscope_focus_and_stigmate(sem, lambda image: (5.0 + len(scans), True), range_um=25)
+    for _ in range(10):  # a search abandoned part way through (scores made up: it wanders)
+        scans.append(next(search))
+    assert any(s.setting.stig_x != 0.0 or s.setting.stig_y != 0.0 for s in scans)
+    search.close()
+    assert sem.stigmation() == pytest.approx((0.0, 0.0)) and sem.working_distance_mm() == pytest.approx(4.0)
+
+    holder = {"sem": sem}
+    result = microscope_focus_and_stigmate(sem, learned_scorer(lambda: holder["sem"].magnification()), range_um=25)
+    final = result.final
+    assert result.status == "focused" and sem.stigmation() == pytest.approx((final.stig_x, final.stig_y))
+    assert sem_truth.true_score(final.working_distance_mm, (final.stig_x, final.stig_y)) >= 9.0
+    assert sem_truth.true_score(DEMO_START_WD_MM, (0.0, 0.0)) < 9.0
+
+
+def test_cli_stigmate_on_fibsems_demo(capsys):
+    argv = ["autofocus", "--microscope", "fibsem", "--manufacturer", "Demo", "--start-offset-um", "8"]
+    argv += ["--astig-um", "12", "--astig-angle-deg", "40", "--stig-gain-um", "20", "--stigmate", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "focused" and out["final_true_score"] >= 9.0 > out["start_true_score"]
+    assert out["final"]["stig_x"] != 0.0

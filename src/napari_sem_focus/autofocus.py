@@ -138,6 +138,7 @@ class AutofocusResult:
     best_score: float
     acquisitions: list[Acquisition]
     final_wd_mm: float | None = None
+    restored: bool = False  # a microscope adapter put the start back (cancelled or failed)
 
     @property
     def n_acquisitions(self) -> int:
@@ -199,24 +200,7 @@ class _Search:
         return len(self.scans) < self.max_acquisitions - reserve
 
     def _call(self, wd: float) -> np.ndarray:
-        if self.timeout is None:
-            return np.asarray(self.acquire(wd))
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["image"] = self.acquire(wd)
-            except BaseException as err:  # re-raised below, in the searching thread
-                box["error"] = err
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        thread.join(self.timeout)
-        if thread.is_alive():
-            raise _Stop("acquire failed", f"the microscope gave no image within {self.timeout:g} s at {wd:.6f} mm")
-        if "error" in box:
-            raise box["error"]
-        return np.asarray(box["image"])
+        return call_with_timeout(lambda: self.acquire(wd), self.timeout, f"{wd:.6f} mm")
 
     def measure(self, wd: float) -> Acquisition:
         """Scan at ``wd`` (clamped to the range) and score it."""
@@ -239,13 +223,39 @@ class _Search:
         return scan
 
     def reached(self, level: float | None) -> bool:
-        """Whether the last scan shows structure and scores at least ``level`` (in focus: the search ends there)."""
+        """Whether the last scan shows structure, scores at least ``level`` and is the best so far (in focus: the
+        search ends there)."""
         last = self.scans[-1] if self.scans else None
-        return level is not None and last is not None and last.has_structure and last.score >= level
+        if level is None or last is None or not last.has_structure or last.score < level:
+            return False
+        return last.score >= max(a.score for a in self.scans)
 
     def best(self) -> Acquisition:
         structured = [a for a in self.scans if a.has_structure]
         return max(structured or self.scans, key=lambda a: a.score)
+
+
+def call_with_timeout(call: Callable[[], Any], timeout_s: float | None, where: str) -> np.ndarray:
+    """``call()`` (a microscope's scan) as an array; after ``timeout_s`` seconds without an answer the search stops
+    'acquire failed' (the call goes on in a daemon thread: a microscope adapter waits for it before restoring)."""
+    if timeout_s is None:
+        return np.asarray(call())
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["image"] = call()
+        except BaseException as err:  # re-raised below, in the searching thread
+            box["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise _Stop("acquire failed", f"the microscope gave no image within {timeout_s:g} s at {where}")
+    if "error" in box:
+        raise box["error"]
+    return np.asarray(box["image"])
 
 
 def _parabola_vertex(points: list[tuple[float, float]]) -> float | None:
@@ -280,6 +290,21 @@ def _fit_falloff(scans: list[Acquisition], low: float, high: float, width_mm: fl
             if err < best_err:
                 best_z, best_err = float(z_star), err
     return best_z
+
+
+def _check_start(search: _Search, offset_mm: float) -> Generator[Acquisition, None, None]:
+    """Scan ``offset_mm`` either side of the start (a start that already scores in focus). When one of them beats
+    the start, the start lies on a flank: one more scan at the vertex of the parabola through the three (when it
+    is a maximum between them). The search then ends on the best."""
+    for wd in (search.start - offset_mm, search.start + offset_mm):
+        if search.budget_left(reserve=1) and search.seen(search.clamp(wd), offset_mm * 1e-3) is None:
+            yield search.measure(wd)
+    if search.best() is search.scans[0] or len(search.scans) < 3 or not search.budget_left(reserve=1):
+        return
+    points = sorted((a.working_distance_mm, a.score) for a in search.scans[:3])
+    vertex = _parabola_vertex(points)
+    if vertex is not None and points[0][0] < vertex < points[2][0] and search.seen(vertex, offset_mm / 8) is None:
+        yield search.measure(vertex)
 
 
 def _find_structure(search: _Search, step_mm: float) -> Generator[Acquisition, None, None]:
@@ -476,6 +501,7 @@ def iter_autofocus(
     acquire_timeout_s: float | None = None,
     keep_images: bool = True,
     in_focus_score: float | str | None = "auto",
+    check_start: bool = True,
 ) -> Generator[Acquisition, None, AutofocusResult]:
     """The search as a generator of scans (module docstring); returns the :class:`AutofocusResult`.
 
@@ -492,6 +518,9 @@ def iter_autofocus(
         keep_images: keep each scan's image in its :class:`Acquisition`.
         in_focus_score: a score that ends the search on the scan reaching it ('auto': the scorer's
             ``in_focus_score``, 9.5 for the learned score, none for a classic metric; None: never). Not for 'sweep'.
+        check_start: when the start already reaches ``in_focus_score``, scan once either side of it (a sixteenth
+            of the range away) and end on the best of the three: a start on the edge of the depth of field can
+            score "in focus" while the focus lies beside it.
     """
     if strategy not in STRATEGIES:
         raise SemFocusError(f"unknown autofocus strategy '{strategy}'; choose from {list(STRATEGIES)}")
@@ -511,7 +540,9 @@ def iter_autofocus(
     search.level = level
     try:
         yield search.measure(start_wd_mm)
-        if not search.reached(level):
+        if search.reached(level) and check_start:  # in focus already? one scan either side says whether it is
+            yield from _check_start(search, step_mm / 4)  # the search ends on the best of the three
+        elif not search.reached(level):
             for scan in _STRATEGY_FUNCTIONS[strategy](search, step_mm):
                 yield scan
                 if search.reached(level):

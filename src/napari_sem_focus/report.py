@@ -158,12 +158,14 @@ def save_focus_plot(path: str | Path, *curve: Any, title: str | None = None, **o
     return _save_figure(path, draw)
 
 
-def _save_figure(path: str | Path, draw: Any) -> Path:
-    """A one-axes figure drawn by ``draw(ax)``, written headless (Agg) and atomically; format from the suffix."""
+def _save_figure(path: str | Path, draw: Any, panels: int = 1) -> Path:
+    """A figure of ``panels`` axes side by side drawn by ``draw(ax)`` (``draw(*axes)``), written headless (Agg)
+    and atomically; format from the suffix."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8.5, 4.2), dpi=110)
-    draw(fig.add_subplot())
+    fig = Figure(figsize=(8.5 if panels == 1 else 12.0, 4.2), dpi=110)
+    axes = [fig.add_subplot(1, panels, k + 1) for k in range(panels)]
+    draw(*axes)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -193,6 +195,59 @@ def plot_autofocus_path(
     ax.set_xlabel("working distance (mm)")
     ax.set_ylabel("focus score")
     ax.legend(loc="best", fontsize="small")
+
+
+def plot_stigmator_path(ax: Any, scans: Sequence[Any], result: Any = None, best_stigmator: Any = None) -> None:
+    """Draw the stigmators of a focus + stigmation search (:mod:`napari_sem_focus.stigmation`): each scan's
+    (stig x, stig y), numbered in order, joined, coloured by its score (0-10); the best setting marked once the
+    search has ended; ``best_stigmator`` (the virtual SEM's truth) as a star when known."""
+    xs = [a.setting.stig_x for a in scans]
+    ys = [a.setting.stig_y for a in scans]
+    ax.plot(xs, ys, "-", color="0.6", lw=0.8)
+    points = ax.scatter(xs, ys, c=[a.score for a in scans], cmap="viridis", vmin=0, vmax=10, zorder=3)
+    for a in scans:
+        ax.annotate(str(a.index + 1), (a.setting.stig_x, a.setting.stig_y), textcoords="offset points", xytext=(4, 4))
+    if best_stigmator is not None:
+        ax.plot(*best_stigmator, "*", color="tab:orange", ms=14, label="stigmated (virtual SEM)")
+    if result is not None:
+        ax.plot(result.best.stig_x, result.best.stig_y, "s", mfc="none", mec="tab:red", ms=12, label="best")
+    ax.figure.colorbar(points, ax=ax, label="score")
+    ax.set_xlabel("stigmator x")
+    ax.set_ylabel("stigmator y")
+    ax.set_aspect("equal", adjustable="datalim")
+    if best_stigmator is not None or result is not None:
+        ax.legend(loc="best", fontsize="small")
+
+
+def plot_focus_stig_path(
+    ax_wd: Any,
+    ax_stig: Any,
+    scans: Sequence[Any],
+    result: Any = None,
+    curve: tuple[Sequence[float], Sequence[float]] | None = None,
+    best_stigmator: Any = None,
+) -> None:
+    """A focus + stigmation search on two Axes: score against working distance (:func:`plot_autofocus_path`; the
+    true curve is the one at the best stigmator) and the stigmator path (:func:`plot_stigmator_path`)."""
+    plot_autofocus_path(ax_wd, scans, None, curve)
+    if result is not None:
+        best = result.best.working_distance_mm
+        ax_wd.axvline(best, color="tab:red", ls="--", label=f"best: {best:.4f} mm")
+        ax_wd.legend(loc="best", fontsize="small")
+        ax_wd.set_title(f"focus + stigmation ({result.method}): {result.status}, {result.n_acquisitions} scans")
+    plot_stigmator_path(ax_stig, scans, result, best_stigmator)
+
+
+def save_focus_stig_plot(
+    path: str | Path,
+    result: Any,
+    curve: tuple[Sequence[float], Sequence[float]] | None = None,
+    best_stigmator: Any = None,
+) -> Path:
+    """Render :func:`plot_focus_stig_path` to a PNG file (headless), atomically."""
+    return _save_figure(
+        path, lambda a, b: plot_focus_stig_path(a, b, result.scans, result, curve, best_stigmator), panels=2
+    )
 
 
 def save_autofocus_plot(

@@ -281,10 +281,16 @@ class FibsemSEM:
         )
 
     # --- the Acquire protocol --------------------------------------------------------------------------------
-    def __call__(self, working_distance_mm: float) -> np.ndarray:
-        """Set the working distance (mm), scan a probe frame, return it as float32 [0, 1]."""
+    def __call__(
+        self, working_distance_mm: float, stig_x: float | None = None, stig_y: float | None = None
+    ) -> np.ndarray:
+        """Set the working distance (mm) — and the stigmators when given (microscope units; read back) —, scan a
+        probe frame, return it as float32 [0, 1]."""
         with self._busy:
             readback_mm = self.set_working_distance_mm(working_distance_mm)
+            if stig_x is not None or stig_y is not None:
+                now = self.stigmation()
+                self.set_stigmation(now[0] if stig_x is None else stig_x, now[1] if stig_y is None else stig_y)
             image = self.microscope.acquire_image(image_settings=self.image_settings())
         frame_wd = image_working_distance_mm(image)
         if frame_wd is not None and abs(frame_wd - readback_mm) > self.wd_tolerance_mm:
@@ -391,6 +397,35 @@ def frame_to_float(data: Any, white: float | None = None) -> tuple[np.ndarray, f
     return frame_as_float(raw), white
 
 
+def _restoring(sem: FibsemSEM, search: Generator[Any, None, Any], resume_live: bool) -> Generator[Any, None, Any]:
+    """Run ``search`` (a search generator on ``sem``) in a search session; put the starting working distance and
+    stigmators back when it ends 'cancelled' or 'acquire failed', raises, or is closed before its end. Returns
+    its result with the restore noted in its message (and ``restored`` set)."""
+    start_wd, start_stig = sem.working_distance_mm(), sem.stigmation()
+    finished = False
+    with sem.search_session(resume_live):
+        try:
+            result = yield from search
+            finished = True
+        finally:
+            if not finished:
+                problem = sem.restore(start_wd, start_stig)
+                if problem:
+                    log.error(problem)
+        if result.status in RESTORED_STATUSES:
+            problem = sem.restore(start_wd, start_stig)
+            if is_restored(problem):
+                result.restored = True
+                result.message += f"; working distance (and stigmators) restored to the start, {start_wd:.6f} mm"
+            if problem is not None:
+                result.message += f"; {problem}"
+    return result
+
+
+def _default_timeout(sem: FibsemSEM, options: dict[str, Any]) -> dict[str, Any]:
+    return {"acquire_timeout_s": 30.0 + 10 * sem.probe.scan_time_s()} | options
+
+
 def iter_microscope_autofocus(
     sem: FibsemSEM, scorer: Any, resume_live: bool = True, **options: Any
 ) -> Generator[Any, None, Any]:
@@ -404,37 +439,46 @@ def iter_microscope_autofocus(
     """
     from ..autofocus import iter_autofocus
 
-    options.setdefault("acquire_timeout_s", 30.0 + 10 * sem.probe.scan_time_s())
-    start_wd = sem.working_distance_mm()
-    start_stig = sem.stigmation()
-    finished = False
-    with sem.search_session(resume_live):
-        try:
-            result = yield from iter_autofocus(sem, start_wd, scorer, **options)
-            finished = True
-        finally:
-            if not finished:
-                problem = sem.restore(start_wd, start_stig)
-                if problem:
-                    log.error(problem)
-        if result.status in RESTORED_STATUSES:
-            problem = sem.restore(start_wd, start_stig)
-            if is_restored(problem):
-                result.final_wd_mm = start_wd
-                result.message += f"; working distance restored to the start, {start_wd:.6f} mm"
-            if problem is not None:
-                result.message += f"; {problem}"
+    search = iter_autofocus(sem, sem.working_distance_mm(), scorer, **_default_timeout(sem, options))
+    result = yield from _restoring(sem, search, resume_live)
+    if result.restored:
+        result.final_wd_mm = result.start_wd_mm
     return result
 
 
-def microscope_autofocus(sem: FibsemSEM, scorer: Any, **options: Any) -> Any:
-    """:func:`iter_microscope_autofocus` run to the end; returns the ``AutofocusResult``."""
-    search = iter_microscope_autofocus(sem, scorer, **options)
+def iter_microscope_focus_and_stigmate(
+    sem: FibsemSEM, scorer: Any, resume_live: bool = True, **options: Any
+) -> Generator[Any, None, Any]:
+    """:func:`napari_sem_focus.stigmation.iter_focus_and_stigmate` on a fibsem microscope, from its working distance
+    and stigmators now, with the same restore guarantees as :func:`iter_microscope_autofocus` (``final`` says
+    where the beam was left). ``options`` are ``iter_focus_and_stigmate``'s (e.g. ``stig_range`` in the
+    microscope's stigmator units)."""
+    from ..stigmation import iter_focus_and_stigmate
+
+    start_wd, start_stig = sem.working_distance_mm(), sem.stigmation()
+    search = iter_focus_and_stigmate(sem, start_wd, start_stig, scorer, **_default_timeout(sem, options))
+    result = yield from _restoring(sem, search, resume_live)
+    if result.restored:
+        result.final = result.start
+    return result
+
+
+def _run(search: Generator[Any, None, Any]) -> Any:
     while True:
         try:
             next(search)
         except StopIteration as stop:
             return stop.value
+
+
+def microscope_autofocus(sem: FibsemSEM, scorer: Any, **options: Any) -> Any:
+    """:func:`iter_microscope_autofocus` run to the end; returns the ``AutofocusResult``."""
+    return _run(iter_microscope_autofocus(sem, scorer, **options))
+
+
+def microscope_focus_and_stigmate(sem: FibsemSEM, scorer: Any, **options: Any) -> Any:
+    """:func:`iter_microscope_focus_and_stigmate` run to the end; returns the ``FocusStigResult``."""
+    return _run(iter_microscope_focus_and_stigmate(sem, scorer, **options))
 
 
 # --- live acquisition ---------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ fibsem's own ``run_auto_focus`` run unchanged against focus-dependent images, si
 - Dose: detected electrons per pixel = beam current x dwell time / e (fibsem's demo: 100 pA; at 0.5 µs
   312 e/px); set the current (``set_beam_current``) for low-dose frames.
 - ``bit_depth`` 16 writes uint16 frames (8-bit values x 257), as 16-bit detectors do.
+- Astigmatism: the frame's ``astig_um`` at ``astig_angle_deg``; fibsem's ``set_stigmation`` moves the virtual SEM's
+  stigmators (hidden gain ``stig_gain_um`` per unit, axes rotated by ``stig_rotation_deg``).
 
 Needs the ``microscope`` extra (fibsem); for tests, benchmarks and ``sem-focus autofocus --microscope fibsem
 --manufacturer Demo``.
@@ -48,9 +50,12 @@ def _demo_class() -> type:
     class VirtualDemoMicroscope(DemoMicroscope):
         """fibsem's DemoMicroscope whose electron images come from the virtual SEM (module docstring)."""
 
-        def __init__(self, system: Any, frame: FrameParams, true_wd_mm: float, bit_depth: int):
+        def __init__(
+            self, system: Any, frame: FrameParams, true_wd_mm: float, bit_depth: int, stigmators: tuple[float, float]
+        ):
             super().__init__(system)
             self.frame_template, self.true_wd_mm, self.bit_depth = frame, true_wd_mm, bit_depth
+            self.stig_gain_um, self.stig_rotation_deg = stigmators
             self._sems: dict[tuple[Any, ...], VirtualSEM] = {}
 
         def virtual_sem(self, shape: tuple[int, int], hfw_m: float, dwell_s: float) -> VirtualSEM:
@@ -63,8 +68,17 @@ def _demo_class() -> type:
                 params = replace(
                     self.frame_template, magnification=magnification_from_pixel_size(pixel_nm), electrons_per_px=dose
                 )
-                self._sems[key] = VirtualSEM(params, true_wd_mm=self.true_wd_mm, shape=shape)
-            return self._sems[key]
+                self._sems[key] = VirtualSEM(
+                    params,
+                    true_wd_mm=self.true_wd_mm,
+                    shape=shape,
+                    stig_gain_um=self.stig_gain_um,
+                    stig_rotation_deg=self.stig_rotation_deg,
+                )
+            sem = self._sems[key]
+            stigmation = self.electron_system.beam.stigmation  # the demo's stigmators act on the virtual beam
+            sem.stigmator = (float(stigmation.x), float(stigmation.y))
+            return sem
 
         def acquire_image(self, image_settings: Any = None, beam_type: Any = None) -> Any:
             image = super().acquire_image(image_settings=image_settings, beam_type=beam_type)
@@ -92,15 +106,20 @@ def virtual_demo_microscope(
     focus_offset_um: float = 0.0,
     true_wd_mm: float | None = None,
     bit_depth: int = 8,
+    stig_gain_um: float = 10.0,
+    stig_rotation_deg: float = 0.0,
 ) -> Any:
     """A connected fibsem demo microscope showing the virtual SEM (module docstring).
 
     Args:
-        frame: the specimen (family, seed), probe (d0_nm, alpha_mrad, astigmatism) and detector; magnification
-            and dose are set by each image's field width, resolution, dwell time and the beam current.
+        frame: the specimen (family, seed), probe (d0_nm, alpha_mrad, astigmatism: ``astig_um``,
+            ``astig_angle_deg``) and detector; magnification and dose are set by each image's field width,
+            resolution, dwell time and the beam current.
         focus_offset_um: the microscope starts this far (µm) from best focus (positive: working distance too long).
         true_wd_mm: best focus (mm), instead of ``focus_offset_um``.
         bit_depth: 8 or 16 (uint16 frames).
+        stig_gain_um, stig_rotation_deg: the demo's stigmators (fibsem's ``set_stigmation``) correct this much
+            astigmatism (µm per unit) along axes rotated this far (:class:`~.virtual_sem.VirtualSEM`).
     """
     from napari_sem_focus.microscopes.fibsem_sem import import_fibsem, quiet_fibsem
 
@@ -111,7 +130,8 @@ def virtual_demo_microscope(
     with quiet_fibsem():
         settings = fibsem.utils.load_microscope_configuration()
         settings.system.info.manufacturer = "Demo"
-        microscope = _demo_class()(settings.system, frame or FrameParams(), best, bit_depth)
+        stigmators = (stig_gain_um, stig_rotation_deg)
+        microscope = _demo_class()(settings.system, frame or FrameParams(), best, bit_depth, stigmators)
         microscope.connect_to_microscope("localhost", port=7520)
     microscope.set_working_distance(DEMO_START_WD_MM * 1e-3, _electron())
     return microscope

@@ -1,0 +1,517 @@
+"""Focus and stigmation together: the working distance and both stigmators that give the best-focused image.
+
+An astigmatic beam focuses in two lines at two working distances; a focus-only search settles between them and the
+image stays blurred. This search sets the working distance and both stigmators. The microscope is any
+``acquire(working_distance_mm, stig_x, stig_y) -> image`` (:class:`AcquireStig`; the virtual SEM and the fibsem
+adapter are two); the stigmators are in the microscope's own units, their gain and axes unknown to the search.
+
+Methods (``method=``):
+
+- ``alternating`` — SBEMimage's scheme: three scans along one setting at a time (working distance, stig x, stig y),
+  the setting moved to the vertex of the parabola through their scores; round after round, the steps halved, while
+  the best score improves.
+- ``model`` (default) — the probe's diameter adds defocus and residual astigmatism in quadrature
+  (``d² = d0² + (2α)² (dz² + |a|²/4)``), so along each setting the score falls off as it does with defocus. One
+  line search per setting with the focus search's fall-off model (:mod:`napari_sem_focus.autofocus`, ``model``):
+  working distance, stig x, stig y, then the working distance once more (the learned score can prefer a line
+  focus of a strongly astigmatic beam to its circle of least confusion).
+
+With the learned score (an absolute scale) a scan reaching :data:`~napari_sem_focus.autofocus.IN_FOCUS_SCORE`
+that is the best so far ends the search: in focus and stigmated.
+
+Guarantees, as for the focus search: the working distance stays within ``start ± range_um`` and each stigmator
+within ``start ± stig_range``; at most ``max_acquisitions`` scans (the final move to the best setting included);
+cancellable between scans; it ends on the best setting seen, never worse than the start; 'no structure' (nothing
+recognisable: the start is kept), 'cancelled' and 'acquire failed' (with the best seen) say so.
+:func:`iter_focus_and_stigmate` yields each scan; :func:`focus_and_stigmate` runs it to the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from .autofocus import (
+    Acquisition,
+    Scorer,
+    _fit_falloff,
+    _model,
+    _parabola_vertex,
+    _Stop,
+    call_with_timeout,
+)
+from .errors import SemFocusError
+
+METHODS = ("model", "alternating")
+#: Axis names of a setting: working distance (mm), stigmator x, stigmator y (microscope units).
+AXES = ("working distance", "stig x", "stig y")
+
+
+class AcquireStig(Protocol):
+    """A microscope with stigmators: set the working distance (mm) and both stigmators, scan, return the image."""
+
+    def __call__(self, working_distance_mm: float, stig_x: float, stig_y: float) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where the beam is set: working distance (mm) and the two stigmators (microscope units)."""
+
+    working_distance_mm: float
+    stig_x: float
+    stig_y: float
+
+    def along(self, axis: int) -> float:
+        """The value of one axis (0: working distance, 1: stig x, 2: stig y)."""
+        return (self.working_distance_mm, self.stig_x, self.stig_y)[axis]
+
+    def moved(self, axis: int, value: float) -> Setting:
+        """This setting with one axis set to ``value``."""
+        name = ("working_distance_mm", "stig_x", "stig_y")[axis]
+        return replace(self, **{name: float(value)})
+
+
+@dataclass
+class StigScan:
+    """One scan of the search: its setting, score and structure flag (and image)."""
+
+    index: int
+    setting: Setting
+    score: float
+    has_structure: bool
+    image: np.ndarray | None = field(default=None, repr=False)
+    elapsed_s: float = 0.0
+
+    @property
+    def working_distance_mm(self) -> float:
+        return self.setting.working_distance_mm
+
+
+@dataclass
+class FocusStigResult:
+    """The outcome: ``status`` 'focused', 'no structure', 'cancelled' or 'acquire failed'; ``final`` is where the
+    search left the beam."""
+
+    status: str
+    message: str
+    method: str
+    start: Setting
+    best: Setting
+    best_score: float
+    scans: list[StigScan]
+    final: Setting
+    restored: bool = False  # a microscope adapter put the start back (cancelled or failed)
+
+    @property
+    def n_acquisitions(self) -> int:
+        return len(self.scans)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for JSON: every field, the scans without their images."""
+
+        def setting(s: Setting) -> dict[str, float]:
+            return {"working_distance_mm": s.working_distance_mm, "stig_x": s.stig_x, "stig_y": s.stig_y}
+
+        return {
+            "status": self.status,
+            "message": self.message,
+            "method": self.method,
+            "start": setting(self.start),
+            "best": setting(self.best),
+            "best_score": self.best_score,
+            "final": setting(self.final),
+            "restored": self.restored,
+            "n_acquisitions": self.n_acquisitions,
+            "scans": [setting(a.setting) | {"score": a.score, "has_structure": a.has_structure} for a in self.scans],
+        }
+
+    def summary(self) -> str:
+        b = self.best
+        return (
+            f"{self.status}: working distance {b.working_distance_mm:.6f} mm, stigmators ({b.stig_x:+.4f}, "
+            f"{b.stig_y:+.4f}), score {self.best_score:.2f} ({self.n_acquisitions} scans, {self.method}) — "
+            f"{self.message}"
+        )
+
+
+class _Search3:
+    """The bookkeeping of a search over (working distance, stig x, stig y): limits, scans, the best so far."""
+
+    def __init__(
+        self,
+        acquire: AcquireStig,
+        scorer: Scorer,
+        start: Setting,
+        half_ranges: tuple[float, float, float],
+        max_acquisitions: int,
+        should_stop: Callable[[], bool] | None,
+        acquire_timeout_s: float | None,
+        keep_images: bool,
+    ):
+        self.acquire, self.scorer, self.start = acquire, scorer, start
+        self.low = tuple(start.along(i) - half_ranges[i] for i in range(3))
+        self.high = tuple(start.along(i) + half_ranges[i] for i in range(3))
+        self.max_acquisitions, self.should_stop = max_acquisitions, should_stop
+        self.timeout, self.keep_images = acquire_timeout_s, keep_images
+        self.scans: list[StigScan] = []
+        self.level: float | None = None
+        self.t0 = time.monotonic()
+
+    def clamp(self, setting: Setting) -> Setting:
+        values = [min(max(setting.along(i), self.low[i]), self.high[i]) for i in range(3)]
+        return Setting(*values)
+
+    def budget_left(self, reserve: int = 0) -> bool:
+        return len(self.scans) < self.max_acquisitions - reserve
+
+    def measure(self, setting: Setting) -> StigScan:
+        """Set the beam to ``setting`` (clamped to the limits), scan and score."""
+        if self.should_stop is not None and self.should_stop():
+            raise _Stop("cancelled", "cancelled by the user")
+        s = self.clamp(setting)
+        where = f"{s.working_distance_mm:.6f} mm, stigmators ({s.stig_x:+.4f}, {s.stig_y:+.4f})"
+        try:
+            image = call_with_timeout(
+                lambda: self.acquire(s.working_distance_mm, s.stig_x, s.stig_y), self.timeout, where
+            )
+            if image.ndim != 2:
+                raise SemFocusError(f"the microscope returned an image of shape {image.shape}, not a 2-D image")
+            score, structure = self.scorer(image)
+        except _Stop:
+            raise
+        except Exception as err:
+            raise _Stop("acquire failed", f"scan at {where} failed: {err}") from err
+        scan = StigScan(
+            len(self.scans), s, score, structure, image if self.keep_images else None, time.monotonic() - self.t0
+        )
+        self.scans.append(scan)
+        return scan
+
+    def best(self) -> StigScan:
+        structured = [a for a in self.scans if a.has_structure]
+        return max(structured or self.scans, key=lambda a: a.score)
+
+    def reached(self) -> bool:
+        """Whether the last scan shows structure, reaches the in-focus level and is the best so far."""
+        last = self.scans[-1] if self.scans else None
+        if self.level is None or last is None or not last.has_structure or last.score < self.level:
+            return False
+        return last.score >= max(a.score for a in self.scans)
+
+
+class _Line:
+    """One axis of a :class:`_Search3` through a setting, dressed as the focus search's 1-D bookkeeping so that its
+    strategies (:func:`napari_sem_focus.autofocus._model`) search along stigmators as along the working distance:
+    ``working_distance_mm`` of its scans is the axis' value. Scans of the 3-D search on this line seed it; at most
+    ``budget`` new scans."""
+
+    def __init__(self, search: _Search3, axis: int, through: Setting, budget: int):
+        self.search, self.axis, self.through, self.budget = search, axis, through, budget
+        self.start = through.along(axis)
+        self.low, self.high = search.low[axis], search.high[axis]
+        self.level = None  # no polishing along one axis: the 3-D search ends on the in-focus level itself
+        self.scans: list[Acquisition] = [self._view(a) for a in search.scans if self._on_line(a.setting)]
+        self.new = 0
+
+    def _on_line(self, setting: Setting) -> bool:
+        return all(abs(setting.along(i) - self.through.along(i)) <= 1e-12 for i in range(3) if i != self.axis)
+
+    def _view(self, scan: StigScan) -> Acquisition:
+        return Acquisition(scan.index, scan.setting.along(self.axis), scan.score, scan.has_structure)
+
+    def clamp(self, x: float) -> float:
+        return min(max(x, self.low), self.high)
+
+    def seen(self, x: float, tol: float) -> Acquisition | None:
+        return next((a for a in self.scans if abs(a.working_distance_mm - x) <= tol), None)
+
+    def budget_left(self, reserve: int = 0) -> bool:
+        return self.new < self.budget - reserve and self.search.budget_left(reserve)
+
+    def measure(self, x: float) -> Acquisition:
+        scan = self.search.measure(self.through.moved(self.axis, self.clamp(x)))
+        self.new += 1
+        view = self._view(scan)
+        self.scans.append(view)
+        return view
+
+    def best(self) -> Acquisition:
+        structured = [a for a in self.scans if a.has_structure]
+        return max(structured or self.scans, key=lambda a: a.score)
+
+
+def _line_search(
+    search: _Search3, axis: int, through: Setting, step: float, budget: int
+) -> Generator[StigScan, None, Setting]:
+    """The focus search's fall-off model along one axis through ``through`` (scanned first when it is not yet), at
+    most ``budget`` new scans, each yielded; returns ``through`` moved to the fitted peak along the axis (the
+    best scan's value when no fit holds)."""
+    line = _Line(search, axis, through, budget)
+    near = line.seen(line.start, abs(step) / 8)  # a scan this close stands for the through point
+    if near is not None:
+        line.start = near.working_distance_mm
+    elif line.budget_left(reserve=1):
+        line.measure(line.start)
+        line.new = 0  # the through point is not one of the line's own scans
+        yield search.scans[-1]
+        if search.reached():
+            return through
+    for _ in _model(line, step):  # type: ignore[arg-type]
+        yield search.scans[-1]
+        if search.reached():
+            return through.moved(axis, search.scans[-1].setting.along(axis))
+    return through.moved(axis, _fitted_peak(line, step))
+
+
+def _fitted_peak(line: _Line, step: float) -> float:
+    """Where the fall-off model fitted to the line's scans peaks — the circle of least confusion along the working
+    distance, less swayed by one noisy scan than the best scan is — when it lies within a step of the scanned span;
+    else the best scan's value."""
+    values = [a.working_distance_mm for a in line.scans if a.has_structure]
+    best = line.best().working_distance_mm
+    if len(values) < 3:
+        return best
+    peak = _fit_falloff(line.scans, line.low, line.high, step)
+    if peak is None or not min(values) - step <= peak <= max(values) + step:
+        return best
+    return peak
+
+
+#: The ``model`` method's first round of line searches: (axis, new scans at most, first step as a fraction of the
+#: axis' step). Each stigmator: a scan either side of the fitted focus and one at the fitted peak.
+MODEL_ROUND = ((0, 6, 1.0), (1, 3, 1.0), (2, 3, 1.0))
+#: After the first round: jumps to the peak of the joint model fitted to every scan, at most this many.
+JOINT_JUMPS = 4
+
+
+def _model_method(search: _Search3, steps: tuple[float, float, float]) -> Generator[StigScan, None, None]:
+    through = search.start
+    for axis, budget, fraction in MODEL_ROUND:
+        if not search.budget_left(reserve=1):
+            return
+        through = yield from _line_search(search, axis, through, steps[axis] * fraction, budget)
+        if search.reached():
+            return
+    for _ in range(JOINT_JUMPS):
+        target = _fit_joint(search, steps)
+        if target is None or not search.budget_left(reserve=1):
+            break
+        target = search.clamp(target)
+        if _near_a_scan(search, target, steps, 1 / 8):
+            break  # the model points where the search has looked: converged
+        yield search.measure(target)
+        if search.reached():
+            return
+    # polish: one more line search per axis, half steps, through the best setting
+    for axis in range(3):
+        if not search.budget_left(reserve=1):
+            return
+        yield from _line_search(search, axis, search.best().setting, steps[axis] / 2, 3)
+        if search.reached():
+            return
+
+
+def _near_a_scan(search: _Search3, target: Setting, steps: tuple[float, float, float], fraction: float) -> bool:
+    """Whether a scan lies within ``fraction`` of a step of ``target`` on every axis."""
+    return any(
+        all(abs(a.setting.along(i) - target.along(i)) <= fraction * steps[i] for i in range(3)) for a in search.scans
+    )
+
+
+def _fit_joint(search: _Search3, steps: tuple[float, float, float]) -> Setting | None:
+    """The peak of ``s = a - b ln(w² + dz² + c |ds|²)`` (``dz``, ``ds``: working distance and stigmators from the
+    peak, in steps; b, c, w > 0) fitted to every scan with structure by Gauss-Newton with damping from a few
+    starts; None without enough scans, a valid fit, or a peak within two steps of the scanned settings."""
+    scans = [a for a in search.scans if a.has_structure]
+    if len(scans) < 7:
+        return None
+    origin = search.start
+    x = np.array([[(a.setting.along(i) - origin.along(i)) / steps[i] for i in range(3)] for a in scans])
+    y = np.array([a.score for a in scans])
+    best = x[int(np.argmax(y))]
+    fits = [_gauss_newton(x, y, np.array([*best, c, w])) for c in (-1.0, 0.0, 1.0) for w in (-1.0, 1.0)]
+    fits = [f for f in fits if f is not None]
+    if not fits:
+        return None
+    peak = min(fits, key=lambda f: f[1])[0][:3]
+    if np.any(peak < x.min(axis=0) - 2) or np.any(peak > x.max(axis=0) + 2):
+        return None
+    return Setting(*(origin.along(i) + peak[i] * steps[i] for i in range(3)))
+
+
+def _joint_residuals(params: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Residuals of the joint model with (a, b) solved by least squares; and whether b > 0 (a peak)."""
+    log_c, log_w2 = np.clip(params[3:5], -10.0, 10.0)
+    q = np.exp(log_w2) + (x[:, 0] - params[0]) ** 2 + np.exp(log_c) * np.sum((x[:, 1:] - params[1:3]) ** 2, 1)
+    if not np.all(np.isfinite(q)):
+        return np.full_like(y, 1e6), False
+    design = np.stack([np.ones_like(q), -np.log(q)], axis=1)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return design @ coef - y, bool(coef[1] > 0)
+
+
+def _gauss_newton(x: np.ndarray, y: np.ndarray, params: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Damped Gauss-Newton (Levenberg-Marquardt) on the joint model's 5 shape parameters: (peak, sse) or None."""
+    damping = 1e-2
+    r, ok = _joint_residuals(params, x, y)
+    sse = float(r @ r)
+    for _ in range(60):
+        jac = np.empty((len(y), 5))
+        for k in range(5):
+            bumped = params.copy()
+            bumped[k] += 1e-5
+            jac[:, k] = (_joint_residuals(bumped, x, y)[0] - r) / 1e-5
+        normal = jac.T @ jac
+        try:
+            step = np.linalg.solve(normal + damping * np.diag(np.diag(normal) + 1e-9), -jac.T @ r)
+        except np.linalg.LinAlgError:
+            return None
+        trial = params + step
+        trial[3:5] = np.clip(trial[3:5], -10.0, 10.0)
+        r_trial, ok_trial = _joint_residuals(trial, x, y)
+        if float(r_trial @ r_trial) < sse:
+            params, r, ok, sse = trial, r_trial, ok_trial, float(r_trial @ r_trial)
+            damping /= 3
+            if np.max(np.abs(step)) < 1e-4:
+                break
+        else:
+            damping *= 4
+            if damping > 1e6:
+                break
+    return (params, sse) if ok and np.all(np.isfinite(params)) else None
+
+
+def _parabola_along(search: _Search3, axis: int, step: float) -> Generator[StigScan, None, None]:
+    """Three scans along ``axis`` around the best setting (centre reused when scanned), then one more at the vertex
+    of the parabola through them when it is a maximum within two steps (SBEMimage's series)."""
+    centre = search.best().setting
+    points = []
+    for offset in (-step, 0.0, step):
+        target = search.clamp(centre.moved(axis, centre.along(axis) + offset))
+        known = next((a for a in search.scans if a.setting == target), None)
+        if known is None:
+            if not search.budget_left(reserve=1):
+                return
+            known = search.measure(target)
+            yield known
+            if search.reached():
+                return
+        points.append((target.along(axis), known.score))
+    vertex = _parabola_vertex(points)
+    if vertex is None or abs(vertex - centre.along(axis)) > 2 * step or not search.budget_left(reserve=1):
+        return
+    target = search.clamp(centre.moved(axis, vertex))
+    if all(a.setting != target for a in search.scans):
+        yield search.measure(target)
+
+
+def _alternating_method(search: _Search3, steps: tuple[float, float, float]) -> Generator[StigScan, None, None]:
+    scale = 1.0
+    previous = -np.inf
+    while search.budget_left(reserve=1):
+        for axis in range(3):
+            yield from _parabola_along(search, axis, steps[axis] * scale)
+            if search.reached() or not search.budget_left(reserve=1):
+                return
+        best = search.best().score
+        if best <= previous:  # a round that did not improve: done
+            return
+        previous, scale = best, scale / 2
+
+
+_METHODS = {"model": _model_method, "alternating": _alternating_method}
+
+
+def iter_focus_and_stigmate(
+    acquire: AcquireStig,
+    start_wd_mm: float,
+    start_stig: tuple[float, float],
+    scorer: Scorer,
+    method: str = "model",
+    range_um: float = 100.0,
+    stig_range: float = 1.0,
+    step_um: float | None = None,
+    stig_step: float | None = None,
+    max_acquisitions: int = 24,
+    should_stop: Callable[[], bool] | None = None,
+    acquire_timeout_s: float | None = None,
+    keep_images: bool = True,
+    in_focus_score: float | str | None = "auto",
+) -> Generator[StigScan, None, FocusStigResult]:
+    """The focus + stigmation search as a generator of scans (module docstring); returns the :class:`FocusStigResult`.
+
+    Args:
+        acquire: the microscope (:class:`AcquireStig`).
+        start_wd_mm, start_stig: where the beam is now (mm; stigmator units).
+        scorer: image -> (score, has_structure) (:func:`napari_sem_focus.autofocus.learned_scorer`, ...).
+        method: 'model' or 'alternating'.
+        range_um: the working distance stays within ``start ± range_um`` (µm).
+        stig_range: each stigmator stays within ``start ± stig_range`` (microscope units).
+        step_um, stig_step: first steps (µm; units); default a quarter of each range.
+        max_acquisitions: most scans in all, the final move to the best setting included (>= 4).
+        should_stop: checked before each scan; when true the search ends 'cancelled' on the best seen.
+        acquire_timeout_s: a scan that takes longer stops the search ('acquire failed').
+        keep_images: keep each scan's image.
+        in_focus_score: a score that ends the search ('auto': the scorer's ``in_focus_score``; None: never).
+    """
+    if method not in METHODS:
+        raise SemFocusError(f"unknown focus + stigmation method '{method}'; choose from {list(METHODS)}")
+    if max_acquisitions < 4:
+        raise SemFocusError("a focus + stigmation search needs at least 4 acquisitions")
+    if not (range_um > 0 and stig_range > 0):
+        raise SemFocusError("the search ranges (working distance µm, stigmator units) must be positive")
+    steps = ((step_um or range_um / 4) * 1e-3, stig_step or stig_range / 4, stig_step or stig_range / 4)
+    start = Setting(float(start_wd_mm), float(start_stig[0]), float(start_stig[1]))
+    search = _Search3(
+        acquire,
+        scorer,
+        start,
+        (range_um * 1e-3, stig_range, stig_range),
+        max_acquisitions,
+        should_stop,
+        acquire_timeout_s,
+        keep_images,
+    )
+    level = getattr(scorer, "in_focus_score", None) if in_focus_score == "auto" else in_focus_score
+    search.level = level
+    status, message = "focused", ""
+    try:
+        yield search.measure(start)
+        if not search.reached():
+            yield from _METHODS[method](search, steps)
+        best = search.best()
+        if not best.has_structure:
+            raise _Stop("no structure", "no scan showed any specimen structure; the beam left at the start")
+        if search.scans[-1].setting != best.setting:  # end on the best setting seen
+            yield search.measure(best.setting)
+    except _Stop as stop:
+        status, message = stop.status, stop.message
+        if stop.status == "no structure" and search.scans and search.scans[-1].setting != start:
+            try:
+                yield search.measure(start)
+            except _Stop:
+                pass
+    if not search.scans:
+        raise SemFocusError(f"the search could not make a single scan: {message}")
+    best = search.best() if status != "no structure" else search.scans[0]
+    if status == "focused":
+        message = f"best focus and stigmation found after {len(search.scans)} scans"
+    return FocusStigResult(
+        status, message, method, start, best.setting, best.score, search.scans, search.scans[-1].setting
+    )
+
+
+def focus_and_stigmate(
+    acquire: AcquireStig, start_wd_mm: float, start_stig: tuple[float, float], scorer: Scorer, **options: Any
+) -> FocusStigResult:
+    """:func:`iter_focus_and_stigmate` run to the end."""
+    search = iter_focus_and_stigmate(acquire, start_wd_mm, start_stig, scorer, **options)
+    while True:
+        try:
+            next(search)
+        except StopIteration as stop:
+            return stop.value
