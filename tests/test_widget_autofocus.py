@@ -102,3 +102,22 @@ def test_score_stack_scores_the_live_frames_of_the_connected_microscope(widget, 
     assert len(score.rows) == 2 and all(0.0 <= r["score"] <= 10.0 for r in score.rows)
     assert score.live_layer.name == "live: fibsem Demo" and score.live_layer.data.shape == (2, 384, 512)
     assert not microscope.is_acquiring
+
+
+def test_autofocus_widget_stigmates_too(widget, qtbot):
+    _, w = widget
+    w.specimen_box.value = "tinball"
+    w.mag_box.value = 10000
+    w.offset_box.value = 15
+    w.astig_box.value = 12
+    w.stigmate_box.value = True
+    assert w.max_box.value == 24 and w.stig_range_box.native.isVisibleTo(w)
+    w.start()
+    _wait(qtbot, lambda: w.result is not None and w.run_button.isEnabled())
+    result = w.result
+    final = result.final
+    assert result.status == "focused" and w.truth.in_focus_and_stigmated(
+        final.working_distance_mm, (final.stig_x, final.stig_y)
+    )
+    assert "astigmatism left" in w.status.text()
+    assert len(w.plot.figure.axes) == 3  # score vs working distance, the stigmator path and its colour bar

@@ -15,7 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QWidget
 
 from ..autofocus import SCORERS, STRATEGIES
@@ -33,8 +33,11 @@ MICROSCOPES = (VIRTUAL, "fibsem: Demo", "fibsem: Thermo", "fibsem: Tescan")
 #: Probe-frame sizes offered (fibsem's own autofocus uses 768x512).
 PROBE_SIZES = ("384x256", "768x512", "1536x1024")
 
+#: Orientation (°) of the simulated astigmatism (virtual SEM and the demo).
+ASTIG_ANGLE_DEG = 30.0
+
 #: The form's fields, by which microscope they serve.
-VIRTUAL_FIELDS = ("specimen_box", "mag_box", "dose_box", "offset_box")
+VIRTUAL_FIELDS = ("specimen_box", "mag_box", "dose_box", "offset_box", "astig_box")
 CONNECTION_FIELDS = ("ip_box", "config_box")
 PROBE_FIELDS = ("probe_box", "dwell_box", "hfw_box", "range_box")
 
@@ -65,6 +68,13 @@ class AutofocusWidget(QWidget):
         self.mag_box = magnification_spin(low=200, high=100_000)
         self.dose_box = FloatSpinBox(label="dose (e/px)", value=200, min=1, max=10_000)
         self.offset_box = FloatSpinBox(label="start from focus (µm)", value=40, min=-2000, max=2000)
+        self.astig_box = FloatSpinBox(
+            label="astigmatism (µm)",
+            value=0,
+            min=0,
+            max=2000,
+            tooltip="focal-line separation of the simulated beam; the stigmators' gain and axes stay hidden",
+        )
         self.probe_box = ComboBox(label="probe frame (px)", choices=list(PROBE_SIZES), value="768x512")
         self.dwell_box = FloatSpinBox(label="dwell (µs)", value=0.5, min=0.025, max=100, step=0.1)
         self.hfw_box = FloatSpinBox(
@@ -79,9 +89,14 @@ class AutofocusWidget(QWidget):
         self.strategy_box = ComboBox(label="strategy", choices=list(STRATEGIES))
         self.scorer_box = ComboBox(label="score", choices=list(SCORERS))
         self.max_box = SpinBox(label="most scans", value=12, min=3, max=100)
+        self.stigmate_box = CheckBox(text="stigmate too", tooltip="set both stigmators as well as the focus")
+        self.stig_range_box = FloatSpinBox(label="stigmators ± (units)", value=1.0, min=0.001, max=1000, step=0.1)
         fields = ("microscope_box", *CONNECTION_FIELDS, *VIRTUAL_FIELDS, *PROBE_FIELDS)
-        self.form = form(self, " ".join((*fields, "strategy_box", "scorer_box", "max_box")))
+        search_fields = ("strategy_box", "scorer_box", "max_box", "stigmate_box", "stig_range_box")
+        self.form = form(self, " ".join((*fields, *search_fields)))
         self.microscope_box.changed.connect(lambda _value: self._show_fields())
+        self.stigmate_box.changed.connect(self._stigmate_changed)
+        self._best_stig: tuple[float, float] | None = None  # the virtual SEM's truth, for the plot
 
         buttons, (self.connect_button, self.run_button, self.cancel_button, self.restore_button) = button_row(
             ("Connect", self.connect),
@@ -118,6 +133,8 @@ class AutofocusWidget(QWidget):
         for name, visible in shown.items():
             getattr(self, name).visible = visible
         self.offset_box.label = "start from focus (µm)" if manufacturer is None else "focus hidden at (µm)"
+        self.stig_range_box.visible = bool(self.stigmate_box.value)
+        self.strategy_box.visible = not self.stigmate_box.value
         self.connect_button.setVisible(manufacturer is not None)
         self._enable_run()
 
@@ -128,13 +145,12 @@ class AutofocusWidget(QWidget):
         ready = self.manufacturer is None or self.connected.microscope is not None
         self.run_button.setEnabled(idle and ready)
         self.connect_button.setEnabled(idle)
-        moved = (
-            self.adapter is not None
-            and self.result is not None
-            and self.result.final_wd_mm is not None
-            and abs(self.result.final_wd_mm - self.result.start_wd_mm) > 1e-9
-        )
+        moved = self.adapter is not None and self.result is not None and _left_the_start(self.result)
         self.restore_button.setEnabled(idle and moved and self.manufacturer is not None)
+
+    def _stigmate_changed(self, on: bool) -> None:
+        self.max_box.value = 24 if on else 12  # a focus + stigmation search needs more scans
+        self._show_fields()
 
     # --- connect ---------------------------------------------------------------------------------------------
     def connect(self) -> Any:
@@ -144,7 +160,7 @@ class AutofocusWidget(QWidget):
             return None
         ip, config = self.ip_box.value.strip() or None, self.config_box.value
         config = str(config) if config and str(config) not in ("", ".") else None
-        family, offset = self.specimen_box.value, float(self.offset_box.value)
+        family, offset, astig = self.specimen_box.value, float(self.offset_box.value), float(self.astig_box.value)
 
         def job() -> Any:  # in the worker: no Qt here
             yield from ()
@@ -152,7 +168,8 @@ class AutofocusWidget(QWidget):
                 from ..simulate.fibsem_demo import virtual_demo_microscope
                 from ..simulate.frame import FrameParams
 
-                microscope = virtual_demo_microscope(FrameParams(family=family), focus_offset_um=offset)
+                frame = FrameParams(family=family, astig_um=astig, astig_angle_deg=ASTIG_ANGLE_DEG)
+                microscope = virtual_demo_microscope(frame, focus_offset_um=offset)
             else:
                 from ..microscopes.fibsem_sem import connect
 
@@ -180,6 +197,7 @@ class AutofocusWidget(QWidget):
     def start(self) -> Any:
         """Start the search in a worker (the form is read here); returns the worker."""
         self.scans, self.result, self.layer, self.truth, self._curve = [], None, None, None, None
+        self._best_stig, self._stigmating = None, bool(self.stigmate_box.value)
         self._stop.clear()
         if self.manufacturer is None:
             job, message = self._virtual_job()
@@ -196,15 +214,36 @@ class AutofocusWidget(QWidget):
         from ..simulate.virtual_sem import VirtualSEM
 
         mag = float(self.mag_box.value)
-        beam = FrameParams(family=self.specimen_box.value, magnification=mag, electrons_per_px=self.dose_box.value)
+        beam = FrameParams(
+            family=self.specimen_box.value,
+            magnification=mag,
+            electrons_per_px=self.dose_box.value,
+            astig_um=float(self.astig_box.value),
+            astig_angle_deg=ASTIG_ANGLE_DEG,
+        )
         self.sem = self.truth = VirtualSEM(beam, true_wd_mm=5.0)
         start, range_um = self.sem.search_setup(float(self.offset_box.value))
-        self._curve = self.sem.true_curve(start - range_um * 1e-3, start + range_um * 1e-3)
         scorer_name, strategy, most = self.scorer_box.value, self.strategy_box.value, self.max_box.value
-        sem, stop = self.sem, self._stop
+        sem, stop, stig_range = self.sem, self._stop, float(self.stig_range_box.value)
+        self._set_truth_curve(start, range_um)
 
         def job() -> Any:  # runs in the worker: no Qt here
             scorer = make_scorer(scorer_name, mag)
+            if self._stigmating:
+                from ..stigmation import iter_focus_and_stigmate
+
+                return (
+                    yield from iter_focus_and_stigmate(
+                        sem,
+                        start,
+                        sem.stigmator,
+                        scorer,
+                        range_um=range_um,
+                        stig_range=stig_range,
+                        max_acquisitions=most,
+                        should_stop=stop.is_set,
+                    )
+                )
             return (
                 yield from iter_autofocus(sem, start, scorer, strategy, range_um, None, most, should_stop=stop.is_set)
             )
@@ -228,11 +267,24 @@ class AutofocusWidget(QWidget):
             start = sem.working_distance_mm()
             set_dose(microscope, dose, dwell)
             self.truth = truth(microscope, resolution, sem.field_width_um(), dwell)
-            self._curve = self.truth.true_curve(start - range_um * 1e-3, start + range_um * 1e-3)
-        stop = self._stop
+            self._set_truth_curve(start, range_um)
+        stop, stig_range = self._stop, float(self.stig_range_box.value)
 
         def job() -> Any:  # runs in the worker: no Qt here, and every call to the instrument
             scorer = make_scorer(scorer_name, sem.magnification)
+            if self._stigmating:
+                from ..microscopes.fibsem_sem import iter_microscope_focus_and_stigmate
+
+                return (
+                    yield from iter_microscope_focus_and_stigmate(
+                        sem,
+                        scorer,
+                        range_um=range_um,
+                        stig_range=stig_range,
+                        max_acquisitions=most,
+                        should_stop=stop.is_set,
+                    )
+                )
             return (
                 yield from iter_microscope_autofocus(
                     sem, scorer, strategy=strategy, range_um=range_um, max_acquisitions=most, should_stop=stop.is_set
@@ -240,6 +292,17 @@ class AutofocusWidget(QWidget):
             )
 
         return job, f"{self.connected.name}: searching ±{range_um:g} µm around its working distance…"
+
+    def _set_truth_curve(self, start: float, range_um: float) -> None:
+        """The virtual SEM's true score along the working distance (at the stigmators that cancel its astigmatism
+        when stigmating): what the plot draws beneath the scans."""
+        span = (start - range_um * 1e-3, start + range_um * 1e-3)
+        if self._stigmating:
+            self._best_stig = self.truth.best_stigmator()
+            wds = [float(w) for w in np.linspace(*span, 201)]
+            self._curve = (wds, [self.truth.true_score(w, self._best_stig) for w in wds])
+        else:
+            self._curve = self.truth.true_curve(*span)
 
     def cancel(self) -> None:
         self._stop.set()
@@ -251,15 +314,20 @@ class AutofocusWidget(QWidget):
         from ..microscopes.fibsem_sem import is_restored
 
         sem, result = self.adapter, self.result
-        start = result.start_wd_mm
+        stigmating = hasattr(result, "final")  # a focus + stigmation result: the stigmators go back too
+        start = result.start.working_distance_mm if stigmating else result.start_wd_mm
+        start_stig = (result.start.stig_x, result.start.stig_y) if stigmating else None
 
         def job() -> Any:
             yield from ()
-            return sem.restore(start)
+            return sem.restore(start, start_stig)
 
         def done(problem: str | None) -> None:
-            if is_restored(problem):
-                result.final_wd_mm = start  # the microscope is back where the search began
+            if is_restored(problem):  # the microscope is back where the search began
+                if stigmating:
+                    result.final = result.start
+                else:
+                    result.final_wd_mm = start
             self.status.setText(problem or f"working distance restored to the start, {start:.6f} mm")
 
         self.worker = start_job(job, "restoring", "restoring…", self, self._run_buttons(), None, done, self._enable_run)
@@ -279,22 +347,46 @@ class AutofocusWidget(QWidget):
 
     def _on_result(self, result: Any) -> None:
         self.result = result
-        text = result.summary()
-        if self.manufacturer is not None and result.final_wd_mm is not None:
-            text += f"\nthe microscope is at {result.final_wd_mm:.6f} mm (started at {result.start_wd_mm:.6f} mm)"
-        if self.truth is not None:
-            final = result.final_wd_mm if result.final_wd_mm is not None else result.best_wd_mm
-            text += (
-                f"\ntrue defocus at the end: {self.truth.defocus_um(final):+.2f} µm "
-                f"(depth of field ±{self.truth.depth_of_field_um():.2f} µm)"
-            )
-        self.status.setText(text)
+        self.status.setText(self._result_text(result))
         self._draw()
 
-    def _draw(self) -> None:
-        from ..report import plot_autofocus_path
+    def _result_text(self, result: Any) -> str:
+        """The status line of a finished search: its summary, where the microscope is, and the truth when known."""
+        text = result.summary()
+        stigmating = hasattr(result, "final")
+        final_wd = result.final.working_distance_mm if stigmating else result.final_wd_mm
+        if self.manufacturer is not None and final_wd is not None:
+            start_wd = result.start.working_distance_mm if stigmating else result.start_wd_mm
+            text += f"\nthe microscope is at {final_wd:.6f} mm (started at {start_wd:.6f} mm)"
+        if self.truth is not None:
+            final_wd = final_wd if final_wd is not None else result.best_wd_mm
+            text += f"\ntrue defocus at the end: {self.truth.defocus_um(final_wd):+.2f} µm"
+            if stigmating:
+                residual = self.truth.residual_astigmatism((result.final.stig_x, result.final.stig_y))[0]
+                text += f", astigmatism left {residual:.2f} µm"
+            text += f" (depth of field ±{self.truth.depth_of_field_um():.2f} µm)"
+        return text
 
-        self.plot.axes.clear()
-        if self.scans:
-            plot_autofocus_path(self.plot.axes, self.scans, self.result, self._curve)
+    def _draw(self) -> None:
+        from ..report import plot_autofocus_path, plot_focus_stig_path
+
+        figure = self.plot.figure
+        figure.clear()
+        if getattr(self, "_stigmating", False):
+            self.plot.canvas.setMinimumHeight(600)
+            ax_wd, ax_stig = figure.subplots(2, 1)
+            if self.scans:
+                plot_focus_stig_path(ax_wd, ax_stig, self.scans, self.result, self._curve, self._best_stig)
+        else:
+            ax_wd = figure.add_subplot()
+            if self.scans:
+                plot_autofocus_path(ax_wd, self.scans, self.result, self._curve)
+        self.plot.axes = ax_wd
         self.plot.show_drawing()
+
+
+def _left_the_start(result: Any) -> bool:
+    """Whether a search's result left the beam elsewhere than where it started (working distance or stigmators)."""
+    if hasattr(result, "final"):  # focus + stigmation
+        return result.final != result.start
+    return result.final_wd_mm is not None and abs(result.final_wd_mm - result.start_wd_mm) > 1e-9

@@ -65,7 +65,7 @@ def add_autofocus_parser(sub: Any) -> None:
     sim.add_argument(
         "--stig-gain-um",
         type=float,
-        default=10.0,
+        default=20.0,
         help="astigmatism one stigmator unit corrects (µm; hidden from the search)",
     )
     sim.add_argument(

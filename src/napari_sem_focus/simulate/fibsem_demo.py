@@ -106,7 +106,7 @@ def virtual_demo_microscope(
     focus_offset_um: float = 0.0,
     true_wd_mm: float | None = None,
     bit_depth: int = 8,
-    stig_gain_um: float = 10.0,
+    stig_gain_um: float = 20.0,
     stig_rotation_deg: float = 0.0,
 ) -> Any:
     """A connected fibsem demo microscope showing the virtual SEM (module docstring).

@@ -51,7 +51,7 @@ class VirtualSEM:
     true_wd_mm: float = 5.0
     drift_um_per_scan: float = 0.0
     shape: tuple[int, int] = (384, 512)
-    stig_gain_um: float = 10.0
+    stig_gain_um: float = 20.0
     stig_rotation_deg: float = 0.0
     stigmator: tuple[float, float] = (0.0, 0.0)
     scans: int = field(default=0, init=False)
