@@ -47,6 +47,10 @@ from .autofocus import (
 from .errors import SemFocusError
 
 METHODS = ("model", "alternating")
+#: With an absolute score (the learned one), a scan reaching this ends the search: in focus and stigmated. Higher
+#: than the focus search's 9.5: residual astigmatism leaves an image sharp along one direction, which the learned
+#: score rates a little above its true score.
+STIGMATED_SCORE = 9.7
 #: Axis names of a setting: working distance (mm), stigmator x, stigmator y (microscope units).
 AXES = ("working distance", "stig x", "stig y")
 
@@ -286,6 +290,9 @@ def _fitted_peak(line: _Line, step: float) -> float:
 MODEL_ROUND = ((0, 6, 1.0), (1, 3, 1.0), (2, 3, 1.0))
 #: After the first round: jumps to the peak of the joint model fitted to every scan, at most this many.
 JOINT_JUMPS = 4
+#: Then rounds of line searches through the best setting: the first step per axis (working distance, stig x,
+#: stig y) as a fraction of the axis' step.
+POLISH_ROUNDS = ((0.25, 0.5, 0.5), (0.125, 0.25, 0.25))
 
 
 def _model_method(search: _Search3, steps: tuple[float, float, float]) -> Generator[StigScan, None, None]:
@@ -306,13 +313,15 @@ def _model_method(search: _Search3, steps: tuple[float, float, float]) -> Genera
         yield search.measure(target)
         if search.reached():
             return
-    # polish: one more line search per axis, half steps, through the best setting
-    for axis in range(3):
-        if not search.budget_left(reserve=1):
-            return
-        yield from _line_search(search, axis, search.best().setting, steps[axis] / 2, 3)
-        if search.reached():
-            return
+    # polish while the budget lasts: a line search per axis through the best setting, with finer steps each
+    # round (the working distance first: stigmated, its fall-off is narrower than the first round saw)
+    for fractions in POLISH_ROUNDS:
+        for axis in range(3):
+            if not search.budget_left(reserve=1):
+                return
+            yield from _line_search(search, axis, search.best().setting, steps[axis] * fractions[axis], 3)
+            if search.reached():
+                return
 
 
 def _near_a_scan(search: _Search3, target: Setting, steps: tuple[float, float, float], fraction: float) -> bool:
@@ -477,6 +486,8 @@ def iter_focus_and_stigmate(
         keep_images,
     )
     level = getattr(scorer, "in_focus_score", None) if in_focus_score == "auto" else in_focus_score
+    if in_focus_score == "auto" and level is not None:
+        level = max(level, STIGMATED_SCORE)
     search.level = level
     status, message = "focused", ""
     try:
