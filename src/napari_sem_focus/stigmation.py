@@ -286,8 +286,9 @@ def _fitted_peak(line: _Line, step: float) -> float:
 
 
 #: The ``model`` method's first round of line searches: (axis, new scans at most, first step as a fraction of the
-#: axis' step). Each stigmator: a scan either side of the fitted focus and one at the fitted peak.
-MODEL_ROUND = ((0, 6, 1.0), (1, 3, 1.0), (2, 3, 1.0))
+#: axis' step). Each stigmator: a scan either side of the fitted focus, then the fall-off model's steps (up to
+#: five: a peak beyond the first steps is followed).
+MODEL_ROUND = ((0, 6, 1.0), (1, 5, 1.0), (2, 5, 1.0))
 #: After the first round: jumps to the peak of the joint model fitted to every scan, at most this many.
 JOINT_JUMPS = 4
 #: Then rounds of line searches through the best setting: the first step per axis (working distance, stig x,
