@@ -70,6 +70,48 @@ def test_a_stricter_users_scale_is_learned_from_ten_frames(model, features):
     assert result.model is not model and "lower" in result.summary()
 
 
+def test_a_compressed_users_scale_moves_the_ends_and_the_remap_is_what_scoring_gives(model, frames, features):
+    """A lab whose best frame is 7.5 (0.75x our scale): the adopted line moves its top end down, halves the
+    held-out error at least and says so."""
+    ours = predict_from_features(model, features)
+    user = 0.75 * ours
+    labelled, held_out = list(range(0, 24, 2))[:10], list(range(1, 24, 2))
+    feats = _relabel(features, user)
+    result = drive(adapt_on_features(model, [feats[i] for i in labelled]))
+    assert result.adopted and result.regime == "line"  # one shift of scale: the line, not the head
+    lo, hi = result.model.config.score_remap
+    assert -1.0 <= lo < 1.0 and 6.5 < hi < 8.5
+    before = np.sqrt(np.mean((ours[held_out] - user[held_out]) ** 2))
+    after_pred = predict_from_features(result.model, [feats[i] for i in held_out])
+    assert np.sqrt(np.mean((after_pred - user[held_out]) ** 2)) < 0.5 * before
+    # one tile per frame: the remap curve of the starting score is exactly the adapted model's score
+    assert np.allclose(result.remap_curve(result.scores_before), result.scores_after, atol=1e-3)
+    assert result.describe().startswith("line: your score = 0.7")
+    assert result.describe() in result.summary()
+    assert len(result.labels) == len(result.scores_before) == len(result.cv_scores) == 10
+    # the adapted weights score through the normal path on the user's scale
+    scores = np.array([r.score for r in score_frames(frames[1::2], MAG, result.model, "structure", bf16=False)])
+    assert scores.max() <= hi + 1e-3 and np.abs(scores - after_pred).max() < 0.15
+
+
+def test_the_score_range_survives_saving_and_levels_follow_it(model, features, tmp_path):
+    from napari_sem_focus.autofocus import IN_FOCUS_SCORE, on_model_scale
+
+    feats = _relabel(features, 0.75 * predict_from_features(model, features))
+    result = drive(adapt_on_features(model, feats[:10]))
+    path = save_weights(result.model, tmp_path / "compressed.safetensors", result.metrics)
+    reloaded = load_model(path)
+    assert reloaded.config.score_remap == pytest.approx(result.model.config.score_remap)
+    assert on_model_scale(reloaded)(IN_FOCUS_SCORE) == pytest.approx(reloaded.remap([IN_FOCUS_SCORE])[0])
+    assert on_model_scale(reloaded)(IN_FOCUS_SCORE) < 8.5  # the compressed user's "in focus" level
+    assert on_model_scale(model)(IN_FOCUS_SCORE) == IN_FOCUS_SCORE
+    # a model whose ends moved is not a starting point for training the whole network
+    from napari_sem_focus.train import iter_fine_tune as fine_tune
+
+    with pytest.raises(SemFocusError, match="adapted to a scale"):
+        next(fine_tune(reloaded, [(np.zeros((64, 64), np.float32), MAG, 5.0)] * 4, steps=1, crop_size=(64, 64)))
+
+
 def test_labels_the_model_already_agrees_with_keep_the_model(model, features):
     feats = _relabel(features, predict_from_features(model, features))
     result = drive(adapt_on_features(model, feats[:8]))

@@ -143,12 +143,16 @@ def test_cli_adapts_to_a_few_labels_only_when_it_helps(tmp_path, capsys, user):
     for i, s in enumerate(ours):
         store.set(stack, i, 5000.0, round(10 * (s / 10) ** 2, 2) if user == "stricter" else round(s, 2))
     out = tmp_path / "mine.safetensors"
-    assert main(["train", "--labels", str(store.path), "--init", "default", "--out", str(out)]) == 0
+    plot = tmp_path / "remap.png"
+    argv = ["train", "--labels", str(store.path), "--init", "default", "--out", str(out), "--plot", str(plot)]
+    assert main(argv) == 0
     text = capsys.readouterr().out
     facts = json.loads(out.with_suffix(".json").read_text())
-    assert facts["n_frames"] == 8 and facts["folds"] == 5 and "calibrate" in facts["table"]
+    assert facts["n_frames"] == 8 and facts["folds"] == 5 and "line" in facts["table"]
+    assert plot.stat().st_size > 10_000 and f"drawn in {plot}" in text  # the remap over the labels, either way
     if user == "stricter":
         assert "cross-validated RMSE" in text and out.is_file()
+        assert f"adopted {facts['regime']}" in text and facts["description"] in text
         assert facts["adopted"] and facts["cv_rmse_after"] < 0.7 * facts["cv_rmse_before"]
         assert read_weights_info(out).facts["cv_rmse_after"] == facts["cv_rmse_after"]
     else:

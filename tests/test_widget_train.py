@@ -150,7 +150,19 @@ def test_adapt_to_a_stricter_user_then_use_it(default_setup, qtbot, tmp_path):
         pass
     assert trainer.adaptation is not None and trainer.adaptation.adopted
     assert "cross-validated RMSE" in trainer.status.text() and "lower" in trainer.status.text()
-    assert trainer.use_button.isEnabled() and trainer.axes.lines  # the cross-validation curves are drawn
+    assert trainer.use_button.isEnabled()
+    # the plot: the labelled frames at (model score, label) and the adopted remap over the whole scale
+    result = trainer.adaptation
+    assert f"adopted {result.regime}" in trainer.status.text()
+    assert result.regime in trainer.axes.get_title()
+    drawn = {line.get_label(): line for line in trainer.axes.lines}
+    points = drawn["your labels"]
+    assert np.allclose(points.get_xdata(), result.scores_before) and np.allclose(points.get_ydata(), result.labels)
+    if result.regime == "line":
+        curve = drawn["adopted remap (line)"]
+        assert np.allclose(curve.get_ydata(), result.remap_curve(curve.get_xdata()))
+    else:  # the head has no single curve: each labelled frame's adapted score is drawn
+        assert np.allclose(drawn["adapted (head)"].get_ydata(), result.scores_after)
     new_path = trainer.use_model(tmp_path / "adapted.safetensors")
     facts = __import__("json").loads(new_path.with_suffix(".json").read_text())
     assert facts["adopted"] and facts["cv_rmse_after"] < facts["cv_rmse_before"]

@@ -11,33 +11,40 @@ How (figures in docs/benchmarks.md "Few-label adaptation", from ``benchmarks/few
    features are computed once: the 320x240 tiles that the default ``structure`` mode scores (see
    :mod:`napari_sem_focus.structure`), plus their left-right mirror images as augmentation. A frame's score is the
    mean of its tiles' scores, as in scoring.
-2. **Candidates** (both start from the model's own head and are pulled towards it, "L2-SP"):
-   ``calibrate`` - a monotone remap of the score, ``10 sigmoid(a z + b)`` of the head's logit ``z`` (2 numbers,
-   pulled firmly towards a = 1, b = 0; fixes a user whose scale is offset or stretched against ours);
-   ``head`` - the three fully connected layers (fixes what the features already see but the head weighs
-   differently, e.g. a new detector or texture), tried from ``MIN_FRAMES_HEAD`` = 10 labelled frames on.
+2. **Candidates**, simplest first:
+   ``line`` - the user's score as a straight line of ours, ``lo + (hi - lo) s / 10`` clipped to 0-10, fitted by
+   least squares in closed form (2 numbers; the ends at our 0 and 10 move anywhere in -10..20: a lab whose best
+   frame is a 7.5, one offset by a point, one stricter at the bottom); stored in the weights' config
+   (``score_remap``) and applied to each frame's pooled score (:func:`napari_sem_focus.model.remap_scores`);
+   ``head`` - that line, then the three fully connected layers re-weighted, pulled towards the model's own
+   ("L2-SP"; fixes what the features see but the head weighs differently: a new texture or detector), tried from
+   :data:`MIN_FRAMES_HEAD` = 10 labelled frames on.
 3. **Cross-validation** (k-fold, k = min(5, number of frames); leave-one-out for 5): every candidate is trained on
    k-1 folds and its RMSE on the held-out fold is recorded at a ladder of steps (early stopping). The simplest
    candidate within one standard error of the best (:func:`choose`) is trained on all labelled frames with its
    best step count.
-4. **Never worse**: when it does not lower the cross-validated RMSE by at least ``MIN_GAIN`` (2 %), the result
-   says so and carries the starting model unchanged (``adopted = False``).
+4. **Never worse**: when it does not lower the cross-validated RMSE by at least :data:`MIN_GAIN` (2 %), with a
+   mean per-frame gain above :data:`SIGNIFICANCE` standard errors, the result says so and carries the starting
+   model unchanged (``adopted = False``).
 
-Measured (benchmarks/few_labels.py, held-out frames of shifts the default weights were not trained for; figures in
-docs/benchmarks.md "Few-label adaptation"): the firm pull on ``calibrate`` and the 10-frame floor for ``head`` are
-what keep 5 labels from making things worse; with a weak pull (1e-3), or ``head`` at 5 frames, 5 labels made the
-slow-detector shift 7-15 % worse on average.
+Measured (benchmarks/few_labels.py; docs/benchmarks.md "Few-label adaptation"): against the simple remaps a user
+could fit themselves (least-squares line, isotonic regression of the label on our score) over six users' scales and
+seven frame sets. Remaps of the logit with fixed ends (``10 sigmoid(a z + b)``) could not follow a compressed or
+offset scale; four-number remaps (``lo + (hi - lo) sigmoid(a z + b)``) and the head started from the model's own
+line over-fitted 5-10 labels more often than they helped; the head started on the fitted line is what beats the
+simple remaps on real textures from 10 labels on.
 
 The whole-network path (:func:`napari_sem_focus.train.iter_fine_tune`) stays for users with hundreds of labels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,12 +53,16 @@ from .errors import CancelledError, SemFocusError
 
 #: Steps (full-batch Adam) at which the held-out error is recorded; the best one is kept.
 STEP_LADDER = (10, 25, 50, 100, 200, 400)
-#: Candidate: (learning rate, pull towards the starting weights).
-CANDIDATES = {"calibrate": (0.05, 3e-2), "head": (1e-3, 1e-2)}
+#: Candidate: (learning rate, pull towards the starting weights), simplest first.
+CANDIDATES = {"line": (0.0, 1e-4), "head": (1e-3, 1e-2)}
+#: The narrowest score range a remap may leave (score units): its ends stay at least this far apart.
+MIN_SPAN = 0.5
 #: The ``head`` candidate (about 150,000 numbers) is tried only from this many labelled frames on.
 MIN_FRAMES_HEAD = 10
 #: Relative cross-validated gain a candidate needs before it replaces the starting model.
 MIN_GAIN = 0.02
+#: ... and its mean per-frame gain must exceed this many standard errors of the gains.
+SIGNIFICANCE = 0.5
 MIN_FRAMES = 3
 
 Sample = tuple[np.ndarray, float, float]  # (image float [0, 1], magnification, score)
@@ -85,7 +96,7 @@ class AdaptResult:
     Attributes:
         model: the adapted model, or the starting model itself when ``adopted`` is False.
         adopted: whether adaptation lowered the cross-validated RMSE by at least :data:`MIN_GAIN`.
-        regime: the winning candidate ("calibrate" or "head"), or "none".
+        regime: the winning candidate ("line" or "head"), or "none".
         steps: its optimiser steps.
         cv_rmse_before: cross-validated RMSE of the starting model on the labelled frames (score units; the
             starting model is not trained on them, so this is simply its RMSE).
@@ -106,6 +117,33 @@ class AdaptResult:
     folds: int
     table: dict[str, dict[int, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    scores_before: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    scores_after: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    cv_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    remap: tuple[float, float] | None = None
+    start_remap: tuple[float, float] = (0.0, 10.0)
+
+    def remap_curve(self, scores: Any) -> np.ndarray | None:
+        """The adopted line as a function of the starting model's frame score (score units in and out), or None
+        when the head was re-weighted too (no single curve) or nothing was adopted."""
+        from .model import remap_scores
+
+        if not self.adopted or self.remap is None or self.regime == "head":
+            return None
+        ours = np.linspace(0.0, 10.0, 2001)  # our scale; the starting model shows remap_scores(ours, start_remap)
+        shown = remap_scores(ours, self.start_remap)
+        return remap_scores(np.interp(np.asarray(scores, np.float64), shown, ours), self.remap)
+
+    def describe(self) -> str:
+        """What was adopted, in words a user can check against their labels."""
+        if not self.adopted:
+            return "nothing: the current model is kept"
+        lo, hi = self.remap or self.start_remap
+        line = f"your score = {(hi - lo) / 10.0:.3f} x our score {lo:+.2f}, clipped to 0-10"
+        if self.regime == "head":
+            return f"head: a line ({line}), then the three fully connected layers re-weighted (no single curve)"
+        return f"line: {line}"
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -121,6 +159,8 @@ class AdaptResult:
             "cv_rmse_after": round(self.cv_rmse_after, 4),
             "seconds": round(self.seconds, 1),
             "table": {name: {str(k): round(v, 4) for k, v in row.items()} for name, row in self.table.items()},
+            "remap": None if self.remap is None else [round(v, 5) for v in self.remap],
+            "description": self.describe(),
         }
 
     def summary(self) -> str:
@@ -134,8 +174,8 @@ class AdaptResult:
             )
         return (
             f"cross-validated RMSE on the {self.n_frames} labelled frames: {self.cv_rmse_before:.3f} before, "
-            f"{self.cv_rmse_after:.3f} after ({gain:.0%} lower; {self.regime}, {self.steps} steps, "
-            f"{self.folds}-fold)"
+            f"{self.cv_rmse_after:.3f} after ({gain:.0%} lower; {self.steps} steps, {self.folds}-fold); adopted "
+            + self.describe()
         )
 
 
@@ -175,7 +215,9 @@ def frame_features(
 
 
 class _Adapter:
-    """A trainable copy of a model's head (``head``) or a 2-number logit remap (``calibrate``)."""
+    """One candidate, trainable: ``line`` (the two ends of the frame score's line,
+    :func:`~napari_sem_focus.model.remap_scores`) or ``head`` (a copy of the three fully connected layers, the
+    line kept)."""
 
     def __init__(self, model: Any, regime: str):
         import torch
@@ -183,16 +225,14 @@ class _Adapter:
         self.regime = regime
         self.head = copy.deepcopy(model.head).float().train()
         self.use_mag = bool(model.config.use_magnification)
-        self.ab = torch.zeros(2, requires_grad=regime == "calibrate")  # log-scale a, offset b
+        lo, hi = model.config.score_remap
+        self.ends = torch.tensor([lo / 10.0, hi / 10.0])  # score units / 10
         for p in self.head.parameters():
-            p.requires_grad_(False)
-        if regime == "calibrate":
-            self.params = [self.ab]
-        else:
-            self.params = list((self.head if regime == "head" else self.head[-1]).parameters())
-            for p in self.params:
-                p.requires_grad_(True)
+            p.requires_grad_(regime == "head")
+        self.params = [self.ends] if regime == "line" else list(self.head.parameters())
         self.start = [p.detach().clone() for p in self.params]
+        self._ours: Any = None
+        self._ours_of: Any = None  # the stack whose frozen-head scores ``_ours`` holds
 
     @staticmethod
     def _stack(frames: Sequence[FrameFeatures], views: bool) -> tuple[Any, Any, Any, int]:
@@ -214,16 +254,47 @@ class _Adapter:
         count = torch.bincount(index, minlength=n_groups).float()
         return torch.cat([x, mag], dim=1), index, count, n_groups
 
-    def group_scores(self, stacked: tuple[Any, Any, Any, int]) -> Any:
-        """Score (score units) of each group: the mean of its tiles' scores."""
+    def our_scores(self, stacked: tuple[Any, Any, Any, int]) -> Any:
+        """Each group's score on our scale: the mean of its tiles' ``10 sigmoid(head)``, as structure-mode scoring
+        pools them (computed once per stack while the head is frozen)."""
         import torch
 
         x, index, count, n_groups = stacked
-        if not self.use_mag:
-            x = x[:, :-1]
-        logit = torch.exp(self.ab[0]) * self.head(x).squeeze(1) + self.ab[1]
-        tile_scores = 10.0 * torch.sigmoid(logit)
-        return torch.zeros(n_groups).index_add(0, index, tile_scores) / count
+        frozen = self.regime != "head"
+        if frozen and self._ours_of is stacked:
+            return self._ours
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            tiles = 10.0 * torch.sigmoid(self.head(x if self.use_mag else x[:, :-1]).squeeze(1))
+            ours = torch.zeros(n_groups).index_add(0, index, tiles) / count
+        if frozen:
+            self._ours, self._ours_of = ours, stacked
+        return ours
+
+    def group_scores(self, stacked: tuple[Any, Any, Any, int]) -> Any:
+        """Score of each group on the user's scale: our score through the line (clipped to [0, 10])."""
+        lo, hi = 10.0 * self.ends[0], 10.0 * self.ends[1]
+        return (lo + (hi - lo) * self.our_scores(stacked) / 10.0).clamp(0.0, 10.0)
+
+    def fit_line(self, stacked: tuple[Any, Any, Any, int], targets: Any, pull: float) -> None:
+        """``line``: the ends by least squares in closed form (the clip to [0, 10] set aside, as for any fitted
+        line): a group's score is ``lo (1 - m) + hi m`` with ``m`` its score on our scale / 10, so (lo, hi) solve a
+        2x2 system, ridge-pulled towards the start by ``pull``; then kept within
+        :data:`~napari_sem_focus.model.REMAP_END_LIMITS`, at least :data:`MIN_SPAN` apart."""
+        import torch
+
+        from .model import REMAP_END_LIMITS
+
+        with torch.no_grad():
+            m = self.our_scores(stacked).double() / 10.0
+            design = torch.stack([1.0 - m, m], dim=1)
+            n = len(m)
+            gram = design.T @ design / n + pull * torch.eye(2, dtype=torch.float64)
+            rhs = design.T @ (targets.double() / 10.0) / n + pull * self.start[0].double()
+            lo, hi = (float(v) for v in torch.linalg.solve(gram, rhs))
+        low, high = (v / 10.0 for v in REMAP_END_LIMITS)
+        lo = min(max(lo, low), high - MIN_SPAN / 10.0)
+        hi = min(max(hi, lo + MIN_SPAN / 10.0), high)
+        self.ends = torch.tensor([lo, hi])
 
     def loss(self, stacked: tuple[Any, Any, Any, int], targets: Any, pull: float) -> Any:
         err = (self.group_scores(stacked) - targets) / 10.0
@@ -239,17 +310,10 @@ class _Adapter:
             return self.group_scores(self._stack(frames, views=False)).numpy().astype(np.float64)
 
     def export(self, model: Any) -> Any:
-        """A copy of ``model`` with this adapter folded in (the calibration folds into the last Linear layer)."""
-        import torch
-
+        """A copy of ``model`` with this candidate in it: its line in the config (and the new head)."""
         new = copy.deepcopy(model)
-        head = copy.deepcopy(self.head)
-        with torch.no_grad():
-            a, b = float(torch.exp(self.ab[0])), float(self.ab[1])
-            last = head[-1]
-            last.weight.mul_(a)
-            last.bias.mul_(a).add_(b)
-        new.head = head.to(next(model.parameters()).dtype)
+        new.head = copy.deepcopy(self.head).to(next(model.parameters()).dtype)
+        new.config = replace(model.config, score_remap=tuple(10.0 * float(v) for v in self.ends))
         for p in new.parameters():
             p.requires_grad_(False)
         return new.eval()
@@ -266,12 +330,42 @@ def _fit(
     import torch
 
     torch.manual_seed(0)
+    with _one_thread():
+        return _fit_steps(model, regime, train, held_out, steps)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Generator[None, None, None]:
+    """Run torch on one thread: the candidates are tiny (at most 20 x 2 x tiles rows of 513 numbers), where
+    threads cost more than they give (measured: 400 head steps 1.6 s on one thread, 19 s on two threads of a
+    busy 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_steps(
+    model: Any, regime: str, train: Sequence[FrameFeatures], held_out: Sequence[FrameFeatures], steps: int
+) -> tuple[_Adapter, dict[int, np.ndarray]]:
+    import torch
+
     lr, pull = CANDIDATES[regime]
+    if regime == "head":  # the head learns what a line of the score cannot: it starts on the fitted line
+        model = _fit_steps(model, "line", train, (), 0)[0].export(model)
     adapter = _Adapter(model, regime)
-    optimizer = torch.optim.Adam(adapter.params, lr=lr)
     stacked = adapter._stack(train, views=True)
     targets = torch.tensor([f.score for f in train for _ in range(f.views)], dtype=torch.float32)
     predictions = {}
+    if regime == "line":  # closed form: the same at every step count
+        adapter.fit_line(stacked, targets, pull)
+        held = adapter.predict(held_out) if held_out else None
+        return adapter, {s: held for s in STEP_LADDER if s <= steps} if held_out else {}
+    optimizer = torch.optim.Adam(adapter.params, lr=lr)
     for step in range(1, steps + 1):
         optimizer.zero_grad()
         adapter.loss(stacked, targets, pull).backward()
@@ -291,8 +385,8 @@ def choose(sq_before: np.ndarray, sq_after: dict[tuple[str, int], np.ndarray]) -
 
     The one-standard-error rule: the simplest candidate (the order of :data:`CANDIDATES`) whose mean squared error
     lies within one standard error of the best, at its best step count. It is adopted only when it beats the
-    starting model clearly: the mean per-frame gain exceeds ``SIGNIFICANCE`` standard errors of the gains (a gain
-    carried by one or two frames of five is not trusted) and the RMSE falls by at least :data:`MIN_GAIN`.
+    starting model: the RMSE falls by at least :data:`MIN_GAIN` and the mean per-frame gain exceeds
+    :data:`SIGNIFICANCE` standard errors of the gains (a gain carried by one frame of five is not trusted).
     """
     n = len(sq_before)
     mse = {key: float(v.mean()) for key, v in sq_after.items()}
@@ -301,14 +395,17 @@ def choose(sq_before: np.ndarray, sq_after: dict[tuple[str, int], np.ndarray]) -
     order = {c: i for i, c in enumerate(CANDIDATES)}
     simplest = min((k[0] for k in mse if mse[k] <= limit), key=order.get)
     key = min((k for k in mse if k[0] == simplest), key=mse.get)
-    if math.sqrt(mse[key]) <= (1.0 - MIN_GAIN) * math.sqrt(float(sq_before.mean())):
+    gains = sq_before - sq_after[key]
+    clear = gains.mean() > SIGNIFICANCE * gains.std(ddof=1) / math.sqrt(n)
+    if clear and math.sqrt(mse[key]) <= (1.0 - MIN_GAIN) * math.sqrt(float(sq_before.mean())):
         return key
     return "none", 0
 
 
 def predict_from_features(model: Any, frames: Sequence[FrameFeatures]) -> np.ndarray:
-    """A model's score (structure mode: mean of the frame's tiles) of each frame, from its trunk features."""
-    return _Adapter(model, "calibrate").predict(frames)
+    """A model's score (structure mode: the mean of the frame's tiles, remapped) of each frame, from its trunk
+    features."""
+    return _Adapter(model, "line").predict(frames)
 
 
 def iter_adapt(
@@ -356,11 +453,12 @@ def adapt_on_features(
     frames = list(frames)
     _check(len(frames), candidates)
     if len(frames) < MIN_FRAMES_HEAD:
-        candidates = [c for c in candidates if c != "head"] or ["calibrate"]
+        candidates = [c for c in candidates if c != "head"] or ["line"]
     started = time.monotonic()
     n = len(frames)
     labels = np.array([f.score for f in frames])
-    rmse_before = float(np.sqrt(np.mean((predict_from_features(model, frames) - labels) ** 2)))
+    scores_before = predict_from_features(model, frames)
+    rmse_before = float(np.sqrt(np.mean((scores_before - labels) ** 2)))
     folds = min(5, n)
     fold = fold_of(n, folds)
     jobs = [(c, k) for c in candidates for k in range(folds)]
@@ -377,16 +475,18 @@ def adapt_on_features(
             "cross-validation", j + 1, len(jobs), time.monotonic() - started, f"{candidate}, fold {k + 1}/{folds}"
         )
     table = {c: {s: float(np.sqrt(np.mean((held[c][s] - labels) ** 2))) for s in STEP_LADDER} for c in candidates}
-    sq_before = (predict_from_features(model, frames) - labels) ** 2
+    sq_before = (scores_before - labels) ** 2
     best_regime, best_steps = choose(
         sq_before, {(c, s): (held[c][s] - labels) ** 2 for c in candidates for s in STEP_LADDER}
     )
     adopted = best_regime != "none"
     best_rmse = table[best_regime][best_steps] if adopted else rmse_before
-    result_model = model
+    result_model, remap, scores_after, cv_scores = model, None, scores_before, scores_before
     if adopted:
         adapter, _ = _fit(model, best_regime, frames, steps=best_steps)
         result_model = adapter.export(model)
+        remap = tuple(result_model.config.score_remap)
+        scores_after, cv_scores = predict_from_features(result_model, frames), held[best_regime][best_steps]
         yield AdaptEvent("final", 1, 1, time.monotonic() - started, f"{best_regime}, {best_steps} steps on all frames")
     return AdaptResult(
         model=result_model,
@@ -399,6 +499,12 @@ def adapt_on_features(
         folds=folds,
         table=table,
         seconds=time.monotonic() - started,
+        labels=labels,
+        scores_before=scores_before,
+        scores_after=scores_after,
+        cv_scores=cv_scores,
+        remap=remap,
+        start_remap=tuple(model.config.score_remap),
     )
 
 

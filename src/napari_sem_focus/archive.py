@@ -123,7 +123,7 @@ def _first(batch: list[Any]) -> Any:
 def _rows(prepared: list[PreparedFrame], runner: Any, mode: str) -> list[dict[str, Any]]:
     """The result rows of prepared frames, their crops scored in one batch by ``runner`` (a ModelRunner)."""
     from .analysis import score_columns
-    from .infer import FrameScore, pool
+    from .infer import FrameScore, frame_score
     from .model import normalize_magnification
 
     ready = [p for p in prepared if p.crops is not None]
@@ -145,7 +145,7 @@ def _rows(prepared: list[PreparedFrame], runner: Any, mode: str) -> list[dict[st
             continue
         tiles = scores[start : start + len(p.crops)]
         start += len(p.crops)
-        score, spread = pool(tiles, mode)
+        score, spread, tiles = frame_score(tiles, mode, runner.model)
         rows.append(row | score_columns(FrameScore(p.frame, score, tiles, [], spread=spread, **p.facts)))
     return rows
 

@@ -77,16 +77,25 @@ def learned_scorer(
     from .weights import load_model
 
     model = load_model(weights, device)
+    level = on_model_scale(model)
 
     def score(image: np.ndarray) -> tuple[float, bool]:
         mag = magnification() if callable(magnification) else magnification
         (result,) = score_frames([frame_as_float(image)], mag, model, mode, device=device)
         # the score itself says whether the specimen is recognisable (1 = just recognisable): a blurred frame
         # has no fine structure for the structure map, yet its score still points towards focus
-        return float(result.score), bool(result.score >= STRUCTURE_SCORE)
+        return float(result.score), bool(result.score >= level(STRUCTURE_SCORE))
 
-    score.in_focus_score = IN_FOCUS_SCORE  # type: ignore[attr-defined]
+    score.in_focus_score = level(IN_FOCUS_SCORE)  # type: ignore[attr-defined]
+    score.on_model_scale = level  # type: ignore[attr-defined]
     return score
+
+
+def on_model_scale(model: Any) -> Callable[[float], float]:
+    """A level of our 0-10 scale (e.g. :data:`IN_FOCUS_SCORE`) on the scale of ``model``: the same for a trained
+    model; for weights adapted to a user's own scale (:mod:`.adapt`: a lab whose best frame is 7.5) the level is
+    remapped as the scores are (:func:`~napari_sem_focus.model.remap_scores`)."""
+    return lambda level: float(model.remap(np.array([level]))[0])
 
 
 def metric_scorer(name: str = "normalized_variance") -> Scorer:

@@ -193,6 +193,17 @@ def pool(tile_scores: np.ndarray, mode: str = "tiles") -> tuple[float, float]:
     return float(np.quantile(scores, TILE_QUANTILE)), spread
 
 
+def frame_score(tile_scores: np.ndarray, mode: str, model: Any) -> tuple[float, float, np.ndarray]:
+    """(frame score, spread, tile scores) on the model's scale: the tiles (scored on our scale) are pooled
+    (:func:`pool`), then the model's remap (:meth:`~napari_sem_focus.model.FocusScoreNet.remap`: the identity unless
+    the model was adapted to a user's scale) maps the frame score and, for display, each tile's."""
+    score, _ = pool(tile_scores, mode)
+    remap = getattr(model, "remap", np.asarray)
+    tiles = np.asarray(remap(tile_scores), np.float32)
+    spread = float(tiles.std()) if tiles.size > 1 else float("nan")
+    return float(remap(np.array([score]))[0]), spread, tiles
+
+
 def inference_autocast(device: str, bf16: bool | None = None) -> Any:
     """The autocast context scoring runs the model in (:mod:`napari_sem_focus.device`'s policy); ``bf16=False``
     forces float32 (None or True: reduced precision where the device has it natively)."""
@@ -303,7 +314,7 @@ def score_prepared(
         for index, c, origins, facts in batch:
             tiles = scores[start : start + len(c)]
             start += len(c)
-            score, spread = pool(tiles, mode)
+            score, spread, tiles = frame_score(tiles, mode, runner.model)
             yield FrameScore(index, score, tiles, origins, spread=spread, **facts)
 
     n_crops = 0

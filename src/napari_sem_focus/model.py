@@ -10,7 +10,8 @@
   per-image normalisation: a black, white or flat frame must stay recognisable as such (score 0).
 - global-average-pooled trunk features (512 for ResNet18) concatenated with the normalised magnification
   (:func:`normalize_magnification`), then ``Linear(513, 256) - ReLU - Linear(256, 64) - ReLU - Linear(64, 1)``,
-  and ``10 * sigmoid`` maps the output to [0, 10].
+  and ``10 * sigmoid`` maps the output to [0, 10]. A model adapted to a user's own scale
+  (:mod:`napari_sem_focus.adapt`) also carries a ``score_remap`` of the frame score (:func:`remap_scores`).
 - ``use_magnification=False`` drops the magnification input (the paper's ablation / ResNet50 baseline).
 """
 
@@ -21,6 +22,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,25 +57,53 @@ def check_magnification(magnification: float) -> str | None:
     return None
 
 
+#: The remap of a trained model: none, (lo, hi) = (0, 10).
+IDENTITY_REMAP = (0.0, 10.0)
+#: Where the ends of an adapted model's remap may lie (score units); the remapped score stays within [0, 10].
+REMAP_END_LIMITS = (-10.0, 20.0)
+
+
+def remap_scores(scores: Any, remap: tuple[float, float] = IDENTITY_REMAP) -> np.ndarray:
+    """Scores on our 0-10 scale mapped to a user's scale by a straight line whose ends at our 0 and 10 are
+    ``(lo, hi)``: ``lo + (hi - lo) s / 10``, clipped to [0, 10] (the identity remap returns the scores unchanged).
+    Applied to a frame's pooled score and, for display, to each tile's."""
+    s = np.asarray(scores, dtype=np.float64)
+    if tuple(remap) == IDENTITY_REMAP:
+        return s
+    lo, hi = remap
+    return np.clip(lo + (hi - lo) * s / 10.0, 0.0, 10.0)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a :class:`FocusScoreNet` (stored with weights and checkpoints)."""
+    """Architecture of a :class:`FocusScoreNet` (stored with weights and checkpoints).
+
+    ``score_remap`` (lo, hi): how a frame's score on our scale maps to the scale of the user the model was adapted
+    to (:func:`remap_scores`; :mod:`napari_sem_focus.adapt`: a lab whose best frame is a 7.5 has hi = 7.5, a
+    stricter lab lo < 0). :data:`IDENTITY_REMAP` for every trained model.
+    """
 
     arch: str = "resnet18"
     use_magnification: bool = True
     hidden: tuple[int, int] = (256, 64)
+    score_remap: tuple[float, float] = IDENTITY_REMAP
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
+        d["score_remap"] = [float(v) for v in self.score_remap]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        remap = tuple(float(v) for v in d.get("score_remap", IDENTITY_REMAP))
+        if len(remap) != 2 or not REMAP_END_LIMITS[0] <= remap[0] < remap[1] <= REMAP_END_LIMITS[1]:
+            raise ValueError(f"score remap {remap} is not (lo, hi) with lo < hi within {REMAP_END_LIMITS}")
         return cls(
             arch=d.get("arch", "resnet18"),
             use_magnification=bool(d.get("use_magnification", True)),
             hidden=tuple(d.get("hidden", (256, 64))),
+            score_remap=remap,
         )  # type: ignore[arg-type]
 
 
@@ -121,8 +151,13 @@ class FocusScoreNet(nn.Module):
         return self.head(features).squeeze(1).float()
 
     def forward(self, image: torch.Tensor, mag_norm: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores in [0, 10] for images (N, 1, H, W) in [0, 1] and normalised magnifications (N,)."""
+        """Scores in [0, 10] on our scale for images (N, 1, H, W) in [0, 1] and normalised magnifications (N,);
+        a frame's score on the user's scale is :meth:`remap` of its pooled crop scores."""
         return score_from_logit(self.logit(image, mag_norm))
+
+    def remap(self, scores: Any) -> np.ndarray:
+        """Frame (or tile) scores on our scale mapped by this model's ``score_remap`` (:func:`remap_scores`)."""
+        return remap_scores(scores, self.config.score_remap)
 
 
 def score_from_logit(logit: torch.Tensor) -> torch.Tensor:

@@ -255,3 +255,36 @@ def save_autofocus_plot(
 ) -> Path:
     """Render :func:`plot_autofocus_path` to a PNG file (headless), atomically."""
     return _save_figure(path, lambda ax: plot_autofocus_path(ax, result.acquisitions, result, curve))
+
+
+def plot_adaptation(ax: Any, result: Any) -> None:
+    """Draw a few-label adaptation (:class:`napari_sem_focus.adapt.AdaptResult`) on a matplotlib Axes: each
+    labelled frame at (the starting model's score, your label); the adopted remap as a curve over the whole scale
+    (for ``head``, which has no single curve, each frame's adapted score instead); the starting model as the
+    diagonal. The title says what was adopted and the cross-validated RMSE before and after."""
+    import numpy as np
+
+    grid = np.linspace(0.0, 10.0, 201)
+    ax.plot(grid, grid, "--", color="0.6", lw=1, label="current model (no change)")
+    ax.plot(result.scores_before, result.labels, "o", color="tab:blue", ms=5, label="your labels")
+    curve = result.remap_curve(grid)
+    if curve is not None:
+        ax.plot(grid, curve, "-", color="tab:red", lw=2, label=f"adopted remap ({result.regime})")
+    elif result.adopted:
+        ax.plot(result.scores_before, result.scores_after, "x", color="tab:red", ms=7, label="adapted (head)")
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10.2)
+    ax.set_xlabel("current model's score")
+    ax.set_ylabel("label / adapted score")
+    if result.adopted:
+        title = f"{result.regime}: RMSE {result.cv_rmse_before:.2f} -> {result.cv_rmse_after:.2f} (cross-validated)"
+    else:
+        title = f"kept the current model (RMSE {result.cv_rmse_before:.2f}; no remap helped)"
+    ax.set_title(title, fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize="x-small")
+
+
+def save_adaptation_plot(path: str | Path, result: Any) -> Path:
+    """Render :func:`plot_adaptation` to a PNG file (headless), atomically."""
+    return _save_figure(path, lambda ax: plot_adaptation(ax, result))

@@ -488,7 +488,7 @@ def iter_focus_and_stigmate(
     )
     level = getattr(scorer, "in_focus_score", None) if in_focus_score == "auto" else in_focus_score
     if in_focus_score == "auto" and level is not None:
-        level = max(level, STIGMATED_SCORE)
+        level = max(level, getattr(scorer, "on_model_scale", lambda v: v)(STIGMATED_SCORE))
     search.level = level
     status, message = "focused", ""
     try:

@@ -40,7 +40,7 @@ from .atomic import atomic_path
 from .device import autocast, mixed_precision_dtype, select_device
 from .errors import CancelledError, SemFocusError
 from .infer import CROP_SIZE
-from .model import FocusScoreNet, ModelConfig, normalize_magnification, score_from_logit
+from .model import IDENTITY_REMAP, FocusScoreNet, ModelConfig, normalize_magnification, score_from_logit
 
 
 @dataclass
@@ -463,7 +463,8 @@ def predict_models(
         images, mag_d = images.to(device), mag.to(device)
         for name, model in models.items():
             with autocast(device, amp):
-                preds[name].append(model(images, mag_d).float().cpu().numpy())
+                scores = model(images, mag_d).float().cpu().numpy()
+            preds[name].append(getattr(model, "remap", np.asarray)(scores).astype(np.float32))
         targets.append(score.numpy())
         mags.append(mag.numpy())
     for module, training in modes:
@@ -662,6 +663,11 @@ def iter_train(
     if config.batch_size % group.world_size:
         raise SemFocusError(f"batch size {config.batch_size} does not split between {group.world_size} processes")
     if init_model is not None:
+        if tuple(init_model.config.score_remap) != IDENTITY_REMAP:  # the losses work on our 0-10 scale
+            raise SemFocusError(
+                "this model was adapted to a scale of scores of its own (a remap); train the whole network from "
+                "the model it was adapted from (or the default), then adapt again"
+            )
         model = copy.deepcopy(init_model).float()
     else:
         model = FocusScoreNet(ModelConfig(arch=config.arch, use_magnification=config.use_magnification))

@@ -429,17 +429,10 @@ class TrainWidget(QWidget):
 
     @staticmethod
     def _draw_adaptation(ax: Any, result: Any) -> None:
-        """Cross-validated RMSE of each candidate against its steps, and the starting model's."""
-        for name, row in result.table.items():
-            ax.plot(list(row), list(row.values()), "o-", label=f"{name} (cross-validated)")
-        ax.axhline(result.cv_rmse_before, color="0.5", ls="--", label="current model")
-        if result.adopted:
-            ax.plot([result.steps], [result.cv_rmse_after], "*", color="C3", ms=14, label="chosen")
-        ax.set_xscale("log")
-        ax.set_xlabel("adaptation steps")
-        ax.set_ylabel("RMSE on labelled frames")
-        ax.legend(fontsize="x-small")
-        ax.grid(True, alpha=0.3)
+        """The adopted remap over the labelled frames (:func:`~napari_sem_focus.report.plot_adaptation`)."""
+        from ..report import plot_adaptation
+
+        plot_adaptation(ax, result)
 
     def _on_done(self, result: Any) -> None:
         from ..adapt import AdaptResult

@@ -163,6 +163,12 @@ def add_train_parser(sub: Any) -> None:
     train.add_argument("--checkpoint", type=Path, help="checkpoint file (written atomically during training)")
     train.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     train.add_argument("--out", type=Path, required=True, help="output weights (.safetensors, fp16)")
+    train.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="few-label adaptation: draw the adopted remap over your labelled frames into this image",
+    )
     train.set_defaults(func=_cmd_train)
 
 
@@ -182,6 +188,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise SemFocusError("--regime adapt needs --init WEIGHTS and --labels CSV... only (no simulated data)")
     if args.regime == "adapt" or (args.regime == "auto" and labels_only and args.init):
         return _adapt_from_labels(args)
+    if args.plot:
+        raise SemFocusError("--plot draws a few-label adaptation (--init WEIGHTS with --labels CSV... only)")
     overrides: dict[str, Any] = {"arch": args.arch, "use_magnification": not args.no_magnification}
     if args.freeze_batchnorm:
         overrides["freeze_batchnorm"] = True
@@ -298,6 +306,10 @@ def _adapt_from_labels(args: argparse.Namespace) -> int:
     result = adapt(model, samples, progress=report)
     facts = {"init": str(args.init), "labels": [str(p) for p in args.labels], **result.metrics}
     print(result.summary())
+    if args.plot:
+        from ..report import save_adaptation_plot
+
+        print(f"remap over your labels drawn in {save_adaptation_plot(args.plot, result)}")
     if result.adopted:
         save_weights_and_facts(result.model, args.out, facts)
         print(f"weights written to {args.out} (facts: {facts_path(args.out)})")
