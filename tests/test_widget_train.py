@@ -158,10 +158,9 @@ def test_adapt_to_a_stricter_user_then_use_it(default_setup, qtbot, tmp_path):
     drawn = {line.get_label(): line for line in trainer.axes.lines}
     points = drawn["your labels"]
     assert np.allclose(points.get_xdata(), result.scores_before) and np.allclose(points.get_ydata(), result.labels)
-    if result.regime == "line":
-        curve = drawn["adopted remap (line)"]
-        assert np.allclose(curve.get_ydata(), result.remap_curve(curve.get_xdata()))
-    else:  # the head has no single curve: each labelled frame's adapted score is drawn
+    curve = drawn["adopted line" if result.regime == "line" else "its line (before the head)"]
+    assert np.allclose(curve.get_ydata(), result.remap_curve(curve.get_xdata()))
+    if result.regime == "head":  # no single curve: each labelled frame's adapted score is drawn too
         assert np.allclose(drawn["adapted (head)"].get_ydata(), result.scores_after)
     new_path = trainer.use_model(tmp_path / "adapted.safetensors")
     facts = __import__("json").loads(new_path.with_suffix(".json").read_text())

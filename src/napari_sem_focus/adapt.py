@@ -126,10 +126,11 @@ class AdaptResult:
 
     def remap_curve(self, scores: Any) -> np.ndarray | None:
         """The adopted line as a function of the starting model's frame score (score units in and out), or None
-        when the head was re-weighted too (no single curve) or nothing was adopted."""
+        when nothing was adopted. For ``head`` it is the line the head was re-weighted after, not the final
+        scores (those depend on each frame's features: :attr:`scores_after`)."""
         from .model import remap_scores
 
-        if not self.adopted or self.remap is None or self.regime == "head":
+        if not self.adopted or self.remap is None:
             return None
         ours = np.linspace(0.0, 10.0, 2001)  # our scale; the starting model shows remap_scores(ours, start_remap)
         shown = remap_scores(ours, self.start_remap)
@@ -358,8 +359,11 @@ def _fit_steps(
     if regime == "head":  # the head learns what a line of the score cannot: it starts on the fitted line
         model = _fit_steps(model, "line", train, (), 0)[0].export(model)
     adapter = _Adapter(model, regime)
-    stacked = adapter._stack(train, views=True)
-    targets = torch.tensor([f.score for f in train for _ in range(f.views)], dtype=torch.float32)
+    # the line maps frames as they are scored: a mirrored SEM frame scores lower (the detector sees the other
+    # side of each edge), so the mirror images only augment the head
+    views = regime == "head"
+    stacked = adapter._stack(train, views=views)
+    targets = torch.tensor([f.score for f in train for _ in range(f.views if views else 1)], dtype=torch.float32)
     predictions = {}
     if regime == "line":  # closed form: the same at every step count
         adapter.fit_line(stacked, targets, pull)
