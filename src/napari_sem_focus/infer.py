@@ -234,6 +234,7 @@ class ModelRunner:
         try:
             with torch.inference_mode(), inference_autocast(self.device, self.bf16):
                 x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).to(self.device)[:, None]
+                x = x.contiguous(memory_format=torch.channels_last)  # the model's layout (weights.load_model)
                 return self.model(x, mag_norm.to(self.device)).float().cpu().numpy()
         except torch.OutOfMemoryError:
             if len(crops) > 1:
