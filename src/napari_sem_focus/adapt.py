@@ -121,8 +121,12 @@ class AdaptResult:
     scores_before: np.ndarray = field(default_factory=lambda: np.zeros(0))
     scores_after: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cv_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    remap: tuple[float, float] | None = None
     start_remap: tuple[float, float] = (0.0, 10.0)
+
+    @property
+    def remap(self) -> tuple[float, float] | None:
+        """The adopted model's line (``score_remap``), or None when nothing was adopted."""
+        return tuple(self.model.config.score_remap) if self.adopted else None
 
     def remap_curve(self, scores: Any) -> np.ndarray | None:
         """The adopted line as a function of the starting model's frame score (score units in and out), or None
@@ -356,9 +360,9 @@ def _fit_steps(
     import torch
 
     lr, pull = CANDIDATES[regime]
-    if regime == "head":  # the head learns what a line of the score cannot: it starts on the fitted line
-        model = _fit_steps(model, "line", train, (), 0)[0].export(model)
     adapter = _Adapter(model, regime)
+    if regime == "head":  # the head learns what a line of the score cannot: it starts on the fitted line
+        adapter.ends = _fit_steps(model, "line", train, (), 0)[0].ends
     # the line maps frames as they are scored: a mirrored SEM frame scores lower (the detector sees the other
     # side of each edge), so the mirror images only augment the head
     views = regime == "head"
@@ -485,11 +489,10 @@ def adapt_on_features(
     )
     adopted = best_regime != "none"
     best_rmse = table[best_regime][best_steps] if adopted else rmse_before
-    result_model, remap, scores_after, cv_scores = model, None, scores_before, scores_before
+    result_model, scores_after, cv_scores = model, scores_before, scores_before
     if adopted:
         adapter, _ = _fit(model, best_regime, frames, steps=best_steps)
         result_model = adapter.export(model)
-        remap = tuple(result_model.config.score_remap)
         scores_after, cv_scores = predict_from_features(result_model, frames), held[best_regime][best_steps]
         yield AdaptEvent("final", 1, 1, time.monotonic() - started, f"{best_regime}, {best_steps} steps on all frames")
     return AdaptResult(
@@ -507,7 +510,6 @@ def adapt_on_features(
         scores_before=scores_before,
         scores_after=scores_after,
         cv_scores=cv_scores,
-        remap=remap,
         start_remap=tuple(model.config.score_remap),
     )
 
