@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sem_focus.autofocus import STRATEGIES, autofocus, make_scorer
+from napari_sem_focus.focusing.autofocus import STRATEGIES, autofocus, make_scorer
 from napari_sem_focus.simulate import TRAINING_FAMILIES
 from napari_sem_focus.simulate.frame import FrameParams
 from napari_sem_focus.simulate.virtual_sem import VirtualSEM

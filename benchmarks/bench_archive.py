@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_sem_focus.archive import iter_score_archive
+from napari_sem_focus.batch.archive import iter_score_archive
 from napari_sem_focus.simulate import simulate_series
-from napari_sem_focus.train import drive
+from napari_sem_focus.training.train import drive
 
 
 def make_tree(root: Path, frames: int) -> None:

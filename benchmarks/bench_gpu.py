@@ -4,8 +4,8 @@ Prints, on one CUDA device, side by side in one run:
 
 - scoring, the network alone: 320x240 crops already on the GPU, float32 vs bfloat16 autocast, contiguous vs
   channels_last, batch 256 — images/s;
-- scoring as ``sem-focus score --device cuda`` does it (:func:`napari_sem_focus.infer.score_frames`, centre mode:
-  crops cut on the CPU from 1024x768 frames, copied to the GPU) — frames/s;
+- scoring as ``sem-focus score --device cuda`` does it (:func:`napari_sem_focus.scoring.infer.score_frames`, centre
+  mode: crops cut on the CPU from 1024x768 frames, copied to the GPU) — frames/s;
 - training steps on synthetic batches (the recipe ``gpu``: batch 128, bf16, channels_last, AdamW) — images/s, the
   ceiling that simulator workers must feed (a real run prints its own images/s).
 
@@ -22,9 +22,9 @@ import time
 import numpy as np
 import torch
 
-from napari_sem_focus.infer import CROP_SIZE, score_frames
-from napari_sem_focus.model import normalize_magnification
-from napari_sem_focus.weights import load_model
+from napari_sem_focus.scoring.infer import CROP_SIZE, score_frames
+from napari_sem_focus.scoring.model import normalize_magnification
+from napari_sem_focus.scoring.weights import load_model
 
 
 def timed(fn, seconds: float) -> float:
@@ -82,7 +82,7 @@ def main() -> None:
     rate = timed(cli_path, args.seconds) * len(frames)
     print(f"scoring as the CLI does (centre mode, 1024x768 frames in RAM): {rate:9.0f} frames/s")
 
-    from napari_sem_focus.train import make_optimizer, recipe, score_loss
+    from napari_sem_focus.training.train import make_optimizer, recipe, score_loss
 
     config = recipe("gpu")
     net = copy.deepcopy(load_model(args.weights, "cpu")).to(device).to(memory_format=torch.channels_last).train()

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from napari_sem_focus.device import mixed_precision_dtype
-from napari_sem_focus.infer import MODES, score_frames
-from napari_sem_focus.samples import sample_series
-from napari_sem_focus.weights import load_model
+from napari_sem_focus.scoring.infer import MODES, score_frames
+from napari_sem_focus.scoring.weights import load_model
+from napari_sem_focus.simulate.samples import sample_series
 
 
 def main() -> None:

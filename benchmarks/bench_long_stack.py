@@ -1,8 +1,8 @@
 """Per-frame read time of long multi-page TIFF stacks: must stay flat as the stack grows (issue #16).
 
-Writes stacks of N frames (512x384 uint8, our simulator's page descriptions) to a temporary folder and times
-reading every frame through :func:`napari_sem_focus.io.read_series` (what ``sem-focus score`` and the widgets do),
-and a bare ``tifffile`` loop over the pages of one open file for reference.
+Writes stacks of N frames (512x384 uint8, our simulator's page descriptions) to a temporary folder and times reading
+every frame through :func:`napari_sem_focus.io.series.read_series` (what ``sem-focus score`` and the widgets do), and a
+bare ``tifffile`` loop over the pages of one open file for reference.
 Run: python benchmarks/bench_long_stack.py [--sizes 100 1000 4000]
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_sem_focus.io import read_series, write_series_tiff
+from napari_sem_focus.io.series import read_series, write_series_tiff
 
 
 def time_reads(path: Path) -> tuple[float, float]:

@@ -11,8 +11,8 @@ import timeit
 import cv2
 import numpy as np
 
-from napari_sem_focus import metrics
-from napari_sem_focus.samples import sample_series
+from napari_sem_focus.scoring import metrics
+from napari_sem_focus.simulate.samples import sample_series
 
 
 def bare_expressions(img: np.ndarray) -> dict[str, float]:

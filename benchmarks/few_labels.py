@@ -17,7 +17,7 @@ For n = 5, 10 and 20 labelled frames (``--repeats`` random draws), each method s
 is scored on **all the other frames of the set** against the user's (clean) labels: ``before`` (the model),
 ``line`` (least squares ``label = α score + β`` on the model's scores, clipped to 0-10), ``isotonic`` (monotone
 regression of the label on the model's score, flat beyond the labelled range), and ``adapted``
-(:func:`napari_sem_focus.adapt.adapt_on_features`: cross-validated choice between its line and, from 10 labels,
+(:func:`napari_sem_focus.training.adapt.adapt_on_features`: cross-validated choice between its line and, from 10 labels,
 the head re-weighted after the line; the model unchanged when nothing helps). Reported: held-out RMSE (mean over
 draws), ``adapted / best simple`` (the done-criterion: <= 1.05) and the regimes adopted. The wall time of one whole
 adaptation from images is printed too.
@@ -38,11 +38,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from napari_sem_focus.adapt import adapt, adapt_on_features, frame_features, predict_from_features
+from napari_sem_focus.scoring.weights import load_model
 from napari_sem_focus.simulate.frame import simulate_frame
 from napari_sem_focus.simulate.series import dataset_params
-from napari_sem_focus.train import drive
-from napari_sem_focus.weights import load_model
+from napari_sem_focus.training.adapt import adapt, adapt_on_features, frame_features, predict_from_features
+from napari_sem_focus.training.train import drive
 
 N_LABELS = (5, 10, 20)
 REAL_SOURCES = ("tescan", "zeiss-grid", "zeiss-1k", "jeol", "tfs")

@@ -2,12 +2,12 @@
 
 Both run through fibsem's real code path (``DemoMicroscope``: settings, working-distance read-back, metadata),
 its electron images drawn by the virtual SEM at the microscope's working distance
-(:mod:`napari_sem_focus.simulate.fibsem_demo`). Random starts (fixed seeds): a training specimen family,
+(:mod:`napari_sem_focus.focusing.microscopes.fibsem_demo`). Random starts (fixed seeds): a training specimen family,
 magnification log-uniform 500-20,000x (the probe's field width set to match over fibsem's 768x512 probe frames,
 0.5 µs), dose log-uniform 3-1,000 electrons/px (set by the beam current; below 20: "low dose"), the microscope
 started uniformly within ±25 µm of best focus (inside fibsem's default coarse sweep, 50 µm in 5 µm steps).
 
-- ours: :func:`napari_sem_focus.microscopes.fibsem_sem.iter_microscope_autofocus` with the learned score, its
+- ours: :func:`napari_sem_focus.focusing.microscopes.fibsem_sem.iter_microscope_autofocus` with the learned score, its
   default strategy, range ±25 µm (``sem-focus autofocus --microscope fibsem``'s default), 12 scans at most;
 - fibsem: ``run_auto_focus`` with its default settings (two passes: 50 µm in 5 µm steps, then 10 µm in 1 µm;
   auto contrast on; median + Gaussian filtered frames) and each of its metrics.
@@ -35,21 +35,21 @@ import numpy as np
 
 os.environ.setdefault("FIBSEM_SIM_NO_DELAY", "1")  # the demo's simulated scan times would dominate
 
-from napari_sem_focus.autofocus import learned_scorer
-from napari_sem_focus.metadata import REFERENCE_FRAME_WIDTH_PX, REFERENCE_WIDTH_MM
-from napari_sem_focus.microscopes.fibsem_sem import (
-    FibsemSEM,
-    ProbeSettings,
-    import_fibsem,
-    microscope_autofocus,
-)
-from napari_sem_focus.simulate import TRAINING_FAMILIES
-from napari_sem_focus.simulate.fibsem_demo import (
+from napari_sem_focus.focusing.autofocus import learned_scorer
+from napari_sem_focus.focusing.microscopes.fibsem_demo import (
     DEMO_START_WD_MM,
     ELEMENTARY_CHARGE_C,
     truth,
     virtual_demo_microscope,
 )
+from napari_sem_focus.focusing.microscopes.fibsem_sem import (
+    FibsemSEM,
+    ProbeSettings,
+    import_fibsem,
+    microscope_autofocus,
+)
+from napari_sem_focus.io.metadata import REFERENCE_FRAME_WIDTH_PX, REFERENCE_WIDTH_MM
+from napari_sem_focus.simulate import TRAINING_FAMILIES
 from napari_sem_focus.simulate.frame import FrameParams
 
 FIBSEM_METHODS = ("tenengrad", "laplacian", "sobel", "variance")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sem_focus.infer import CROP_SIZE
+from napari_sem_focus.scoring.tiles import CROP_SIZE
 from napari_sem_focus.simulate import HIGH_MAGNIFICATIONS, PAPER_MAGNIFICATIONS, dataset_params, labels, optics
 from napari_sem_focus.simulate.frame import simulate_frame
 from napari_sem_focus.simulate.specimens import make_specimen

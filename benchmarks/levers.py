@@ -99,7 +99,7 @@ def main() -> None:
 
 def table(weights: dict[str, Path], figures: dict, first: str) -> str:
     """The study as a Markdown table: steps and images seen in the budget, test RMSE per magnification."""
-    from napari_sem_focus.weights import read_weights_info
+    from napari_sem_focus.scoring.weights import read_weights_info
 
     def column(split: str, name: str) -> dict[str, float]:
         return figures[split]["Proposed (ResNet18 + mag)" if name == first else name]

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_sem_focus.io import read_series, write_series_tiff
-from napari_sem_focus.samples import sample_series
+from napari_sem_focus.io.series import read_series, write_series_tiff
+from napari_sem_focus.simulate.samples import sample_series
 
 MODES_MEASURED = ("center", "structure")
 HERE = Path(__file__).resolve().parent
@@ -56,7 +56,7 @@ def write_stack(path: Path, n: int) -> Path:
 
 def time_ours(stack: Path, mode: str) -> float:
     """Seconds to score every frame of ``stack`` from disk as ``sem-focus score`` does."""
-    from napari_sem_focus.infer import score_series
+    from napari_sem_focus.scoring.infer import score_series
 
     start = time.perf_counter()
     scores = [r.score for r in score_series(read_series(stack), mode=mode, batch_size=32)]
@@ -66,11 +66,11 @@ def time_ours(stack: Path, mode: str) -> float:
 
 def time_bare(model: Any, crops: np.ndarray) -> float:
     """Seconds for the bare forward of ``crops`` in batches of 32, in the same precision and the fastest layout
-    measured on a CPU (channels_last model and batches, as :func:`napari_sem_focus.weights.load_model` sets)."""
+    measured on a CPU (channels_last model and batches, as :func:`napari_sem_focus.scoring.weights.load_model` sets)."""
     import torch
 
-    from napari_sem_focus.infer import inference_autocast
-    from napari_sem_focus.model import normalize_magnification
+    from napari_sem_focus.scoring.infer import inference_autocast
+    from napari_sem_focus.scoring.model import normalize_magnification
 
     mag = normalize_magnification(5000.0)
     start = time.perf_counter()
@@ -89,8 +89,8 @@ def scoring_rows(stack: Path) -> list[list[str]]:
     """Row 1: end to end vs a bare forward, per mode. The two are timed alternately :data:`REPEATS` times and the
     fastest of each kept (timeit's rule: the slower runs measure the machine's other work, not the code)."""
     from napari_sem_focus.allocator import reuse_freed_memory
-    from napari_sem_focus.infer import frame_crops, score_series
-    from napari_sem_focus.weights import load_model
+    from napari_sem_focus.scoring.infer import frame_crops, score_series
+    from napari_sem_focus.scoring.weights import load_model
 
     # as `sem-focus score` runs (cli.main sets it for every command); ours and bare share the process
     reuse_freed_memory()
@@ -119,8 +119,8 @@ def archive_rows(tmp: Path, frames: int) -> list[list[str]]:
     """Row 2: archive throughput with 0/1/2 reading processes."""
     from bench_archive import make_tree
 
-    from napari_sem_focus.archive import iter_score_archive
-    from napari_sem_focus.train import drive
+    from napari_sem_focus.batch.archive import iter_score_archive
+    from napari_sem_focus.training.train import drive
 
     root = tmp / "archive"
     make_tree(root, frames)
@@ -141,7 +141,7 @@ def metric_rows() -> list[list[str]]:
     """Row 3: classic metrics vs bare expressions."""
     from bench_metrics import bare_expressions
 
-    from napari_sem_focus import metrics
+    from napari_sem_focus.scoring import metrics
 
     img = sample_series("tinball").frame(10)
     bare = bare_expressions(img)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sem_focus.evaluate import real_series, spearman
-from napari_sem_focus.infer import score_frames
-from napari_sem_focus.io import read_series
+from napari_sem_focus.io.series import read_series
+from napari_sem_focus.scoring.infer import score_frames
+from napari_sem_focus.scoring.weights import load_model
 from napari_sem_focus.simulate import SPECIMENS, simulate_series
-from napari_sem_focus.weights import load_model
+from napari_sem_focus.training.evaluate import real_series, spearman
 
 POOLS = {
     "median": np.median,

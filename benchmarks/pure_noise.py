@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from napari_sem_focus.infer import MODES, score_frames
+from napari_sem_focus.scoring.infer import MODES, score_frames
+from napari_sem_focus.scoring.weights import load_model
 from napari_sem_focus.simulate import dataset_params, simulate_frame
-from napari_sem_focus.weights import load_model
 
 SHAPE = (768, 1024)
 MAGNIFICATION = 5000.0

@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pure_noise import blank_split_frames, synthetic_frames
 from semireal_catalogue import DATA, build, catalogue
 
-from napari_sem_focus.evaluate import real_series, spearman
-from napari_sem_focus.infer import MODES, model_magnification, score_frames
-from napari_sem_focus.io import read_series
-from napari_sem_focus.metrics import compute_metrics
-from napari_sem_focus.report import to_json
+from napari_sem_focus.io.series import read_series
+from napari_sem_focus.scoring.infer import MODES, model_magnification, score_frames
+from napari_sem_focus.scoring.metrics import compute_metrics
+from napari_sem_focus.scoring.report import to_json
+from napari_sem_focus.scoring.weights import load_model, read_weights_info
 from napari_sem_focus.simulate.optics import magnification_from_pixel_size
-from napari_sem_focus.weights import load_model, read_weights_info
+from napari_sem_focus.training.evaluate import real_series, spearman
 
 CLASSIC = {
     "variance_of_laplacian": 0.0,
@@ -73,7 +73,7 @@ def mode_scores(model, frames: list[np.ndarray], mag: float) -> dict[str, list]:
 def fitted_focus_error(values: np.ndarray, best: int) -> float:
     """|fitted best focus - true best focus| in focus steps: the sub-step position that the CLI and the widget
     report (``report.curve_peak``: a parabola through the peak and its neighbours)."""
-    from napari_sem_focus.focus_curve import find_best_focus
+    from napari_sem_focus.scoring.focus_curve import find_best_focus
 
     peak = find_best_focus([float(v) for v in values], [float(i) for i in range(len(values))])
     return round(abs(peak.position - best), 3)
@@ -104,7 +104,7 @@ def summarise(per_series: list[dict], methods: list[str], held_out: bool) -> lis
 
 
 def print_rows(rows: list[dict]) -> None:
-    from napari_sem_focus.report import format_table
+    from napari_sem_focus.scoring.report import format_table
 
     print(format_table(rows))
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sem_focus.io import read_series
-from napari_sem_focus.samples import SAMPLES, sample_series
+from napari_sem_focus.io.series import read_series
+from napari_sem_focus.scoring.structure import noise_sigma
 from napari_sem_focus.simulate import SPECIMENS, FrameParams, dataset_params, simulate_frame
-from napari_sem_focus.structure import noise_sigma
+from napari_sem_focus.simulate.samples import SAMPLES, sample_series
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sem_focus.data import LabelledImages
-from napari_sem_focus.infer import CROP_SIZE
+from napari_sem_focus.scoring.tiles import CROP_SIZE
+from napari_sem_focus.scoring.weights import load_model
 from napari_sem_focus.simulate import dataset_params, labels
-from napari_sem_focus.train import predict_models
-from napari_sem_focus.weights import load_model
+from napari_sem_focus.training.data import LabelledImages
+from napari_sem_focus.training.train import predict_models
 
 CLEAN_DOSE = 1e4  # electrons per pixel of the simulator's frame-averaged (practically noise-free) frames
 

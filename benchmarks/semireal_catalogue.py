@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sem_focus.io import read_series
+from napari_sem_focus.io.series import read_series
 from napari_sem_focus.simulate.semireal import SemiRealFrame, SemiRealSettings, clean_source, semireal_series
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

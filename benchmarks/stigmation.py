@@ -14,7 +14,8 @@ Success: the final setting is in focus and stigmated, true score >= 9 (within th
 
 Methods (searches within the recognisable range around the start and ±1 stigmator unit):
 
-- ``model / learned``: ours, :func:`napari_sem_focus.stigmation.focus_and_stigmate` (default method), 24 scans at most;
+- ``model / learned``: ours, :func:`napari_sem_focus.focusing.stigmation.focus_and_stigmate` (default method), 24 scans
+  at most;
 - ``alternating / learned`` and ``alternating / normalized_variance``: SBEMimage's scheme (three scans per setting,
   parabola), 24 scans at most;
 - ``MAPFoSt``: ``mapfost.mapfost.est_aberr`` (Binding, Mikula, Denk 2013) on image pairs at ± the test defocus
@@ -41,11 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sem_focus.autofocus import learned_scorer, metric_scorer
+from napari_sem_focus.focusing.autofocus import learned_scorer, metric_scorer
+from napari_sem_focus.focusing.stigmation import focus_and_stigmate
 from napari_sem_focus.simulate import TRAINING_FAMILIES
 from napari_sem_focus.simulate.frame import FrameParams
 from napari_sem_focus.simulate.virtual_sem import VirtualSEM
-from napari_sem_focus.stigmation import focus_and_stigmate
 
 #: The training families but the parallel lines: blur along the lines does not show in their image, so one component
 #: of the astigmatism cannot be seen there (an operator stigmates on structure in every direction).

@@ -66,8 +66,8 @@ def live_folder() -> Path:
     """Live mode: a folder receives the 21 frames of the tin-ball sample one by one while the widget watches."""
     import threading
 
-    from napari_sem_focus.io import write_series_tiff
-    from napari_sem_focus.samples import sample_series
+    from napari_sem_focus.io.series import write_series_tiff
+    from napari_sem_focus.simulate.samples import sample_series
 
     series = sample_series("tinball")
     folder = Path(tempfile.mkdtemp()) / "incoming"
@@ -191,7 +191,7 @@ def train_widget() -> Path:
 
 
 def _models(widget: TrainWidget) -> dict:
-    from napari_sem_focus.weights import load_model
+    from napari_sem_focus.scoring.weights import load_model
 
     return {"before": load_model(widget.base_weights), "after": widget.result.model}
 
@@ -199,7 +199,7 @@ def _models(widget: TrainWidget) -> dict:
 def _held_out_rmse(model, layer, frames: list[int], user: list[float]) -> float:
     import numpy as np
 
-    from napari_sem_focus.infer import model_magnification, score_frames
+    from napari_sem_focus.scoring.infer import model_magnification, score_frames
 
     series = layer.metadata["focus_series"]
     mag, _ = model_magnification(series)

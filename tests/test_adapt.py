@@ -8,7 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from napari_sem_focus.adapt import (
+from napari_sem_focus.errors import CancelledError, SemFocusError
+from napari_sem_focus.scoring.infer import score_frames
+from napari_sem_focus.scoring.weights import load_model, save_weights
+from napari_sem_focus.simulate import simulate_series
+from napari_sem_focus.training.adapt import (
     MIN_FRAMES,
     adapt,
     adapt_on_features,
@@ -16,11 +20,7 @@ from napari_sem_focus.adapt import (
     iter_adapt,
     predict_from_features,
 )
-from napari_sem_focus.errors import CancelledError, SemFocusError
-from napari_sem_focus.infer import score_frames
-from napari_sem_focus.simulate import simulate_series
-from napari_sem_focus.train import drive, iter_fine_tune
-from napari_sem_focus.weights import load_model, save_weights
+from napari_sem_focus.training.train import drive, iter_fine_tune
 
 MAG = 5000.0
 
@@ -95,7 +95,7 @@ def test_a_compressed_users_scale_moves_the_ends_and_the_remap_is_what_scoring_g
 
 
 def test_the_score_range_survives_saving_and_levels_follow_it(model, features, tmp_path):
-    from napari_sem_focus.autofocus import IN_FOCUS_SCORE, on_model_scale
+    from napari_sem_focus.focusing.autofocus import IN_FOCUS_SCORE, on_model_scale
 
     feats = _relabel(features, 0.75 * predict_from_features(model, features))
     result = drive(adapt_on_features(model, feats[:10]))
@@ -106,7 +106,7 @@ def test_the_score_range_survives_saving_and_levels_follow_it(model, features, t
     assert on_model_scale(reloaded)(IN_FOCUS_SCORE) < 8.5  # the compressed user's "in focus" level
     assert on_model_scale(model)(IN_FOCUS_SCORE) == IN_FOCUS_SCORE
     # a model whose ends moved is not a starting point for training the whole network
-    from napari_sem_focus.train import iter_fine_tune as fine_tune
+    from napari_sem_focus.training.train import iter_fine_tune as fine_tune
 
     with pytest.raises(SemFocusError, match="adapted to a scale"):
         next(fine_tune(reloaded, [(np.zeros((64, 64), np.float32), MAG, 5.0)] * 4, steps=1, crop_size=(64, 64)))
@@ -155,7 +155,7 @@ def test_iter_adapt_is_a_generator_that_returns_the_result(model, frames):
 
 
 def test_whole_network_fine_tune_reports_held_out_frames(frames):
-    from napari_sem_focus.model import build_focus_net
+    from napari_sem_focus.scoring.model import build_focus_net
 
     samples = [(f, MAG, float(i % 10)) for i, f in enumerate(frames[:10])]
     gen = iter_fine_tune(build_focus_net(), samples, steps=2, crop_size=(64, 64), batch_size=4, device="cpu")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sem_focus.archive import archive_files, iter_score_archive, scored_frames
+from napari_sem_focus.batch.archive import archive_files, iter_score_archive, scored_frames
 from napari_sem_focus.errors import CancelledError
 from napari_sem_focus.simulate import simulate_series, write_series
-from napari_sem_focus.train import drive
+from napari_sem_focus.training.train import drive
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_a_dask_cluster_of_two_workers_gives_the_same_rows(archive, tmp_path):
 
 def test_parquet_results_are_written_in_parts_and_resume_like_the_csv(archive, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
-    from napari_sem_focus.archive import ParquetResults
+    from napari_sem_focus.batch.archive import ParquetResults
 
     drive(iter_score_archive(archive, tmp_path / "once.csv", magnification=2000.0, batch_size=4))
     out = tmp_path / "qc.parquet"
@@ -145,7 +145,7 @@ def test_parquet_results_are_written_in_parts_and_resume_like_the_csv(archive, t
 
 def test_parquet_parts_are_written_as_rows_come(archive, tmp_path):
     pytest.importorskip("pyarrow")
-    from napari_sem_focus.archive import ParquetResults
+    from napari_sem_focus.batch.archive import ParquetResults
 
     results = ParquetResults(tmp_path / "qc.parquet", rows_per_part=2)
     rows = [{"file": f"f{i}.tif", "frame": 0, "score": float(i)} for i in range(4)]
@@ -161,8 +161,8 @@ def test_parquet_parts_are_written_as_rows_come(archive, tmp_path):
 
 
 def test_a_resumed_run_does_not_open_the_files_it_finished(archive, tmp_path, monkeypatch):
-    from napari_sem_focus import io
-    from napari_sem_focus.archive import finished_files
+    from napari_sem_focus.batch.archive import finished_files
+    from napari_sem_focus.io import series as io
 
     assert finished_files(["a", "b", "c", "d"], {("a", 0), ("b", 0), ("c", 1)}) == {"a", "b"}  # c may be cut off
     assert finished_files(["a", "b"], set()) == set()

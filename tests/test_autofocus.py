@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from napari_sem_focus.autofocus import STRATEGIES, autofocus, iter_autofocus, metric_scorer
 from napari_sem_focus.cli import main
 from napari_sem_focus.errors import SemFocusError
+from napari_sem_focus.focusing.autofocus import STRATEGIES, autofocus, iter_autofocus, metric_scorer
 from napari_sem_focus.simulate.frame import FrameParams
 from napari_sem_focus.simulate.virtual_sem import VirtualSEM
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from napari_sem_focus.cli import main
-from napari_sem_focus.io import write_series_tiff
+from napari_sem_focus.io.series import write_series_tiff
 
 from .conftest import shared, texture
 
@@ -82,9 +82,9 @@ def test_bad_input_one_line_exit_2(tmp_path, setup, message):
 
 
 def test_cli_fine_tune_from_default_on_a_labels_csv(tmp_path, capsys):
-    from napari_sem_focus.label_store import LabelStore
+    from napari_sem_focus.scoring.weights import bundled_weights_path, read_weights_info
     from napari_sem_focus.simulate import simulate_series, write_series
-    from napari_sem_focus.weights import bundled_weights_path, read_weights_info
+    from napari_sem_focus.training.label_store import LabelStore
 
     if not bundled_weights_path().is_file():
         pytest.skip("bundled weights not built")
@@ -130,10 +130,10 @@ def test_cli_fine_tune_from_default_on_a_labels_csv(tmp_path, capsys):
 @pytest.mark.parametrize("user", ["stricter", "agrees"])
 def test_cli_adapts_to_a_few_labels_only_when_it_helps(tmp_path, capsys, user):
     """`sem-focus train --labels CSV --init default`: few-label adaptation with cross-validated figures."""
-    from napari_sem_focus.infer import score_frames
-    from napari_sem_focus.label_store import LabelStore
+    from napari_sem_focus.scoring.infer import score_frames
+    from napari_sem_focus.scoring.weights import load_model, read_weights_info
     from napari_sem_focus.simulate import simulate_series, write_series
-    from napari_sem_focus.weights import load_model, read_weights_info
+    from napari_sem_focus.training.label_store import LabelStore
 
     frames, wds = simulate_series("tinball", 5000.0, steps=8, shape=(240, 320), seed=2)
     stack = write_series(tmp_path, frames, wds)
@@ -275,7 +275,7 @@ def test_gpu_recipe_without_a_gpu_says_so(tmp_path):
 
 
 def test_metric_columns_are_what_is_neither_identity_nor_learned_score():
-    from napari_sem_focus.analysis import metric_columns
+    from napari_sem_focus.scoring.analysis import metric_columns
 
     rows = [
         {
@@ -306,8 +306,8 @@ def test_score_shows_the_model_and_the_microscope_magnification(capsys):
 def test_cli_trains_with_auxiliary_targets_and_progressive_crops(tmp_path):
     """`sem-focus train --aux-weight W --progressive` on simulated and blank frames: the levers reach the run and
     the weights written are the plain scoring network."""
-    from napari_sem_focus.model import build_focus_net
-    from napari_sem_focus.weights import load_model, read_weights_info
+    from napari_sem_focus.scoring.model import build_focus_net
+    from napari_sem_focus.scoring.weights import load_model, read_weights_info
 
     out = tmp_path / "aux.safetensors"
     args = ["train", "--simulate", "8", "--blank", "4", "--steps", "2", "--batch-size", "4", "--crop", "64", "48"]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sem_focus.databar import detect_databar_rows
-from napari_sem_focus.io import read_series
+from napari_sem_focus.io.databar import detect_databar_rows
+from napari_sem_focus.io.series import read_series
 
 from .conftest import shared
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sem_focus.infer import score_frames
+from napari_sem_focus.scoring.infer import score_frames
+from napari_sem_focus.scoring.weights import bundled_weights_path, load_model
 from napari_sem_focus.simulate import simulate_series
-from napari_sem_focus.weights import bundled_weights_path, load_model
 
 pytestmark = pytest.mark.skipif(not bundled_weights_path().is_file(), reason="bundled weights not built")
 
@@ -50,7 +50,7 @@ def test_sharpest_frame_of_a_noisy_simulated_series_wins():
 def test_real_texture_with_a_featureless_centre_is_scored_on_its_structure():
     """The FEI indent image cropped so that the flat surface fills the centre, turned into a semi-real focus
     series (real texture, simulator probe and shot noise): the default mode finds the in-focus frame."""
-    from napari_sem_focus.io import read_series
+    from napari_sem_focus.io.series import read_series
     from napari_sem_focus.simulate.optics import magnification_from_pixel_size
     from napari_sem_focus.simulate.semireal import SemiRealSettings, clean_source, semireal_series
 

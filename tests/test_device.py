@@ -20,7 +20,7 @@ def test_devices_are_chosen_or_refused_with_a_message():
 
 
 def test_reduced_precision_only_where_it_is_native_and_the_same_for_scoring_and_training():
-    from napari_sem_focus.infer import inference_autocast
+    from napari_sem_focus.scoring.infer import inference_autocast
 
     native_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert mixed_precision_dtype("cpu") == (torch.bfloat16 if native_bf16 else None)

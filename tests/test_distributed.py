@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sem_focus.data import SimulatedFrames
-from napari_sem_focus.model import FocusScoreNet, ModelConfig
-from napari_sem_focus.train import load_checkpoint, rmse
-from napari_sem_focus.weights import load_model
+from napari_sem_focus.scoring.model import FocusScoreNet, ModelConfig
+from napari_sem_focus.scoring.weights import load_model
+from napari_sem_focus.training.data import SimulatedFrames
+from napari_sem_focus.training.train import load_checkpoint, rmse
 
 pytest.importorskip("torch.distributed.run")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():

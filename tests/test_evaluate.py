@@ -6,8 +6,8 @@ import cv2
 import pytest
 
 from napari_sem_focus.errors import SemFocusError
-from napari_sem_focus.evaluate import real_series, real_series_picks
 from napari_sem_focus.simulate import simulate_series
+from napari_sem_focus.training.evaluate import real_series, real_series_picks
 
 
 def test_known_order_series_are_read_from_the_manifest_and_scored(tmp_path):

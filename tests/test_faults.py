@@ -13,10 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from napari_sem_focus.errors import SemFocusError
-from napari_sem_focus.infer import model_magnification
-from napari_sem_focus.io import read_series
-from napari_sem_focus.label_store import LabelStore
-from napari_sem_focus.metadata import (
+from napari_sem_focus.io.metadata import (
     SemMetadata,
     parse_fei,
     parse_hitachi_sidecar,
@@ -25,6 +22,9 @@ from napari_sem_focus.metadata import (
     parse_tescan_tag,
     parse_zeiss,
 )
+from napari_sem_focus.io.series import read_series
+from napari_sem_focus.scoring.infer import model_magnification
+from napari_sem_focus.training.label_store import LabelStore
 
 
 def _frame(seed: int = 0) -> np.ndarray:
@@ -49,8 +49,8 @@ def test_absurd_metadata_values_are_dropped_with_a_note(tmp_path):
 
 @pytest.mark.parametrize("value", [0.0, -5.0, math.nan, math.inf, 1e9])
 def test_an_impossible_magnification_is_an_error_not_a_score(value):
-    from napari_sem_focus.analysis import score_rows
-    from napari_sem_focus.io import series_from_stack
+    from napari_sem_focus.io.series import series_from_stack
+    from napari_sem_focus.scoring.analysis import score_rows
 
     with pytest.raises(SemFocusError, match="magnification must be between"):
         model_magnification(None, value)
@@ -94,8 +94,8 @@ def test_non_ascii_paths_read_score_and_label(tmp_path):
 @pytest.mark.parametrize("failing", ["tempfile.mkstemp", "os.replace"])
 def test_a_folder_that_cannot_be_written_gives_a_message_and_keeps_the_old_file(tmp_path, monkeypatch, failing):
     """Read-only folders and full disks (simulated: the tests may run as root, who may write anywhere)."""
-    from napari_sem_focus.model import build_focus_net
-    from napari_sem_focus.weights import save_weights
+    from napari_sem_focus.scoring.model import build_focus_net
+    from napari_sem_focus.scoring.weights import save_weights
 
     labels = tmp_path / "labels.csv"
     store = LabelStore(labels)
@@ -159,7 +159,7 @@ class _SmallGpu:
     (``fits=0``) until it is moved to the CPU."""
 
     def __init__(self, fits: int):
-        from napari_sem_focus.weights import load_model
+        from napari_sem_focus.scoring.weights import load_model
 
         self.model, self.fits, self.on_gpu, self.batches = load_model(None), fits, True, []
 
@@ -177,8 +177,8 @@ class _SmallGpu:
 
 
 def test_gpu_out_of_memory_splits_the_batch_then_falls_back_to_the_cpu():
-    from napari_sem_focus.infer import score_frames
-    from napari_sem_focus.weights import load_model
+    from napari_sem_focus.scoring.infer import score_frames
+    from napari_sem_focus.scoring.weights import load_model
 
     frames = [_frame(i) for i in range(6)]
     reference = [r.score for r in score_frames(frames, 5000.0, load_model(None), "center", batch_size=6)]

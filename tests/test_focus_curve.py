@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sem_focus.focus_curve import SCORE_MIN_PROMINENCE, find_best_focus, separate_peaks
+from napari_sem_focus.scoring.focus_curve import SCORE_MIN_PROMINENCE, find_best_focus, separate_peaks
 
 
 def test_parabola_vertex_between_frames():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from napari_sem_focus.errors import SemFocusError
-from napari_sem_focus.infer import (
+from napari_sem_focus.io.series import series_from_arrays
+from napari_sem_focus.scoring.infer import (
     FrameScore,
     frame_crops,
     interpret_score,
@@ -18,8 +19,7 @@ from napari_sem_focus.infer import (
     score_series,
     tile_origins,
 )
-from napari_sem_focus.io import series_from_arrays
-from napari_sem_focus.model import build_focus_net
+from napari_sem_focus.scoring.model import build_focus_net
 
 from .conftest import texture
 
@@ -113,7 +113,7 @@ def test_structure_fraction_is_the_area_of_the_structured_tiles():
 
     import cv2
 
-    from napari_sem_focus.structure import STRUCTURE_FLOOR, StructureMap, noise_sigma
+    from napari_sem_focus.scoring.structure import STRUCTURE_FLOOR, StructureMap, noise_sigma
 
     rng = np.random.default_rng(0)
     frame = rng.random((500, 700), dtype=np.float32)
@@ -139,7 +139,7 @@ def test_structure_on_2x2_blocks_equals_the_full_resolution_low_pass():
 
     import cv2
 
-    from napari_sem_focus.structure import STRUCTURE_FLOOR, STRUCTURE_SIGMA_PX, StructureMap, noise_sigma
+    from napari_sem_focus.scoring.structure import STRUCTURE_FLOOR, STRUCTURE_SIGMA_PX, StructureMap, noise_sigma
 
     rng = np.random.default_rng(2)
     clean = cv2.resize(texture((120, 160), seed=2), (640, 480), interpolation=cv2.INTER_CUBIC) * 0.6 + 0.2
@@ -162,7 +162,7 @@ def test_structure_on_2x2_blocks_equals_the_full_resolution_low_pass():
 def test_frames_prepared_ahead_come_in_order_with_their_errors_and_stop_when_closed():
     import threading
 
-    from napari_sem_focus.infer import prepared_ahead
+    from napari_sem_focus.scoring.infer import prepared_ahead
 
     assert list(prepared_ahead(range(7))) == list(range(7))
     threads = set()
@@ -197,7 +197,7 @@ def test_structure_scratch_buffers_are_per_thread_and_change_no_value():
     gets its own buffer."""
     import threading
 
-    from napari_sem_focus.structure import StructureMap, scratch_array
+    from napari_sem_focus.scoring.structure import StructureMap, scratch_array
 
     rng = np.random.default_rng(4)
     frames = [rng.random((480, 640), dtype=np.float32) * (i + 1) / 3 for i in range(3)]
@@ -228,7 +228,7 @@ def test_the_scoring_model_runs_in_channels_last_and_scores_as_the_plain_layout(
 
     import torch
 
-    from napari_sem_focus.weights import load_model, save_weights
+    from napari_sem_focus.scoring.weights import load_model, save_weights
 
     model = load_model(None)
     assert model.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)

@@ -16,7 +16,7 @@ from napari_sem_focus.errors import (
     SeriesError,
     UnreadableImageError,
 )
-from napari_sem_focus.io import read_series, write_series_tiff
+from napari_sem_focus.io.series import read_series, write_series_tiff
 
 from .conftest import shared, texture
 
@@ -205,7 +205,7 @@ def test_json_description_of_foreign_tiff_is_ignored(tmp_path):
 
 
 def test_series_from_stack_refuses_empty_and_converts_rgb():
-    from napari_sem_focus.io import series_from_stack
+    from napari_sem_focus.io.series import series_from_stack
 
     with pytest.raises(InvalidImageError, match="empty"):
         series_from_stack(np.zeros((0, 64), np.uint8))
@@ -222,7 +222,7 @@ def test_series_from_stack_refuses_empty_and_converts_rgb():
 
 
 def test_roi_restricts_every_frame_and_reports_itself():
-    from napari_sem_focus.io import series_from_arrays
+    from napari_sem_focus.io.series import series_from_arrays
 
     frames = [(texture((300, 400), seed=i) * 255).astype(np.uint8) for i in range(2)]
     series = series_from_arrays(frames).with_roi((50, 20, 200, 100))
@@ -233,7 +233,7 @@ def test_roi_restricts_every_frame_and_reports_itself():
 
 
 def test_roi_clipped_outside_and_too_small():
-    from napari_sem_focus.io import series_from_arrays
+    from napari_sem_focus.io.series import series_from_arrays
 
     series = series_from_arrays([(texture((300, 400)) * 255).astype(np.uint8)])
     clipped = series.with_roi((300, 200, 500, 500))
@@ -249,14 +249,14 @@ def test_roi_clipped_outside_and_too_small():
 
 
 def test_roi_stays_above_the_data_bar():
-    from napari_sem_focus.io import series_from_arrays
+    from napari_sem_focus.io.series import series_from_arrays
 
     series = series_from_arrays([(texture((300, 400)) * 255).astype(np.uint8)], databar_rows=60)
     assert series.with_roi((0, 200, 400, 100)).roi == (0, 200, 400, 40)
 
 
 def test_roi_from_napari_rectangle_vertices():
-    from napari_sem_focus.io import roi_from_vertices
+    from napari_sem_focus.io.roi import roi_from_vertices
 
     corners = [[-0.5, -0.5], [-0.5, 319.5], [239.5, 319.5], [239.5, -0.5]]  # rows, cols as napari draws them
     assert roi_from_vertices(corners) == (0.0, 0.0, 320.0, 240.0)
@@ -266,13 +266,14 @@ def test_roi_from_napari_rectangle_vertices():
 def test_a_long_stack_is_opened_once_not_once_per_frame(tmp_path, monkeypatch):
     """Frame after frame of a multi-page TIFF reuses the open file (re-opening and walking every page per frame
     made the time per frame grow with the stack: benchmarks/bench_long_stack.py); a rewritten file is re-read."""
-    import napari_sem_focus.io as io_module
+    import napari_sem_focus.io.image_files as image_files
+    import napari_sem_focus.io.series as io_module
 
     frames = [np.full((32, 48), i, np.uint8) for i in range(40)]
     path = io_module.write_series_tiff(tmp_path / "long.tif", frames, [{"magnification": 5000}] * 40)
     opened = []
-    real_open = io_module._open_tiff
-    monkeypatch.setattr(io_module, "_open_tiff", lambda p: opened.append(p) or real_open(p))
+    real_open = image_files._open_tiff
+    monkeypatch.setattr(image_files, "_open_tiff", lambda p: opened.append(p) or real_open(p))
     series = io_module.read_series(path)
     values = [float(series.raw_frame(i)[0, 0]) for i in range(40)]
     assert values == [float(i) for i in range(40)]
@@ -290,8 +291,8 @@ def test_a_lazy_8_bit_stack_is_scored_frame_by_frame_without_reading_it_all_firs
     import dask
     import dask.array as da
 
-    from napari_sem_focus.analysis import score_rows
-    from napari_sem_focus.io import series_from_stack
+    from napari_sem_focus.io.series import series_from_stack
+    from napari_sem_focus.scoring.analysis import score_rows
 
     reads: Counter = Counter()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from napari_sem_focus.errors import SemFocusError
-from napari_sem_focus.label_store import LabelStore, default_labels_path, read_labels
+from napari_sem_focus.training.label_store import LabelStore, default_labels_path, read_labels
 
 
 def test_set_saves_and_reloads(tmp_path):
@@ -66,7 +66,7 @@ def _write_tiff(path, value=0.5):
 def test_images_in_the_labels_folder_are_stored_relative_so_the_folder_can_move(tmp_path):
     import shutil
 
-    from napari_sem_focus.label_store import label_samples, read_label_files
+    from napari_sem_focus.training.label_store import label_samples, read_label_files
 
     image = _write_tiff(tmp_path / "run" / "frames" / "f0.tif")
     outside = _write_tiff(tmp_path / "elsewhere" / "g.tif", 0.25)
@@ -90,8 +90,8 @@ def test_images_in_the_labels_folder_are_stored_relative_so_the_folder_can_move(
 
 
 def test_a_relative_label_path_cannot_climb_out_of_its_folder(tmp_path):
-    from napari_sem_focus.data import LabelledImages
-    from napari_sem_focus.label_store import read_label_files
+    from napari_sem_focus.training.data import LabelledImages
+    from napari_sem_focus.training.label_store import read_label_files
 
     _write_tiff(tmp_path / "secret.tif")
     folder = tmp_path / "shared_labels"

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sem_focus import io, large_frames
-from napari_sem_focus.infer import frame_crops, score_series, series_crops
-from napari_sem_focus.io import read_series
+from napari_sem_focus.io import image_files
+from napari_sem_focus.io.series import read_series
+from napari_sem_focus.scoring import large_frames
+from napari_sem_focus.scoring.infer import frame_crops, score_series, series_crops
 from napari_sem_focus.simulate import simulate_series
 
 
@@ -26,7 +27,7 @@ def map_tiff(tmp_path):
 
 
 def _large(monkeypatch, pixels=100_000):
-    monkeypatch.setattr(io, "LARGE_FRAME_PIXELS", pixels)
+    monkeypatch.setattr(image_files, "LARGE_FRAME_PIXELS", pixels)
 
 
 @pytest.mark.parametrize("mode", ["structure", "center", "tiles"])
@@ -71,7 +72,7 @@ def test_bands_of_strips_and_tiles_are_the_stored_rows(tmp_path):
     windows = [(0, 240), (100, 340), (300, 540), (600, 700), (690, 700)]
     for layout in ({"rowsperstrip": 37}, {"tile": (64, 128), "compression": "zlib"}, {}):
         tifffile.imwrite(tmp_path / "a.tif", image, **layout)
-        bands = list(io._tiff_page_bands(tmp_path / "a.tif", 0, windows))
+        bands = list(image_files._tiff_page_bands(tmp_path / "a.tif", 0, windows))
         assert [b.shape[0] for b in bands] == [b - a for a, b in windows]
         for band, (a, b) in zip(bands, windows, strict=True):
             np.testing.assert_array_equal(band, image[a:b])

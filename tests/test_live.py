@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from napari_sem_focus.errors import SemFocusError
-from napari_sem_focus.io import write_series_tiff
-from napari_sem_focus.live import iter_complete_files, iter_live_scores, read_frames
+from napari_sem_focus.focusing.live import iter_complete_files, iter_live_scores, read_frames
+from napari_sem_focus.io.series import write_series_tiff
+from napari_sem_focus.scoring.weights import load_model
 from napari_sem_focus.simulate import simulate_series
-from napari_sem_focus.weights import load_model
 
 FAST = {"poll_s": 0.05, "settle_s": 0.2, "give_up_s": 1.5}
 
@@ -102,7 +102,7 @@ def test_cli_watch_scores_what_is_there_and_stops_when_idle(tmp_path, frame_file
 
 
 def test_growing_stack_keeps_frames_in_order_and_refuses_another_size():
-    from napari_sem_focus.live import GrowingStack
+    from napari_sem_focus.focusing.live import GrowingStack
 
     stack = GrowingStack()
     with pytest.raises(ValueError):
@@ -118,7 +118,7 @@ def test_cli_watch_mag_is_only_a_fallback_for_files_without_metadata(tmp_path, f
     import cv2
 
     from napari_sem_focus.cli import main
-    from napari_sem_focus.live import read_frames
+    from napari_sem_focus.focusing.live import read_frames
 
     files, _ = frame_files
     (tmp_path / "a_with_metadata.tif").write_bytes(files[2].read_bytes())
@@ -147,8 +147,8 @@ def test_cli_watch_mag_is_only_a_fallback_for_files_without_metadata(tmp_path, f
         rows = list(csv.DictReader(handle))
     scores = {r["file"]: float(r["score"]) for r in rows}
     # the same image: scored at 5,000x from its metadata, at the 500x fallback as a bare PNG — so they differ
-    from napari_sem_focus.infer import score_frames
-    from napari_sem_focus.weights import load_model
+    from napari_sem_focus.scoring.infer import score_frames
+    from napari_sem_focus.scoring.weights import load_model
 
     (at_5000,) = score_frames([frames[0]], 5000.0, load_model())
     assert scores["a_with_metadata.tif"] == pytest.approx(at_5000.score, abs=1e-3)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from napari_sem_focus.io import read_series
-from napari_sem_focus.metadata import SemMetadata, parse_jeol_sidecar, parse_tescan_tag, parse_zeiss
+from napari_sem_focus.io.metadata import SemMetadata, parse_jeol_sidecar, parse_tescan_tag, parse_zeiss
+from napari_sem_focus.io.series import read_series
 
 from .conftest import shared
 

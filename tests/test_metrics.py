@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from napari_sem_focus.io import read_series
-from napari_sem_focus.metrics import METRICS, compute_metrics
+from napari_sem_focus.io.series import read_series
+from napari_sem_focus.scoring.metrics import METRICS, compute_metrics
 
 from .conftest import SHARED_DATA, shared, texture
 

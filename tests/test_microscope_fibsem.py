@@ -11,10 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from napari_sem_focus.autofocus import learned_scorer
 from napari_sem_focus.cli import main
 from napari_sem_focus.errors import SemFocusError
-from napari_sem_focus.microscopes.fibsem_sem import (
+from napari_sem_focus.focusing.autofocus import learned_scorer
+from napari_sem_focus.focusing.microscopes.fibsem_demo import DEMO_START_WD_MM, truth, virtual_demo_microscope
+from napari_sem_focus.focusing.microscopes.fibsem_sem import (
     FibsemSEM,
     ProbeSettings,
     connect,
@@ -25,7 +26,6 @@ from napari_sem_focus.microscopes.fibsem_sem import (
     microscope_autofocus,
     parse_resolution,
 )
-from napari_sem_focus.simulate.fibsem_demo import DEMO_START_WD_MM, truth, virtual_demo_microscope
 from napari_sem_focus.simulate.frame import FrameParams
 
 import_fibsem()
@@ -274,7 +274,7 @@ def test_a_scan_that_times_out_restores_the_start(virtual_demo, monkeypatch):
 
 
 def test_a_restore_does_not_wait_forever_for_a_hung_microscope(virtual_demo, monkeypatch):
-    from napari_sem_focus.microscopes import fibsem_sem
+    from napari_sem_focus.focusing.microscopes import fibsem_sem
 
     sem = FibsemSEM(virtual_demo, SMALL_PROBE)
     sem(DEMO_START_WD_MM)
@@ -312,7 +312,7 @@ def test_live_acquisition_is_stopped_for_a_search_and_resumed_after(virtual_demo
 
 
 def test_live_imaging_on_the_ion_beam_resumes_on_the_ion_beam(virtual_demo):
-    from napari_sem_focus.microscopes.fibsem_sem import _live_beam
+    from napari_sem_focus.focusing.microscopes.fibsem_sem import _live_beam
 
     sem = FibsemSEM(virtual_demo, SMALL_PROBE)
     virtual_demo.start_acquisition(BeamType.ION)
@@ -365,7 +365,7 @@ def test_cli_watch_scores_a_microscopes_live_frames(capsys, tmp_path):
 
 
 def test_focus_and_stigmation_through_fibsem_sets_the_stigmators_and_restores_them_on_cancel():
-    from napari_sem_focus.microscopes.fibsem_sem import (
+    from napari_sem_focus.focusing.microscopes.fibsem_sem import (
         iter_microscope_focus_and_stigmate,
         microscope_focus_and_stigmate,
     )

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from napari_sem_focus.errors import CancelledError, SemFocusError, WeightsError
-from napari_sem_focus.model import build_focus_net, check_magnification, normalize_magnification
-from napari_sem_focus.train import (
+from napari_sem_focus.scoring.model import build_focus_net, check_magnification, normalize_magnification
+from napari_sem_focus.scoring.weights import load_model, read_weights_info, save_weights
+from napari_sem_focus.training.train import (
     drive,
     iter_fine_tune,
     load_checkpoint,
@@ -19,7 +20,6 @@ from napari_sem_focus.train import (
     score_loss,
     train,
 )
-from napari_sem_focus.weights import load_model, read_weights_info, save_weights
 
 from .conftest import texture
 
@@ -100,7 +100,7 @@ def test_a_few_steps_lower_the_loss():
 def test_a_step_in_parts_gives_the_whole_batch_step():
     """Out of GPU memory a step runs in parts whose gradients add up to the batch's (BatchNorm frozen here, so the
     parts see the same statistics): the weights after the step are the same."""
-    from napari_sem_focus.train import _Logit, _OptimizerStep
+    from napari_sem_focus.training.train import _Logit, _OptimizerStep
 
     images, mags, scores = (torch.stack(column) for column in zip(*_Tiny().items, strict=True))
     after = []
@@ -118,7 +118,7 @@ def test_a_step_in_parts_gives_the_whole_batch_step():
 
 
 def test_training_out_of_memory_splits_the_batch_then_says_what_to_do(monkeypatch):
-    from napari_sem_focus.train import _Logit
+    from napari_sem_focus.training.train import _Logit
 
     forward, seen = _Logit.forward, []
 
@@ -139,7 +139,7 @@ def test_training_out_of_memory_splits_the_batch_then_says_what_to_do(monkeypatc
 
 
 def test_when_not_one_image_fits_training_moves_to_the_cpu():
-    from napari_sem_focus.train import _Logit, _OptimizerStep
+    from napari_sem_focus.training.train import _Logit, _OptimizerStep
 
     images, mags, scores = (torch.stack(column) for column in zip(*_Tiny().items, strict=True))
     net = build_focus_net()
@@ -280,7 +280,7 @@ def test_data_loader_workers_after_validation_frames_were_made():
     frames. With forked workers this hung: the child touched OpenCV's thread pool that the parent had used."""
     import threading
 
-    from napari_sem_focus.data import SimulatedFrames
+    from napari_sem_focus.training.data import SimulatedFrames
 
     outcome: dict[str, object] = {}
 
@@ -306,7 +306,7 @@ def test_data_loader_workers_after_validation_frames_were_made():
 def test_time_budget_sets_the_learning_rate_schedule():
     """With max_minutes the cosine decay runs over the time budget: at the budget's end the rate is at its floor,
     even though far fewer steps than planned were made."""
-    from napari_sem_focus.train import _lr_factor
+    from napari_sem_focus.training.train import _lr_factor
 
     config = recipe("gpu", warmup_steps=10, max_minutes=1.0)
     assert _lr_factor(5, 10_000, config, 1.0) == pytest.approx(0.6)  # warm-up
@@ -318,7 +318,7 @@ def test_time_budget_sets_the_learning_rate_schedule():
 
 
 def test_gpu_recipe_and_setup_line():
-    from napari_sem_focus.train import describe_setup
+    from napari_sem_focus.training.train import describe_setup
 
     config = recipe("gpu")
     assert (config.batch_size, config.crop, config.device, config.amp) == (128, (240, 320), "cuda", True)
@@ -358,7 +358,7 @@ def test_checkpoints_and_weights_with_code_in_them_are_refused(tmp_path):
 def test_echo_buffer_draws_from_recent_batches_with_labels_kept():
     """Data echoing: ``echo`` batches per fresh batch, each a draw from the last ``depth`` fresh batches, every frame
     flipped or not but never separated from its label; echo 1 passes the fresh batch through untouched."""
-    from napari_sem_focus.train import EchoBuffer
+    from napari_sem_focus.training.train import EchoBuffer
 
     generator = torch.Generator().manual_seed(0)
     originals: dict[int, torch.Tensor] = {}
@@ -408,7 +408,7 @@ def test_echoed_training_takes_echo_steps_per_batch_and_lowers_the_loss():
 
 
 def test_physics_targets_of_simulated_frames_and_nan_where_unknown():
-    from napari_sem_focus.data import AUX_TARGETS, SimulatedFrames, physics_targets
+    from napari_sem_focus.training.data import AUX_TARGETS, SimulatedFrames, physics_targets
 
     frames = SimulatedFrames("train", 40, shape=(48, 64), aux=True)
     labels = torch.stack([frames[i][2] for i in range(len(frames))])
@@ -425,8 +425,8 @@ def test_physics_targets_of_simulated_frames_and_nan_where_unknown():
 
 
 def test_auxiliary_targets_train_a_head_that_is_kept_in_checkpoints_not_in_weights(tmp_path):
-    from napari_sem_focus.data import with_targets
-    from napari_sem_focus.train import training_loss
+    from napari_sem_focus.training.data import with_targets
+    from napari_sem_focus.training.train import training_loss
 
     # the auxiliary loss counts only known targets, weighted
     logit, aux = torch.zeros(2), torch.zeros(2, 3)
@@ -454,7 +454,7 @@ def test_auxiliary_targets_train_a_head_that_is_kept_in_checkpoints_not_in_weigh
 
 
 def test_progressive_crops_grow_to_the_whole_crop():
-    from napari_sem_focus.train import progressive_crop
+    from napari_sem_focus.training.train import progressive_crop
 
     images = torch.arange(2 * 144 * 192, dtype=torch.float32).reshape(2, 1, 144, 192)
     generator = torch.Generator().manual_seed(0)
@@ -470,7 +470,7 @@ def test_progressive_crops_grow_to_the_whole_crop():
 def test_semireal_frames_carry_physics_targets_beside_the_same_score(tmp_path):
     import tifffile
 
-    from napari_sem_focus.data import AUX_TARGETS, SemiRealFrames
+    from napari_sem_focus.training.data import AUX_TARGETS, SemiRealFrames
 
     source = tmp_path / "in_focus.tif"
     tifffile.imwrite(source, (texture((200, 260), seed=3) * 255).astype(np.uint8))

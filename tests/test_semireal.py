@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from napari_sem_focus.scoring.structure import noise_sigma
 from napari_sem_focus.simulate.semireal import (
     FocusStep,
     SemiRealSettings,
@@ -14,7 +15,6 @@ from napari_sem_focus.simulate.semireal import (
     feature_size_px,
     semireal_series,
 )
-from napari_sem_focus.structure import noise_sigma
 
 from .conftest import texture
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_sem_focus.io import IMAGE_SUFFIXES, read_series
+from napari_sem_focus.io.series import IMAGE_SUFFIXES, read_series
 
 from .conftest import SHARED_DATA, texture
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from napari_sem_focus.cli import main
-from napari_sem_focus.io import read_series
-from napari_sem_focus.metrics import METRICS
+from napari_sem_focus.io.series import read_series
+from napari_sem_focus.scoring.metrics import METRICS
 from napari_sem_focus.simulate import (
     SPECIMENS,
     FrameParams,
@@ -179,7 +179,7 @@ def test_cli_simulate_series_writes_tiff_with_wd_and_labels(tmp_path, capsys):
 
 
 def test_cli_simulate_dataset_and_torch_dataset(tmp_path):
-    from napari_sem_focus.data import LabelledImages, SimulatedFrames
+    from napari_sem_focus.training.data import LabelledImages, SimulatedFrames
 
     assert (
         main(["simulate", "dataset", "--n", "6", "--split", "val", "--size", "96", "64", "--out", str(tmp_path)]) == 0

@@ -9,12 +9,18 @@ import math
 import numpy as np
 import pytest
 
-from napari_sem_focus.autofocus import autofocus, learned_scorer
 from napari_sem_focus.cli import main
 from napari_sem_focus.errors import SemFocusError
+from napari_sem_focus.focusing.autofocus import autofocus, learned_scorer
+from napari_sem_focus.focusing.stigmation import (
+    METHODS,
+    STIGMATED_SCORE,
+    Setting,
+    focus_and_stigmate,
+    iter_focus_and_stigmate,
+)
 from napari_sem_focus.simulate.frame import FrameParams
 from napari_sem_focus.simulate.virtual_sem import VirtualSEM
-from napari_sem_focus.stigmation import METHODS, STIGMATED_SCORE, Setting, focus_and_stigmate, iter_focus_and_stigmate
 
 
 def _astigmatic(**extra):

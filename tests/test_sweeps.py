@@ -13,9 +13,9 @@ import pytest
 from napari_sem_focus._reader import get_reader
 from napari_sem_focus.cli import main
 from napari_sem_focus.errors import SeriesError
-from napari_sem_focus.io import read_series
-from napari_sem_focus.microscopes.fibsem_sem import connect, import_fibsem
-from napari_sem_focus.simulate.fibsem_demo import truth, virtual_demo_microscope
+from napari_sem_focus.focusing.microscopes.fibsem_demo import truth, virtual_demo_microscope
+from napari_sem_focus.focusing.microscopes.fibsem_sem import connect, import_fibsem
+from napari_sem_focus.io.series import read_series
 from napari_sem_focus.simulate.frame import FrameParams
 
 import_fibsem()

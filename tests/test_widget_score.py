@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_sem_focus.scoring.weights import bundled_weights_path
 from napari_sem_focus.simulate import simulate_series, write_series
-from napari_sem_focus.weights import bundled_weights_path
 
 pytestmark = pytest.mark.gui
 napari = pytest.importorskip("napari")
@@ -65,8 +65,8 @@ def test_reader_widget_best_frame_and_clicks(widget, qtbot, series_path):
 
 
 def test_cancel_stops_early_without_error(widget, qtbot, tmp_path, monkeypatch):
-    from napari_sem_focus.model import build_focus_net
-    from napari_sem_focus.weights import save_weights
+    from napari_sem_focus.scoring.model import build_focus_net
+    from napari_sem_focus.scoring.weights import save_weights
 
     viewer, w = widget
     weights = save_weights(build_focus_net(), tmp_path / "w.safetensors")
@@ -182,8 +182,8 @@ def test_live_folder_scores_each_new_frame_in_order(widget, qtbot, tmp_path):
     import threading
     import time
 
-    from napari_sem_focus.io import write_series_tiff
-    from napari_sem_focus.weights import load_model
+    from napari_sem_focus.io.series import write_series_tiff
+    from napari_sem_focus.scoring.weights import load_model
 
     _viewer, w = widget
     frames, wds = simulate_series("tinball", 5000.0, steps=4, shape=(240, 320), seed=2)
@@ -260,7 +260,7 @@ def test_a_growing_focus_curve_is_blitted_onto_axes_drawn_once(qtbot):
     and only the curves are drawn onto them; a row beyond the axis widens it; the last call draws afresh."""
 
     from napari_sem_focus._widgets.plot import FocusPlot
-    from napari_sem_focus.report import curve_peak
+    from napari_sem_focus.scoring.report import curve_peak
 
     plot = FocusPlot()
     qtbot.addWidget(plot)

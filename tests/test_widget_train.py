@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from napari_sem_focus.model import build_focus_net
+from napari_sem_focus.scoring.model import build_focus_net
+from napari_sem_focus.scoring.weights import save_weights
 from napari_sem_focus.simulate import simulate_series, write_series
-from napari_sem_focus.weights import save_weights
 
 pytestmark = pytest.mark.gui
 napari = pytest.importorskip("napari")
@@ -81,7 +81,7 @@ def test_label_fine_tune_and_hot_swap(setup, qtbot, tmp_path):
     new_path = trainer.use_model(tmp_path / "tuned.safetensors")
     assert new_path.with_suffix(".json").is_file()
     assert scorer.weights_edit.text() == str(new_path)
-    from napari_sem_focus.weights import load_model
+    from napari_sem_focus.scoring.weights import load_model
 
     old = load_model(weights).state_dict()["head.0.weight"]
     new = load_model(new_path).state_dict()["head.0.weight"]
@@ -226,12 +226,12 @@ def test_keys_are_given_back_when_the_widget_closes(default_setup):
 def test_labels_file_stays_valid_when_napari_is_killed_while_labelling(tmp_path):
     """A process labelling as fast as it can (the widget's core call, one atomic save per label) is killed; the
     labels file it leaves is complete and readable."""
-    from napari_sem_focus.label_store import LabelStore
+    from napari_sem_focus.training.label_store import LabelStore
 
     labels = tmp_path / "labels.csv"
     script = (
         "import sys\n"
-        "from napari_sem_focus.label_store import LabelStore\n"
+        "from napari_sem_focus.training.label_store import LabelStore\n"
         f"store = LabelStore({str(labels)!r})\n"
         "i = 0\n"
         "while True:\n"
@@ -266,7 +266,7 @@ def test_plots_follow_napari_theme(default_setup):
 
 
 def test_the_form_opens_a_chosen_labels_file_and_enables_what_the_regime_uses(make_napari_viewer, tmp_path):
-    from napari_sem_focus.label_store import LabelStore
+    from napari_sem_focus.training.label_store import LabelStore
 
     _viewer, _scorer, trainer, _frames, path = _open_with_widgets(make_napari_viewer, tmp_path, 3, (240, 320), 0)
     assert trainer.store is not None and trainer.store.path == path.with_name(f"{path.stem}_focus_labels.csv")

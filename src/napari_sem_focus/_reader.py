@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .io import IMAGE_SUFFIXES, list_frame_files
+from .io.series import IMAGE_SUFFIXES, list_frame_files
 
 
 def get_reader(path: str | list[str]) -> Any:
@@ -56,7 +56,7 @@ def series_layer_data(series: Any) -> tuple[Any, dict[str, Any], str]:
 def read_layers(path: str | list[str]) -> list[tuple[Any, dict[str, Any], str]]:
     """Read ``path`` (file, folder, or list of files forming one series) into one image layer."""
     from .errors import MixedFrameSizesError
-    from .io import read_series
+    from .io.series import read_series
 
     source: Any = path if isinstance(path, str) else [Path(p) for p in path]
     if isinstance(source, list) and len(source) == 1:

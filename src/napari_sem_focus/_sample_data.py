@@ -1,4 +1,4 @@
-"""napari sample data: simulated SEM focus series (see :mod:`napari_sem_focus.samples`), made on the fly."""
+"""napari sample data: simulated SEM focus series (see :mod:`napari_sem_focus.simulate.samples`), made on the fly."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 def _layer(name: str) -> list[tuple[Any, dict[str, Any], str]]:
     from ._reader import series_layer_data
-    from .samples import sample_series
+    from .simulate.samples import sample_series
 
     return [series_layer_data(sample_series(name))]
 

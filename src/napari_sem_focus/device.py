@@ -24,13 +24,12 @@ from .errors import SemFocusError
 
 
 def load_pytorch() -> None:
-    """Import PyTorch, the network's module (:mod:`napari_sem_focus.model`) and torchvision's models: about 3 s the
-    first time in a process, ~0.35 s of it loading libtorch with Python's GIL held (no other Python thread runs
+    """Import PyTorch and torchvision's models (what :mod:`napari_sem_focus.scoring.model` needs): about 3 s the first
+    time in a process, ~0.35 s of it loading libtorch with Python's GIL held (no other Python thread runs
     then); nothing after that. torchvision's models import ``torch._dynamo`` (1.2 s of Python imports): left to the
     first scoring, its pauses of the viewer reached 60-100 ms while the first frames were scored."""
-    import torchvision.models  # noqa: F401  (what model.build_model needs)
-
-    from . import model  # noqa: F401  (imports torch)
+    import torch  # noqa: F401
+    import torchvision.models  # noqa: F401  (what scoring.model.build_focus_net needs)
 
 
 def load_pytorch_in_background() -> threading.Thread | None:

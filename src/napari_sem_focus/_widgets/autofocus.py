@@ -1,5 +1,5 @@
-"""The Autofocus widget: the closed-loop search (:mod:`napari_sem_focus.autofocus`) on the virtual SEM or on a
-microscope through fibsem-os (:mod:`napari_sem_focus.microscopes.fibsem_sem`), live.
+"""The Autofocus widget: the closed-loop search (:mod:`napari_sem_focus.focusing.autofocus`) on the virtual SEM or on a
+microscope through fibsem-os (:mod:`napari_sem_focus.focusing.microscopes.fibsem_sem`), live.
 
 *microscope* chooses the virtual SEM, fibsem's demo (its images drawn by the virtual SEM) or a Thermo Fisher /
 TESCAN instrument: *Connect* connects in the background, *Run autofocus* searches from the working distance the
@@ -18,7 +18,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QWidget
 
-from ..autofocus import SCORERS, STRATEGIES
+from ..focusing.autofocus import SCORERS, STRATEGIES
 from .current_microscope import current_microscope
 from .forms import button_row, form, magnification_spin, scrolled_layout, status_line
 from .jobs import start_job
@@ -165,16 +165,16 @@ class AutofocusWidget(QWidget):
         def job() -> Any:  # in the worker: no Qt here
             yield from ()
             if manufacturer == "Demo":
-                from ..simulate.fibsem_demo import virtual_demo_microscope
+                from ..focusing.microscopes.fibsem_demo import virtual_demo_microscope
                 from ..simulate.frame import FrameParams
 
                 frame = FrameParams(family=family, astig_um=astig, astig_angle_deg=ASTIG_ANGLE_DEG)
                 microscope = virtual_demo_microscope(frame, focus_offset_um=offset)
             else:
-                from ..microscopes.fibsem_sem import connect
+                from ..focusing.microscopes.fibsem_sem import connect
 
                 microscope = connect(manufacturer, ip, config)
-            from ..microscopes.fibsem_sem import FibsemSEM
+            from ..focusing.microscopes.fibsem_sem import FibsemSEM
 
             return microscope, FibsemSEM(microscope).working_distance_mm()
 
@@ -209,7 +209,7 @@ class AutofocusWidget(QWidget):
         return self.worker
 
     def _virtual_job(self) -> tuple[Any, str]:
-        from ..autofocus import iter_autofocus, make_scorer
+        from ..focusing.autofocus import iter_autofocus, make_scorer
         from ..simulate.frame import FrameParams
         from ..simulate.virtual_sem import VirtualSEM
 
@@ -230,7 +230,7 @@ class AutofocusWidget(QWidget):
         def job() -> Any:  # runs in the worker: no Qt here
             scorer = make_scorer(scorer_name, mag)
             if self._stigmating:
-                from ..stigmation import iter_focus_and_stigmate
+                from ..focusing.stigmation import iter_focus_and_stigmate
 
                 return (
                     yield from iter_focus_and_stigmate(
@@ -251,9 +251,14 @@ class AutofocusWidget(QWidget):
         return job, f"searching ±{range_um:.1f} µm around the start…"
 
     def _microscope_job(self) -> tuple[Any, str]:
-        from ..autofocus import make_scorer
-        from ..metadata import field_width_um
-        from ..microscopes.fibsem_sem import FibsemSEM, ProbeSettings, iter_microscope_autofocus, parse_resolution
+        from ..focusing.autofocus import make_scorer
+        from ..focusing.microscopes.fibsem_sem import (
+            FibsemSEM,
+            ProbeSettings,
+            iter_microscope_autofocus,
+            parse_resolution,
+        )
+        from ..io.metadata import field_width_um
 
         microscope, demo = self.connected.microscope, self.manufacturer == "Demo"
         resolution, dwell = parse_resolution(self.probe_box.value), float(self.dwell_box.value)
@@ -262,7 +267,7 @@ class AutofocusWidget(QWidget):
         range_um, dose = float(self.range_box.value), float(self.dose_box.value)
         scorer_name, strategy, most = self.scorer_box.value, self.strategy_box.value, self.max_box.value
         if demo:  # the demo's truth (in this process, no instrument to wait for): the virtual SEM behind its frames
-            from ..simulate.fibsem_demo import set_dose, truth
+            from ..focusing.microscopes.fibsem_demo import set_dose, truth
 
             start = sem.working_distance_mm()
             set_dose(microscope, dose, dwell)
@@ -273,7 +278,7 @@ class AutofocusWidget(QWidget):
         def job() -> Any:  # runs in the worker: no Qt here, and every call to the instrument
             scorer = make_scorer(scorer_name, sem.magnification)
             if self._stigmating:
-                from ..microscopes.fibsem_sem import iter_microscope_focus_and_stigmate
+                from ..focusing.microscopes.fibsem_sem import iter_microscope_focus_and_stigmate
 
                 return (
                     yield from iter_microscope_focus_and_stigmate(
@@ -311,7 +316,7 @@ class AutofocusWidget(QWidget):
         """Set the microscope back to the last search's starting working distance, in a worker."""
         if self.adapter is None or self.result is None:
             return None
-        from ..microscopes.fibsem_sem import is_restored
+        from ..focusing.microscopes.fibsem_sem import is_restored
 
         sem, result = self.adapter, self.result
         stigmating = hasattr(result, "final")  # a focus + stigmation result: the stigmators go back too
@@ -368,7 +373,7 @@ class AutofocusWidget(QWidget):
         return text
 
     def _draw(self) -> None:
-        from ..report import plot_autofocus_path, plot_focus_stig_path
+        from ..scoring.report import plot_autofocus_path, plot_focus_stig_path
 
         figure = self.plot.figure
         figure.clear()

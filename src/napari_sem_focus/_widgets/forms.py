@@ -123,7 +123,7 @@ def region_of_interest(shapes_layer: Any, image_layer: Any) -> tuple[float, floa
     image layer's pixel grid, so the layer's scale (nm per pixel) and any translation are honoured."""
     import numpy as np
 
-    from ..io import roi_from_vertices
+    from ..io.roi import roi_from_vertices
 
     if shapes_layer is None or len(shapes_layer.data) == 0:
         return None

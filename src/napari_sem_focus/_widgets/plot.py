@@ -16,8 +16,8 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ..focus_curve import FocusPeak
-from ..report import focus_positions, plot_focus_curve
+from ..scoring.focus_curve import FocusPeak
+from ..scoring.report import focus_positions, plot_focus_curve
 from .jobs import DrawingGate
 
 #: Fraction of the x span left free on each side of a growing curve's axes (matplotlib's default margin).

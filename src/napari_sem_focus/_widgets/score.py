@@ -1,8 +1,8 @@
 """The "Score stack" dock widget: choose an image layer, score every frame in a worker, plot and table the
 focus curve, jump to the best frame, keep it, show the focus map, export CSV.
 
-All computing is done by core functions (:func:`~napari_sem_focus.analysis.score_rows`,
-:func:`~napari_sem_focus.report.curve_peak`, :func:`~napari_sem_focus.report.write_csv`...).
+All computing is done by core functions (:func:`~napari_sem_focus.scoring.analysis.score_rows`,
+:func:`~napari_sem_focus.scoring.report.curve_peak`, :func:`~napari_sem_focus.scoring.report.write_csv`...).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from qtpy.QtWidgets import (
 
 from ..device import load_pytorch_in_background
 from ..errors import CancelledError, SemFocusError
-from ..focus_curve import FocusPeak
-from ..infer import MODES, magnification_note, model_magnification
-from ..live import GrowingStack
-from ..report import curve_peak, write_csv
+from ..focusing.live import GrowingStack
+from ..scoring.focus_curve import FocusPeak
+from ..scoring.infer import MODES, magnification_note, model_magnification
+from ..scoring.report import curve_peak, write_csv
 from .current_model import current_model
 from .forms import (
     WHOLE_IMAGE,
@@ -50,7 +50,7 @@ def series_for_layer(layer: Any) -> Any:
     reader or sample data, else a lazy series over ``layer.data`` (captured now)."""
     import napari
 
-    from ..io import series_from_stack
+    from ..io.series import series_from_stack
 
     if not isinstance(layer, napari.layers.Image):
         raise SemFocusError(f"'{layer.name}' is a {type(layer).__name__} layer; choose an image layer")
@@ -208,9 +208,9 @@ class ScoreStackWidget(QWidget):
         """Score the chosen layer in a worker thread; returns the worker (None when the input is refused)."""
         from napari.utils.notifications import show_error, show_info
 
-        from ..analysis import score_rows
         from ..device import select_device
-        from ..infer import CROP_SIZE
+        from ..scoring.analysis import score_rows
+        from ..scoring.tiles import CROP_SIZE
 
         layer = self.selected_layer()
         if layer is None:
@@ -272,11 +272,11 @@ class ScoreStackWidget(QWidget):
 
     def start_live(self, folder: str | Path, **watch: Any) -> Any:
         """Live mode: watch ``folder`` and score each new, completely written frame in a worker
-        (:func:`napari_sem_focus.live.iter_live_scores`; ``watch`` takes its options); the frames grow a layer
+        (:func:`napari_sem_focus.focusing.live.iter_live_scores`; ``watch`` takes its options); the frames grow a layer
         'live: <folder>', the plot and table the rows; *Cancel* stops watching. Returns the worker."""
 
         from ..device import select_device
-        from ..live import iter_live_scores
+        from ..focusing.live import iter_live_scores
 
         folder = Path(folder)
         self.layer, self.series, self.live_layer, self._live_frames = None, None, None, GrowingStack()
@@ -297,7 +297,7 @@ class ScoreStackWidget(QWidget):
 
     def start_live_microscope(self, **live: Any) -> Any:
         """Live mode on the microscope connected in the Autofocus widget: its live acquisition (started if it is
-        not running) scored frame by frame in a worker (:func:`napari_sem_focus.microscopes.fibsem_sem.
+        not running) scored frame by frame in a worker (:func:`napari_sem_focus.focusing.microscopes.fibsem_sem.
         iter_live_microscope_scores`; ``live`` takes its options), into a layer, the plot and the table; *Cancel*
         stops. Returns the worker, or None when no microscope is connected."""
         from napari.utils.notifications import show_warning
@@ -309,7 +309,7 @@ class ScoreStackWidget(QWidget):
         if connected.microscope is None:
             show_warning("no microscope connected: connect one in Plugins ▸ SEM Focus ▸ Autofocus first")
             return None
-        from ..microscopes.fibsem_sem import iter_live_microscope_scores
+        from ..focusing.microscopes.fibsem_sem import iter_live_microscope_scores
 
         microscope, name = connected.microscope, Path(connected.name or "microscope")
         self.layer, self.series, self.live_layer, self._live_frames = None, None, None, GrowingStack()
@@ -368,7 +368,7 @@ class ScoreStackWidget(QWidget):
 
     def _update_views(self, growing: bool = False) -> None:
         """Plot, status line and table from the rows so far (``growing``: more are coming)."""
-        from ..analysis import metric_columns, score_summary
+        from ..scoring.analysis import metric_columns, score_summary
 
         if not self.rows:
             return

@@ -1,18 +1,18 @@
 """The "Label & fine-tune" dock widget: give frames a 0-10 focus score, keep the labels file, adapt the model to
 them in a worker, compare the cross-validated RMSE before/after, then use (hot-swap) and save the new model.
 
-Two regimes: ``adapt (few labels)`` (:func:`~napari_sem_focus.adapt.iter_adapt`: trunk frozen, cross-validated,
-never worse than the current model; the default) and ``whole network`` (:func:`~napari_sem_focus.train.iter_fine_tune`,
-for hundreds of labels). Both run as napari ``thread_worker`` generators whose yielded events update the status and
-the plot; widget values are read before the worker starts.
+Two regimes: ``adapt (few labels)`` (:func:`~napari_sem_focus.training.adapt.iter_adapt`: trunk frozen, cross-validated,
+never worse than the current model; the default) and ``whole network``
+(:func:`~napari_sem_focus.training.train.iter_fine_tune`, for hundreds of labels). Both run as napari ``thread_worker``
+generators whose yielded events update the status and the plot; widget values are read before the worker starts.
 
 Labelling never runs the model on the GUI thread: the table's "model" column comes from a cache, and frames not
 scored yet are scored once in a worker when labelling pauses. Keyboard: with the widget open, keys 0-9 label the
 current frame with that score and ``=`` labels it 10; the keys are given back (napari's previous bindings
 restored) when the widget closes.
-Everything it computes is a core call: :class:`~napari_sem_focus.label_store.LabelStore`,
-:mod:`~napari_sem_focus.adapt`, :func:`~napari_sem_focus.train.iter_fine_tune`,
-:func:`~napari_sem_focus.weights.save_weights`.
+Everything it computes is a core call: :class:`~napari_sem_focus.training.label_store.LabelStore`,
+:mod:`~napari_sem_focus.training.adapt`, :func:`~napari_sem_focus.training.train.iter_fine_tune`,
+:func:`~napari_sem_focus.scoring.weights.save_weights`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import CancelledError, SemFocusError
-from ..label_store import LabelStore, default_labels_path
+from ..training.label_store import LabelStore, default_labels_path
 from .current_model import current_model
 from .forms import button_row, form, frame_on_screen, layer_choice, magnification_spin, status_line
 from .jobs import at_lower_priority, start_job
@@ -165,7 +165,7 @@ class TrainWidget(QWidget):
         return self.layer_box.value
 
     def _layer_changed(self) -> None:
-        from ..infer import model_magnification
+        from ..scoring.infer import model_magnification
 
         layer = self.selected_layer()
         if layer is None:
@@ -230,7 +230,7 @@ class TrainWidget(QWidget):
     def _frame_loader(self) -> Any:
         """Read labelled frames: from open layers when the label names one (each layer's series built once),
         else from files."""
-        from ..io import load_frame
+        from ..io.series import load_frame
 
         series = {}
         for layer in self.viewer.layers:
@@ -260,8 +260,8 @@ class TrainWidget(QWidget):
         """Score the labelled frames the cache lacks, once each, in a worker; the table fills in as they come."""
         from napari.qt.threading import create_worker
 
-        from ..infer import score_frames
-        from ..weights import load_model
+        from ..scoring.infer import score_frames
+        from ..scoring.weights import load_model
 
         if self.store is None:
             return None
@@ -347,9 +347,9 @@ class TrainWidget(QWidget):
         paper's 320x240)."""
         from napari.utils.notifications import show_error
 
-        from ..adapt import iter_adapt
-        from ..train import iter_fine_tune
-        from ..weights import load_model
+        from ..scoring.weights import load_model
+        from ..training.adapt import iter_adapt
+        from ..training.train import iter_fine_tune
 
         try:
             store = self._ensure_store()
@@ -393,7 +393,7 @@ class TrainWidget(QWidget):
 
     def _on_event(self, event: Any) -> None:
         """A progress event from the worker: a training step (whole network) or an adaptation stage."""
-        from ..adapt import AdaptEvent
+        from ..training.adapt import AdaptEvent
 
         self.history.append(event)
         if isinstance(event, AdaptEvent):
@@ -405,7 +405,7 @@ class TrainWidget(QWidget):
             self._draw_history()
 
     def _draw_history(self) -> None:
-        from ..adapt import AdaptResult
+        from ..training.adapt import AdaptResult
 
         ax = self.axes
         ax.clear()
@@ -429,13 +429,13 @@ class TrainWidget(QWidget):
 
     @staticmethod
     def _draw_adaptation(ax: Any, result: Any) -> None:
-        """The adopted remap over the labelled frames (:func:`~napari_sem_focus.report.plot_adaptation`)."""
-        from ..report import plot_adaptation
+        """The adopted remap over the labelled frames (:func:`~napari_sem_focus.scoring.report.plot_adaptation`)."""
+        from ..scoring.report import plot_adaptation
 
         plot_adaptation(ax, result)
 
     def _on_done(self, result: Any) -> None:
-        from ..adapt import AdaptResult
+        from ..training.adapt import AdaptResult
 
         self.result = result
         if result is None:
@@ -469,7 +469,7 @@ class TrainWidget(QWidget):
     def use_model(self, path: str | Path) -> Path:
         """Save the fine-tuned model (safetensors + a JSON of its training facts) and hot-swap it into every
         Score-stack widget of this viewer."""
-        from ..weights import save_weights_and_facts
+        from ..scoring.weights import save_weights_and_facts
 
         if self.result is None:
             raise SemFocusError("no fine-tuned model yet")

@@ -33,13 +33,13 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def read_series_arg(path: Path, args: argparse.Namespace) -> Any:
-    from ..io import read_series
+    from ..io.series import read_series
 
     return read_series(path, databar_rows=args.databar, common_crop=args.common_crop)
 
 
 def print_rows(args: argparse.Namespace, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    from ..report import format_table, to_csv, to_json
+    from ..scoring.report import format_table, to_csv, to_json
 
     if args.json:
         print(to_json({"rows": rows, **summary}))
@@ -50,7 +50,7 @@ def print_rows(args: argparse.Namespace, rows: list[dict[str, Any]], summary: di
 
 
 def peak_summary(rows: list[dict[str, Any]], key: str) -> tuple[Any, dict[str, Any]]:
-    from ..report import curve_peak
+    from ..scoring.report import curve_peak
 
     peak, unit = curve_peak(rows, key)
     summary = {
@@ -80,8 +80,8 @@ def print_best(summary: dict[str, Any]) -> None:
 
 def write_plot(plot: Path, n: int, count: int, rows: list[dict[str, Any]], key: str, peak: Any, title: str) -> None:
     """The focus-curve PNG of series ``n`` (``plot`` itself, or ``<stem>_<n>`` when several series)."""
-    from ..analysis import metric_columns
-    from ..report import save_focus_plot
+    from ..scoring.analysis import metric_columns
+    from ..scoring.report import save_focus_plot
 
     path = plot if count == 1 else plot.with_stem(f"{plot.stem}_{n}")
     save_focus_plot(path, rows, key, peak, metric_columns(rows, key), title=title)
@@ -90,7 +90,7 @@ def write_plot(plot: Path, n: int, count: int, rows: list[dict[str, Any]], key: 
 
 def write_table(out: Path | None, rows: list[dict[str, Any]]) -> None:
     if out:
-        from ..report import write_csv
+        from ..scoring.report import write_csv
 
         write_csv(out, rows)
         print(f"table written to {out}", file=sys.stderr)

@@ -17,8 +17,8 @@ MICROSCOPE_RANGE_UM = 25.0
 
 
 def add_autofocus_parser(sub: Any) -> None:
-    from ..autofocus import SCORERS, STRATEGIES
-    from ..microscopes.fibsem_sem import MANUFACTURERS
+    from ..focusing.autofocus import SCORERS, STRATEGIES
+    from ..focusing.microscopes.fibsem_sem import MANUFACTURERS
 
     af = sub.add_parser(
         "autofocus",
@@ -108,12 +108,13 @@ def _cmd_autofocus(args: argparse.Namespace) -> int:
         return _virtual_search(args)
     raise SemFocusError(
         "give --virtual (the simulator's microscope) or --microscope fibsem --manufacturer Demo|Thermo|Tescan; "
-        "from Python, napari_sem_focus.autofocus.autofocus(acquire, start_wd_mm, scorer) takes any acquire(wd_mm)"
+        "from Python, napari_sem_focus.focusing.autofocus.autofocus(acquire, start_wd_mm, scorer) takes any "
+        "acquire(wd_mm)"
     )
 
 
 def _virtual_search(args: argparse.Namespace) -> int:
-    from ..autofocus import iter_autofocus, make_scorer
+    from ..focusing.autofocus import iter_autofocus, make_scorer
     from ..simulate.frame import FrameParams
     from ..simulate.virtual_sem import VirtualSEM
 
@@ -143,7 +144,7 @@ def _virtual_search(args: argparse.Namespace) -> int:
     )
     span = (start - range_um * 1e-3, start + range_um * 1e-3)
     if args.stigmate:
-        from ..stigmation import iter_focus_and_stigmate
+        from ..focusing.stigmation import iter_focus_and_stigmate
 
         stig = iter_focus_and_stigmate(sem, start, sem.stigmator, scorer, **_stig_options(args, range_um))
         return _report_stig(args, stig, sem, span)
@@ -167,8 +168,8 @@ def _stig_options(args: argparse.Namespace, range_um: float) -> dict[str, Any]:
 
 
 def _microscope_search(args: argparse.Namespace) -> int:
-    from ..autofocus import make_scorer
-    from ..microscopes.fibsem_sem import (
+    from ..focusing.autofocus import make_scorer
+    from ..focusing.microscopes.fibsem_sem import (
         FibsemSEM,
         ProbeSettings,
         iter_microscope_autofocus,
@@ -182,7 +183,7 @@ def _microscope_search(args: argparse.Namespace) -> int:
     if args.manufacturer == "Demo":
         microscope, truth, hfw_um = _virtual_demo(args, resolution, hfw_um)
     else:
-        from ..microscopes.fibsem_sem import connect
+        from ..focusing.microscopes.fibsem_sem import connect
 
         microscope = connect(args.manufacturer, args.ip, args.config)
     probe = ProbeSettings(resolution, args.dwell_us, hfw_um)
@@ -230,8 +231,8 @@ def _microscope_search(args: argparse.Namespace) -> int:
 def _virtual_demo(args: argparse.Namespace, resolution: tuple[int, int], hfw_um: float | None) -> tuple[Any, ...]:
     """fibsem's demo microscope showing the virtual SEM (``--specimen``, ``--mag``, ``--dose``...): the microscope,
     the virtual SEM behind its probe frames (the truth), and the probe's field width (µm)."""
-    from ..metadata import field_width_um
-    from ..simulate.fibsem_demo import set_dose, truth, virtual_demo_microscope
+    from ..focusing.microscopes.fibsem_demo import set_dose, truth, virtual_demo_microscope
+    from ..io.metadata import field_width_um
     from ..simulate.frame import FrameParams
 
     hfw_um = hfw_um or field_width_um(args.mag, resolution[0])  # the field width that gives --mag
@@ -274,7 +275,7 @@ def _report(args: argparse.Namespace, search: Generator[Any, None, Any], truth: 
             "start_true_score": truth.true_score(result.start_wd_mm),
         }
     if args.json:
-        from ..report import to_json
+        from ..scoring.report import to_json
 
         print(to_json(result.to_dict() | facts))
     else:
@@ -286,7 +287,7 @@ def _report(args: argparse.Namespace, search: Generator[Any, None, Any], truth: 
                 f"(start {facts['start_true_score']:.2f})"
             )
     if args.plot:
-        from ..report import save_autofocus_plot
+        from ..scoring.report import save_autofocus_plot
 
         curve = truth.true_curve(*span, 301) if truth is not None else None
         print(f"plot written to {save_autofocus_plot(args.plot, result, curve)}", file=sys.stderr)
@@ -331,7 +332,7 @@ def _report_stig(
             "best_stigmator": list(truth.best_stigmator()),
         }
     if args.json:
-        from ..report import to_json
+        from ..scoring.report import to_json
 
         print(to_json(result.to_dict() | facts))
     else:
@@ -343,7 +344,7 @@ def _report_stig(
                 f"true score {facts['final_true_score']:.2f} (start {facts['start_true_score']:.2f})"
             )
     if args.plot:
-        from ..report import save_focus_stig_plot
+        from ..scoring.report import save_focus_stig_plot
 
         curve = best = None
         if truth is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SemFocusError
-from ..infer import CROP_SIZE
+from ..scoring.tiles import CROP_SIZE
 from ._common import (
     add_output_options,
     add_series_options,
@@ -32,8 +32,8 @@ def add_info_parser(sub: Any) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from ..infer import model_magnification
-    from ..report import to_json
+    from ..scoring.infer import model_magnification
+    from ..scoring.report import to_json
 
     series = read_series_arg(args.path, args)
     facts = series.describe()
@@ -72,7 +72,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def add_metrics_parser(sub: Any) -> None:
     """``sem-focus metrics``."""
-    from ..metrics import METRICS
+    from ..scoring.metrics import METRICS
 
     metrics = sub.add_parser("metrics", help="classic focus metrics per frame, and the best frame")
     metrics.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="images, stacks or folders")
@@ -102,7 +102,7 @@ def add_metrics_parser(sub: Any) -> None:
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    from ..analysis import series_metrics
+    from ..scoring.analysis import series_metrics
 
     all_rows: list[dict[str, Any]] = []
     names = args.metrics or None
@@ -126,8 +126,8 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def add_score_parser(sub: Any) -> None:
-    from ..infer import MODES
-    from ..samples import SAMPLES
+    from ..scoring.infer import MODES
+    from ..simulate.samples import SAMPLES
 
     score = sub.add_parser("score", help="learned focus score (0-10) per frame, best frame, focus curve")
     score.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="images, stacks or folders")
@@ -158,10 +158,10 @@ def add_score_parser(sub: Any) -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from ..analysis import NO_STRUCTURE, score_rows, score_summary
     from ..device import select_device
-    from ..infer import magnification_note, model_magnification
-    from ..samples import sample_series
+    from ..scoring.analysis import NO_STRUCTURE, score_rows, score_summary
+    from ..scoring.infer import magnification_note, model_magnification
+    from ..simulate.samples import sample_series
 
     if not args.paths and not args.sample:
         raise SemFocusError("give one or more PATHs or --sample NAME")
@@ -218,7 +218,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def add_watch_parser(sub: Any) -> None:
-    from ..infer import MODES
+    from ..scoring.infer import MODES
 
     watch = sub.add_parser(
         "watch", help="score each new frame written into a folder, live (half-written files are waited for)"
@@ -252,8 +252,8 @@ def add_watch_parser(sub: Any) -> None:
 
 def _cmd_watch(args: argparse.Namespace) -> int:
     """``sem-focus watch FOLDER``: one line per new frame with its score and the best so far (Ctrl-C stops)."""
-    from ..live import iter_live_scores
-    from ..report import write_csv
+    from ..focusing.live import iter_live_scores
+    from ..scoring.report import write_csv
 
     rows: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
@@ -294,10 +294,10 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 def _microscope_frames(args: argparse.Namespace) -> Any:
     """The scored live frames of a fibsem microscope (its live acquisition started and, at the end, stopped); the
     demo shows the virtual SEM's tin balls in focus."""
-    from ..microscopes.fibsem_sem import connect, iter_live_microscope_scores
+    from ..focusing.microscopes.fibsem_sem import connect, iter_live_microscope_scores
 
     if args.manufacturer == "Demo":
-        from ..simulate.fibsem_demo import virtual_demo_microscope
+        from ..focusing.microscopes.fibsem_demo import virtual_demo_microscope
 
         microscope = virtual_demo_microscope()
     else:
@@ -308,7 +308,7 @@ def _microscope_frames(args: argparse.Namespace) -> Any:
 
 def add_archive_parser(sub: Any) -> None:
     """``sem-focus archive``."""
-    from ..infer import MODES
+    from ..scoring.infer import MODES
 
     archive = sub.add_parser(
         "archive",
@@ -344,7 +344,7 @@ def _cmd_archive(args: argparse.Namespace) -> int:
     """``sem-focus archive ROOT --out CSV|PARQUET``: a progress bar (files, rate, ETA), then a one-line summary."""
     from tqdm import tqdm
 
-    from ..archive import iter_score_archive
+    from ..batch.archive import iter_score_archive
     from ..device import select_device
 
     device = str(select_device(args.device))

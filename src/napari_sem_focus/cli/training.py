@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SemFocusError
-from ..infer import CROP_SIZE
+from ..scoring.tiles import CROP_SIZE
 
 
 def add_simulate_parser(sub: Any) -> None:
@@ -45,7 +45,7 @@ def add_simulate_parser(sub: Any) -> None:
 
 
 def _cmd_simulate_series(args: argparse.Namespace) -> int:
-    from ..report import format_table
+    from ..scoring.report import format_table
     from ..simulate import simulate_series, write_series
 
     width, height = args.size
@@ -176,10 +176,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from torch.utils.data import ConcatDataset
     from tqdm import tqdm
 
-    from .. import distributed
-    from ..data import LabelledImages, SemiRealFrames, SimulatedFrames
-    from ..train import TrainEvent, describe_setup, recipe, train
-    from ..weights import load_model, save_weights
+    from ..scoring.weights import load_model, save_weights
+    from ..training import distributed
+    from ..training.data import LabelledImages, SemiRealFrames, SimulatedFrames
+    from ..training.train import TrainEvent, describe_setup, recipe, train
 
     if not args.labels and not args.simulate and not args.real_textures:
         raise SemFocusError("give --labels CSV..., --simulate N or --real-textures IMAGE... as training data")
@@ -293,9 +293,9 @@ def _adapt_from_labels(args: argparse.Namespace) -> int:
     """``sem-focus train --labels CSV... --init W``: few-label adaptation (:mod:`.adapt`); writes the weights only
     when it helps, and a JSON of the cross-validated figures next to ``--out`` either way."""
 
-    from ..adapt import adapt
-    from ..label_store import label_samples, read_label_files
-    from ..weights import facts_path, load_model, save_weights_and_facts, write_facts
+    from ..scoring.weights import facts_path, load_model, save_weights_and_facts, write_facts
+    from ..training.adapt import adapt
+    from ..training.label_store import label_samples, read_label_files
 
     samples = label_samples(read_label_files(args.labels))
     model = load_model(args.init, "cpu")
@@ -307,7 +307,7 @@ def _adapt_from_labels(args: argparse.Namespace) -> int:
     facts = {"init": str(args.init), "labels": [str(p) for p in args.labels], **result.metrics}
     print(result.summary())
     if args.plot:
-        from ..report import save_adaptation_plot
+        from ..scoring.report import save_adaptation_plot
 
         print(f"remap over your labels drawn in {save_adaptation_plot(args.plot, result)}")
     if result.adopted:
@@ -341,8 +341,8 @@ def add_export_parser(sub: Any) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..train import load_checkpoint, model_from_checkpoint
-    from ..weights import save_weights
+    from ..scoring.weights import save_weights
+    from ..training.train import load_checkpoint, model_from_checkpoint
 
     state = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(state, averaged=args.averaged)
@@ -389,9 +389,9 @@ def add_eval_parser(sub: Any) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..evaluate import RmseTable, absolute_variance_rmse, models_rmse, real_series_picks
-    from ..report import format_table, to_json
+    from ..scoring.report import format_table, to_json
     from ..simulate import HIGH_MAGNIFICATIONS
+    from ..training.evaluate import RmseTable, absolute_variance_rmse, models_rmse, real_series_picks
 
     models: dict[str, str | None] = {}
     for item in args.compare:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metadata import PAPER_MAGNIFICATIONS
+from ..io.metadata import PAPER_MAGNIFICATIONS
 from . import detector, labels, optics
 from .specimens import TRAINING_FAMILIES, Specimen, make_specimen
 

@@ -23,10 +23,10 @@ import numpy as np
 
 # The magnification <-> pixel size conversions live with the metadata (the score path uses them); the simulator
 # speaks of them as optics too.
-from ..metadata import REFERENCE_FRAME_WIDTH_PX as REFERENCE_FRAME_WIDTH_PX
-from ..metadata import REFERENCE_WIDTH_MM as REFERENCE_WIDTH_MM
-from ..metadata import magnification_from_pixel_size as magnification_from_pixel_size
-from ..metadata import pixel_size_nm as pixel_size_nm
+from ..io.metadata import REFERENCE_FRAME_WIDTH_PX as REFERENCE_FRAME_WIDTH_PX
+from ..io.metadata import REFERENCE_WIDTH_MM as REFERENCE_WIDTH_MM
+from ..io.metadata import magnification_from_pixel_size as magnification_from_pixel_size
+from ..io.metadata import pixel_size_nm as pixel_size_nm
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..structure import noise_sigma
+from ..scoring.structure import noise_sigma
 from . import detector, labels, optics
 
 #: Assumed resolution (probe FWHM, px) of a cleaned in-focus source image.

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ..infer import CROP_SIZE
-from ..report import write_csv
+from ..scoring.report import write_csv
+from ..scoring.tiles import CROP_SIZE
 from . import detector, labels, optics
 from .frame import FrameParams, SimulatedFrame, detector_signal, render, sample_params, simulate_frame
 from .specimens import make_specimen
@@ -79,7 +79,7 @@ def simulate_series(
 
 def write_series(out_dir: str | Path, frames: list[SimulatedFrame], wds: list[float], name: str = "series") -> Path:
     """Write a series as ``<name>.tif`` (multi-page, facts in each page) and ``<name>_labels.csv``."""
-    from ..io import write_series_tiff
+    from ..io.series import write_series_tiff
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

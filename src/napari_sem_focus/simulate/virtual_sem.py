@@ -1,4 +1,4 @@
-"""A virtual SEM: the simulator behind the :class:`napari_sem_focus.autofocus.Acquire` protocol.
+"""A virtual SEM: the simulator behind the :class:`napari_sem_focus.focusing.autofocus.Acquire` protocol.
 
 ``VirtualSEM(...)(working_distance_mm)`` returns the frame (float [0, 1]) that a microscope would scan at that
 working distance: one specimen (fixed by ``seed``), fixed magnification, dose and detector; the working distance

@@ -18,19 +18,18 @@ full-resolution low-pass is 0.0 % and the 1st/99th percentiles -1.2 % / +0.6 %; 
 tile more or less, and no series' pick, rank correlation or in-focus score changed (docs/benchmarks.md
 "Performance table").
 
-**Structure-aware score** (mode ``structure``, the default of :mod:`napari_sem_focus.infer`): the frame's score is
-the mean of the 320x240 tiles whose structure is at least ``RELATIVE_THRESHOLD`` = 0.4 of the frame's most
-structured tile. Chosen on the real-texture benchmark (docs/benchmarks.md "Real textures", 30 semi-real series
-from held-out real images, default weights v12, two independent noise draws of every series): 0.4 picks the
-in-focus frame in 30 of 30 series in both draws, 0.3 and 0.5 in 29 (both miss an astigmatic Thermo Fisher series
-whose source has structure in only 3-4 of 25 tiles: averaging one tile more outweighs one tile's noise), 0.6-0.7
-in 26-28; worst Spearman 0.915 / 0.878 (0.5: 0.915 / 0.805). It keeps more tiles than a stricter threshold (less
-noise; one tile of outlying contrast, such as a dark crevice, does not decide alone). Earlier, with the v4
-weights, 0.4-0.7 performed alike (38-39 of 42). Weighting tiles by their structure, measuring structure by a
-band-pass (difference of Gaussians) or the gradient, the mean of all tiles, their upper quartile (mode ``tiles``)
-and the centre crop all picked fewer.
-When no region reaches ``STRUCTURE_FLOOR`` = 0.04 (4 % of the grey range), the frame has no structure (pure
-noise, blank, flat): it is scored on all tiles and flagged.
+**Structure-aware score** (mode ``structure``, the default of :mod:`napari_sem_focus.scoring.infer`): the frame's score
+is the mean of the 320x240 tiles whose structure is at least ``RELATIVE_THRESHOLD`` = 0.4 of the frame's most structured
+tile. Chosen on the real-texture benchmark (docs/benchmarks.md "Real textures", 30 semi-real series from held-out real
+images, default weights v12, two independent noise draws of every series): 0.4 picks the in-focus frame in 30 of 30
+series in both draws, 0.3 and 0.5 in 29 (both miss an astigmatic Thermo Fisher series whose source has structure in only
+3-4 of 25 tiles: averaging one tile more outweighs one tile's noise), 0.6-0.7 in 26-28; worst Spearman 0.915 / 0.878
+(0.5: 0.915 / 0.805). It keeps more tiles than a stricter threshold (less noise; one tile of outlying contrast, such as
+a dark crevice, does not decide alone). Earlier, with the v4 weights, 0.4-0.7 performed alike (38-39 of 42). Weighting
+tiles by their structure, measuring structure by a band-pass (difference of Gaussians) or the gradient, the mean of all
+tiles, their upper quartile (mode ``tiles``) and the centre crop all picked fewer. When no region reaches
+``STRUCTURE_FLOOR`` = 0.04 (4 % of the grey range), the frame has no structure (pure noise, blank, flat): it is scored
+on all tiles and flagged.
 
 **Structure fraction** (:meth:`StructureMap.fraction`): the fraction of the scored region covered by 320x240
 tiles whose structure reaches ``STRUCTURE_FLOOR`` — how much of the image shows specimen structure.

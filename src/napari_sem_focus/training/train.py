@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .atomic import atomic_path
-from .device import autocast, mixed_precision_dtype, select_device
-from .errors import CancelledError, SemFocusError
-from .infer import CROP_SIZE
-from .model import IDENTITY_REMAP, FocusScoreNet, ModelConfig, normalize_magnification, score_from_logit
+from ..atomic import atomic_path
+from ..device import autocast, mixed_precision_dtype, select_device
+from ..errors import CancelledError, SemFocusError
+from ..scoring.model import IDENTITY_REMAP, FocusScoreNet, ModelConfig, normalize_magnification, score_from_logit
+from ..scoring.tiles import CROP_SIZE
 
 
 @dataclass
@@ -238,7 +238,7 @@ def _worker_init(worker_id: int) -> None:
     child that touches OpenCV's thread pool after the parent has used it hangs."""
     import cv2
 
-    from .allocator import reuse_freed_memory
+    from ..allocator import reuse_freed_memory
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -636,6 +636,212 @@ def drive(gen: Generator[Any, None, Any], progress: Callable[[Any], None] | None
             progress(event)
 
 
+@dataclass
+class _Run:
+    """What one training run holds, built by :func:`_set_up_run`; ``step`` and ``device`` change as it runs
+    (``device`` falls back to the CPU when the GPU runs out of memory)."""
+
+    config: TrainConfig
+    group: Any  # distributed.Group: this process's rank among the run's processes
+    device: torch.device
+    model: FocusScoreNet  # the trained weights
+    scored: FocusScoreNet  # what validation sees and the run returns: the weight average, or ``model`` itself
+    logit_module: _Logit  # the model (+ auxiliary head) as the loss sees it
+    optimizer: torch.optim.Optimizer
+    ema: Any  # torch.optim.swa_utils.AveragedModel or None
+    take_step: _OptimizerStep
+    amp: bool
+    sampler: DistributedSampler
+    loader: DataLoader
+    steps_per_epoch: int  # optimiser steps: every fresh batch gives config.echo of them (EchoBuffer)
+    total: int  # optimiser steps of the whole run
+    val_data: Dataset | None  # validated on process 0 only
+    crops: torch.Generator  # windows of the progressive crops
+    step: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.config.channels_last else torch.contiguous_format
+
+
+def _start_model(
+    config: TrainConfig, init_model: FocusScoreNet | None, state: Mapping[str, Any] | None
+) -> FocusScoreNet:
+    """The network training starts from: the checkpoint's (``state``, when resuming), a float copy of
+    ``init_model`` (never changed itself), or a new one."""
+    import copy
+
+    if init_model is not None and tuple(init_model.config.score_remap) != IDENTITY_REMAP:  # losses: our 0-10 scale
+        raise SemFocusError(
+            "this model was adapted to a scale of scores of its own (a remap); train the whole network from "
+            "the model it was adapted from (or the default), then adapt again"
+        )
+    if state is not None:
+        return model_from_checkpoint(state)
+    if init_model is None:
+        return FocusScoreNet(ModelConfig(arch=config.arch, use_magnification=config.use_magnification))
+    return copy.deepcopy(init_model).float()
+
+
+def _data_loader(config: TrainConfig, train_data: Dataset, group: Any, device: torch.device, step: int) -> tuple:
+    """(sampler, loader): one permutation per epoch, each process taking every world_size-th frame of it, so N
+    processes see the same frames per step as one process would (a plain run is the case N = 1)."""
+    workers = config.num_workers
+    sampler = DistributedSampler(
+        train_data, num_replicas=group.world_size, rank=group.rank, shuffle=True, seed=config.seed + step
+    )
+    loader = DataLoader(
+        train_data,
+        batch_size=config.batch_size // group.world_size,
+        sampler=sampler,
+        drop_last=len(train_data) > config.batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_worker_init if workers else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+        multiprocessing_context="spawn" if workers else None,
+    )
+    return sampler, loader
+
+
+def _set_up_run(
+    config: TrainConfig,
+    train_data: Dataset,
+    val_data: Dataset | None,
+    checkpoint: str | Path | None,
+    resume: bool,
+    init_model: FocusScoreNet | None,
+) -> _Run:
+    """Join the process group, build (or resume) the model, its optimiser, weight average and data loader."""
+    from . import distributed
+    from .data import AUX_TARGETS
+
+    torch.manual_seed(config.seed)
+    group, device = distributed.setup(select_device(config.device))
+    if config.batch_size % group.world_size:
+        raise SemFocusError(f"batch size {config.batch_size} does not split between {group.world_size} processes")
+    state = load_checkpoint(checkpoint) if resume and checkpoint is not None and Path(checkpoint).is_file() else None
+    model = _start_model(config, init_model, state)
+    model.to(device)  # before the optimizer's state is loaded, so that it lands on the same device
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    logit_module = _Logit(model, len(AUX_TARGETS) if config.aux_weight > 0 else 0).to(device)
+    if logit_module.aux_head is not None and state is not None and "aux_head" in state:
+        logit_module.aux_head.load_state_dict(state["aux_head"])
+    optimizer = make_optimizer(logit_module, config)  # the model's parameters first, then the auxiliary head's
+    ema = weight_average(model, config.ema) if config.ema else None
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+    network: torch.nn.Module = logit_module
+    if group.active:
+        network = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    amp = config.amp and device.type in ("cpu", "cuda")
+    take_step = _OptimizerStep(
+        network, optimizer, ema, device, amp, config.loss, can_move=not group.active, aux_weight=config.aux_weight
+    )
+    if not group.is_main:
+        val_data = None
+    elif val_data is not None and len(val_data) <= 4096:
+        val_data = _Materialised(val_data)
+    step = int(state["step"]) if state is not None else 0
+    steps_per_epoch = math.ceil(len(train_data) / config.batch_size) * config.echo
+    sampler, loader = _data_loader(config, train_data, group, device, step)
+    return _Run(
+        config, group, device, model, ema.module if ema is not None else model, logit_module, optimizer, ema,
+        take_step, amp, sampler, loader, steps_per_epoch, config.max_steps or config.epochs * steps_per_epoch,
+        val_data, torch.Generator().manual_seed(config.seed * 7919 + group.rank), step,
+        dict(state.get("metrics", {})) if state is not None else {},
+    )  # fmt: skip
+
+
+def _batches(run: _Run, train_data: Dataset) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(images, magnification, score) on the run's device, epoch after epoch until ``run.total`` steps; each fresh
+    batch given ``config.echo`` times (flipped echoes, :class:`EchoBuffer`)."""
+    echoes = EchoBuffer(run.config.echo, seed=run.config.seed * 1009 + run.group.rank)
+    first_step = run.step
+    while run.step < run.total:
+        run.sampler.set_epoch((run.step - first_step) // run.steps_per_epoch)
+        if hasattr(train_data, "epoch"):
+            train_data.epoch = run.step // run.steps_per_epoch  # type: ignore[attr-defined]
+        for fresh in run.loader:
+            fresh = tuple(t.to(run.device, non_blocking=True) for t in fresh)
+            for images, mag, score in echoes.batches(*fresh):
+                if images.device != run.device:  # echoes of a batch that came before training moved to the CPU
+                    images, mag, score = images.to(run.device), mag.to(run.device), score.to(run.device)
+                yield images.contiguous(memory_format=run.memory_format), mag, score  # flips may lose the layout
+
+
+class _Tally:
+    """The run's clock, running means of its loss and training MSE and the events emitted so far. The means stay
+    on the device (tensors), read only when an event is emitted: reading a GPU value every step would make the
+    CPU wait for the GPU."""
+
+    def __init__(self, step: int):
+        self.start = time.monotonic()
+        self.last_time, self.last_step = self.start, step
+        self.history: list[TrainEvent] = []
+        self.loss: Any = None
+        self.mse: Any = None
+        self.lr = 0.0
+        self.restart_means()
+
+    def restart_means(self) -> None:
+        self.running_loss, self.running_mse = RunningMean(), RunningMean()
+
+    def add(self, loss: torch.Tensor, mse: torch.Tensor, lr: float) -> None:
+        self.loss, self.mse, self.lr = self.running_loss.add(loss), self.running_mse.add(mse), lr
+
+    def event(self, run: _Run, validate: bool) -> TrainEvent:
+        """A :class:`TrainEvent` of this step (with the validation RMSE when ``validate``), kept in the history."""
+        now = time.monotonic()
+        event = TrainEvent(
+            run.step, run.total, float(self.loss), None, self.lr, now - self.start, float(self.mse) ** 0.5
+        )
+        event.images_per_s = (run.step - self.last_step) * run.config.batch_size / max(now - self.last_time, 1e-9)
+        if validate:
+            pred_v, target_v, _ = predict(run.scored, run.val_data, device=run.device, amp=run.amp)
+            event.val_rmse = rmse(pred_v, target_v)
+            run.metrics["val_rmse"] = event.val_rmse
+        self.history.append(event)
+        return event
+
+    def mark(self, step: int) -> None:
+        """The consumer has had the event of ``step``: images/s of the next event count from now."""
+        self.last_time, self.last_step = time.monotonic(), step
+
+
+def _train_step(run: _Run, tally: _Tally, images: torch.Tensor, mag: torch.Tensor, score: torch.Tensor) -> bool:
+    """One optimiser step at the scheduled learning rate; True when it is the run's last (steps or minutes)."""
+    from . import distributed
+
+    config = run.config
+    elapsed = time.monotonic() - tally.start
+    if config.max_minutes:  # the budget and the schedule follow process 0's clock in every process
+        elapsed = distributed.from_main(elapsed, run.group, run.device)
+    lr = config.lr * _lr_factor(run.step, run.total, config, elapsed)
+    for param_group in run.optimizer.param_groups:
+        param_group["lr"] = lr
+    if config.progressive:
+        images = progressive_crop(images, _progress(run.step, run.total, config, elapsed), run.crops)
+    loss, logit = run.take_step(images, mag, score)
+    if run.take_step.device != run.device:  # out of GPU memory: training moved to the CPU
+        run.device = run.take_step.device
+        score = score.to(run.device)
+        tally.restart_means()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    run.step += 1
+    tally.add(loss, score_loss(logit.float(), score_column(score), "mse"), lr)
+    timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
+    return run.step >= run.total or timed_out
+
+
 def iter_train(
     config: TrainConfig,
     train_data: Dataset,
@@ -654,156 +860,35 @@ def iter_train(
     With ``config.ema`` > 0 an exponential moving average of the weights (:func:`weight_average`) is kept beside
     the trained weights: validation scores it, checkpoints hold it (``ema``), and it is the result's ``model``.
     """
-    import copy
-
     from . import distributed
 
-    torch.manual_seed(config.seed)
-    group, device = distributed.setup(select_device(config.device))
-    if config.batch_size % group.world_size:
-        raise SemFocusError(f"batch size {config.batch_size} does not split between {group.world_size} processes")
-    if init_model is not None:
-        if tuple(init_model.config.score_remap) != IDENTITY_REMAP:  # the losses work on our 0-10 scale
-            raise SemFocusError(
-                "this model was adapted to a scale of scores of its own (a remap); train the whole network from "
-                "the model it was adapted from (or the default), then adapt again"
-            )
-        model = copy.deepcopy(init_model).float()
-    else:
-        model = FocusScoreNet(ModelConfig(arch=config.arch, use_magnification=config.use_magnification))
-    step = 0
-    metrics: dict[str, Any] = {}
-    state = load_checkpoint(checkpoint) if resume and checkpoint is not None and Path(checkpoint).is_file() else None
-    if state is not None:
-        model = model_from_checkpoint(state)
-        step, metrics = int(state["step"]), dict(state.get("metrics", {}))
-    model.to(device)  # before the optimizer's state is loaded, so that it lands on the same device
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    from .data import AUX_TARGETS
-
-    logit_module = _Logit(model, len(AUX_TARGETS) if config.aux_weight > 0 else 0).to(device)
-    if logit_module.aux_head is not None and state is not None and "aux_head" in state:
-        logit_module.aux_head.load_state_dict(state["aux_head"])
-    optimizer = make_optimizer(logit_module, config)  # the model's parameters first, then the auxiliary head's
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    ema = weight_average(model, config.ema) if config.ema else None
-    if ema is not None and state is not None and "ema" in state:
-        ema.load_state_dict(state["ema"])
-    scored = ema.module if ema is not None else model  # what validation sees and the run returns
-    network: torch.nn.Module = logit_module
-    if group.active:
-        network = torch.nn.parallel.DistributedDataParallel(
-            network, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    amp = config.amp and device.type in ("cpu", "cuda")
-    take_step = _OptimizerStep(
-        network, optimizer, ema, device, amp, config.loss, can_move=not group.active, aux_weight=config.aux_weight
-    )
-    crops = torch.Generator().manual_seed(config.seed * 7919 + group.rank)  # progressive crops' windows
-    if not group.is_main:
-        val_data = None
-    elif val_data is not None and len(val_data) <= 4096:
-        val_data = _Materialised(val_data)
-
-    # optimiser steps per epoch: every fresh batch gives config.echo of them (EchoBuffer)
-    steps_per_epoch = math.ceil(len(train_data) / config.batch_size) * config.echo
-    total = config.max_steps or config.epochs * steps_per_epoch
-    workers = config.num_workers
-    # one permutation per epoch, each process taking every world_size-th frame of it: N processes see the same
-    # frames per step as one process would (a plain run is the case N = 1)
-    sampler = DistributedSampler(
-        train_data, num_replicas=group.world_size, rank=group.rank, shuffle=True, seed=config.seed + step
-    )
-    loader = DataLoader(
-        train_data,
-        batch_size=config.batch_size // group.world_size,
-        sampler=sampler,
-        drop_last=len(train_data) > config.batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=_worker_init if workers else None,
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers else None,
-        multiprocessing_context="spawn" if workers else None,
-    )
-    history: list[TrainEvent] = []
-    start = time.monotonic()
-    last_event_time, last_event_step = start, step
-    # running means stay on the device (tensors) and are read only when an event is emitted: reading a GPU
-    # value every step would make the CPU wait for the GPU
-    running_loss, running_mse = RunningMean(), RunningMean()
-    echoes = EchoBuffer(config.echo, seed=config.seed * 1009 + group.rank)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    _train_mode(model, config.freeze_batchnorm)
-    first_step = step
-    while step < total:
-        epoch = (step - first_step) // steps_per_epoch
-        sampler.set_epoch(epoch)
-        if hasattr(train_data, "epoch"):
-            train_data.epoch = step // steps_per_epoch  # type: ignore[attr-defined]
-        last = False
-        for fresh_images, fresh_mag, fresh_score in loader:
-            fresh = (
-                fresh_images.to(device, non_blocking=True).contiguous(memory_format=memory_format),
-                fresh_mag.to(device, non_blocking=True),
-                fresh_score.to(device, non_blocking=True),
-            )
-            for images, mag, score in echoes.batches(*fresh):
-                if images.device != device:  # echoes of a batch that came before training moved to the CPU
-                    images, mag, score = images.to(device), mag.to(device), score.to(device)
-                images = images.contiguous(memory_format=memory_format)  # flipped echoes may lose the layout
-                stop = should_stop is not None and should_stop()
-                if distributed.any_process(stop, group, device):
-                    raise CancelledError(f"training cancelled at step {step}")
-                elapsed = time.monotonic() - start
-                if config.max_minutes:  # the budget and the schedule follow process 0's clock in every process
-                    elapsed = distributed.from_main(elapsed, group, device)
-                lr = config.lr * _lr_factor(step, total, config, elapsed)
-                for param_group in optimizer.param_groups:
-                    param_group["lr"] = lr
-                if config.progressive:
-                    images = progressive_crop(images, _progress(step, total, config, elapsed), crops)
-                loss, logit = take_step(images, mag, score)
-                if take_step.device != device:  # out of GPU memory: training moved to the CPU
-                    device = take_step.device
-                    score = score.to(device)
-                    running_loss, running_mse = RunningMean(), RunningMean()
-                if ema is not None:
-                    ema.update_parameters(model)
-                step += 1
-                running = running_loss.add(loss)
-                train_mse = running_mse.add(score_loss(logit.float(), score_column(score), "mse"))
-                timed_out = config.max_minutes is not None and elapsed > 60 * config.max_minutes
-                last = step >= total or timed_out
-                validate = val_data is not None and (step % config.eval_every == 0 or last)
-                if group.is_main and (step % config.log_every == 0 or validate or last):
-                    now = time.monotonic()
-                    event = TrainEvent(step, total, float(running), None, lr, now - start, float(train_mse) ** 0.5)
-                    event.images_per_s = (step - last_event_step) * config.batch_size / max(now - last_event_time, 1e-9)
-                    if validate:
-                        pred_v, target_v, _ = predict(scored, val_data, device=device, amp=amp)
-                        event.val_rmse = rmse(pred_v, target_v)
-                        metrics["val_rmse"] = event.val_rmse
-                    history.append(event)
-                    yield event
-                    last_event_time, last_event_step = time.monotonic(), step
-                if group.is_main and checkpoint is not None and (step % config.checkpoint_every == 0 or last):
-                    metrics["train_loss"] = float(running)
-                    save_checkpoint(
-                        checkpoint, model, optimizer, step, config, metrics, ema=ema, aux_head=logit_module.aux_head
-                    )
-                if last:
-                    total = step
-                    break
-            if last:
-                break
-    distributed.barrier(group)  # the last checkpoint is complete before any process moves on
-    distributed.teardown(group)
-    for net in (model, scored):  # the same object when no average was kept
+    run = _set_up_run(config, train_data, val_data, checkpoint, resume, init_model)
+    tally = _Tally(run.step)
+    _train_mode(run.model, config.freeze_batchnorm)
+    for images, mag, score in _batches(run, train_data):
+        stop = should_stop is not None and should_stop()
+        if distributed.any_process(stop, run.group, run.device):
+            raise CancelledError(f"training cancelled at step {run.step}")
+        last = _train_step(run, tally, images, mag, score)
+        validate = run.val_data is not None and (run.step % config.eval_every == 0 or last)
+        if run.group.is_main and (run.step % config.log_every == 0 or validate or last):
+            yield tally.event(run, validate)
+            tally.mark(run.step)
+        if run.group.is_main and checkpoint is not None and (run.step % config.checkpoint_every == 0 or last):
+            run.metrics["train_loss"] = float(tally.loss)
+            save_checkpoint(
+                checkpoint, run.model, run.optimizer, run.step, config, run.metrics, ema=run.ema,
+                aux_head=run.logit_module.aux_head,
+            )  # fmt: skip
+        if last:
+            break
+    distributed.barrier(run.group)  # the last checkpoint is complete before any process moves on
+    distributed.teardown(run.group)
+    for net in (run.model, run.scored):  # the same object when no average was kept
         net.eval().to(memory_format=torch.contiguous_format).cpu()
-    return TrainResult(scored, step, history, metrics, last_model=model if ema is not None else None)
+    return TrainResult(
+        run.scored, run.step, tally.history, run.metrics, last_model=run.model if run.ema is not None else None
+    )
 
 
 # --- fine-tuning entry point (used by the napari training widget and `sem-focus train --labels`) -----------
@@ -844,7 +929,7 @@ def iter_fine_tune(
 ) -> Generator[TrainEvent, None, TrainResult]:
     """Fine-tune a copy of the **whole network** (run it with :func:`drive`) on ``(image float [0,1],
     magnification, score)`` samples — the path for users with many labels (with 5-20,
-    :func:`napari_sem_focus.adapt.iter_adapt` is the one that helps).
+    :func:`napari_sem_focus.training.adapt.iter_adapt` is the one that helps).
 
     ``crop_size``: random training crops and centre crops for the RMSE (None: the paper's 320x240, what
     scoring uses). With at least 10 samples, ``val_fraction`` of them (every k-th) is held out: the metrics then

@@ -2,12 +2,11 @@
 
 Modes (``structure`` is the default; figures in docs/benchmarks.md "Real textures"):
 
-- ``structure``: structure-aware tiles (:mod:`napari_sem_focus.structure`). The scored field is covered by a grid
-  of 320x240 tiles; the tiles with specimen structure (low-pass grey-value contrast >= 0.4 of the frame's most
-  structured tile) are scored and their scores averaged. Featureless tiles — smooth surfaces, empty background,
-  black holes, saturated areas — say nothing about focus and are left out, so the score no longer depends on what
-  lies under the image centre. A frame with no structure anywhere (noise, blank, flat) is scored on all tiles
-  and flagged ``has_structure = False``.
+- ``structure``: structure-aware tiles (:mod:`.structure`). The scored field is covered by a grid of 320x240 tiles; the
+  tiles with specimen structure (low-pass grey-value contrast >= 0.4 of the frame's most structured tile) are scored and
+  their scores averaged. Featureless tiles — smooth surfaces, empty background, black holes, saturated areas — say
+  nothing about focus and are left out, so the score no longer depends on what lies under the image centre. A frame with
+  no structure anywhere (noise, blank, flat) is scored on all tiles and flagged ``has_structure = False``.
 - ``center``: the paper's test protocol — one 320x240 centre crop per frame (used for the paper's tables).
 - ``tiles``: every tile scored; the frame's score is the **upper quartile (p75)** of its tiles.
 
@@ -21,7 +20,6 @@ frame, else the caller's value.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,13 +27,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import CancelledError, SemFocusError
-from .io import center_crop
-from .metadata import plausible_magnification
+from ..errors import CancelledError, SemFocusError
+from ..io.metadata import plausible_magnification
+from ..io.series import center_crop
+from .tiles import CROP_SIZE, tile_origins
 
 T = TypeVar("T")
 
-CROP_SIZE = (240, 320)  # rows, cols: the paper's 320x240 (test crop; also for fine-tuning and evaluation)
 TILE_QUANTILE = 0.75
 MODES = ("structure", "center", "tiles")  # the first is the default (see docs/benchmarks.md)
 
@@ -57,7 +55,7 @@ def interpret_score(score: float) -> str:
 
 def model_magnification(series: Any, override: float | None = None) -> tuple[float | None, str]:
     """The magnification the model gets for ``series`` and where it came from."""
-    from .metadata import REFERENCE_FRAME_WIDTH_PX, magnification_from_pixel_size, plausible_magnification
+    from ..io.metadata import REFERENCE_FRAME_WIDTH_PX, magnification_from_pixel_size, plausible_magnification
 
     if override is not None:
         return plausible_magnification(override), "given"
@@ -77,19 +75,6 @@ def magnification_note(series: Any, source: str) -> str:
     file states one: the two differ by the vendor's reference width and the frame width (docs/user-guide.md)."""
     vendor = series.magnification if series is not None else None
     return f"{source}; the microscope displays {vendor:g}x" if vendor else source
-
-
-def tile_axis(length: int, size: int) -> list[int]:
-    """Starts of the fewest evenly spaced ``size`` tiles covering ``length`` px (one axis of :func:`tile_origins`)."""
-    if length <= size:
-        return [0]
-    n = math.ceil(length / size)
-    return [round(i * (length - size) / (n - 1)) for i in range(n)]
-
-
-def tile_origins(shape: tuple[int, int], crop: tuple[int, int] = CROP_SIZE) -> list[tuple[int, int]]:
-    """Top-left corners of an evenly spaced grid of ``crop`` tiles covering ``shape`` (rows, cols)."""
-    return [(r, c) for r in tile_axis(shape[0], crop[0]) for c in tile_axis(shape[1], crop[1])]
 
 
 def crop_or_pad(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None) -> np.ndarray:
@@ -132,8 +117,8 @@ def frame_crops(frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE)
 def series_crops(
     series: Any, index: int, mode: str, crop: tuple[int, int] = CROP_SIZE
 ) -> tuple[np.ndarray, list, dict]:
-    """:func:`frame_crops` of frame ``index`` of a :class:`~napari_sem_focus.io.FocusSeries`; a large frame
-    (above 64 Mpx) band by band, never whole (:mod:`napari_sem_focus.large_frames`)."""
+    """:func:`frame_crops` of frame ``index`` of a :class:`~napari_sem_focus.io.series.FocusSeries`; a large frame
+    (above 64 Mpx) band by band, never whole (:mod:`napari_sem_focus.scoring.large_frames`)."""
     if mode not in MODES:
         raise SemFocusError(f"unknown scoring mode '{mode}'; choose from {MODES}")
     if series.is_large:
@@ -195,7 +180,8 @@ def pool(tile_scores: np.ndarray, mode: str = "tiles") -> tuple[float, float]:
 
 def frame_score(tile_scores: np.ndarray, mode: str, model: Any) -> tuple[float, float, np.ndarray]:
     """(frame score, spread, tile scores) on the model's scale: the tiles (scored on our scale) are pooled
-    (:func:`pool`), then the model's remap (:meth:`~napari_sem_focus.model.FocusScoreNet.remap`: the identity unless
+    (:func:`pool`), then the model's remap (:meth:`~napari_sem_focus.scoring.model.FocusScoreNet.remap`: the identity
+    unless
     the model was adapted to a user's scale) maps the frame score and, for display, each tile's."""
     score, _ = pool(tile_scores, mode)
     remap = getattr(model, "remap", np.asarray)
@@ -207,7 +193,7 @@ def frame_score(tile_scores: np.ndarray, mode: str, model: Any) -> tuple[float, 
 def inference_autocast(device: str, bf16: bool | None = None) -> Any:
     """The autocast context scoring runs the model in (:mod:`napari_sem_focus.device`'s policy); ``bf16=False``
     forces float32 (None or True: reduced precision where the device has it natively)."""
-    from .device import autocast
+    from ..device import autocast
 
     return autocast(device, enabled=bf16 is not False)
 

@@ -10,13 +10,13 @@ Methods (``method=``):
 - ``alternating`` — SBEMimage's scheme: three scans along one setting at a time (working distance, stig x, stig y),
   the setting moved to the vertex of the parabola through their scores; round after round, the steps halved, while
   the best score improves.
-- ``model`` (default) — the probe's diameter adds defocus and residual astigmatism in quadrature
-  (``d² = d0² + (2α)² (dz² + |a|²/4)``), so along each setting the score falls off as it does with defocus. One
-  line search per setting with the focus search's fall-off model (:mod:`napari_sem_focus.autofocus`, ``model``):
-  working distance, stig x, stig y, then the working distance once more (the learned score can prefer a line
-  focus of a strongly astigmatic beam to its circle of least confusion).
+- ``model`` (default) — the probe's diameter adds defocus and residual astigmatism in quadrature (``d² = d0² + (2α)²
+  (dz² + |a|²/4)``), so along each setting the score falls off as it does with defocus. One line search per setting with
+  the focus search's fall-off model (:mod:`napari_sem_focus.focusing.autofocus`, ``model``): working distance, stig x,
+  stig y, then the working distance once more (the learned score can prefer a line focus of a strongly astigmatic beam
+  to its circle of least confusion).
 
-With the learned score (an absolute scale) a scan reaching :data:`~napari_sem_focus.autofocus.IN_FOCUS_SCORE`
+With the learned score (an absolute scale) a scan reaching :data:`~napari_sem_focus.focusing.autofocus.IN_FOCUS_SCORE`
 that is the best so far ends the search: in focus and stigmated.
 
 Guarantees, as for the focus search: the working distance stays within ``start ± range_um`` and each stigmator
@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..errors import SemFocusError
 from .autofocus import (
     Acquisition,
     Scorer,
@@ -44,7 +45,6 @@ from .autofocus import (
     _Stop,
     call_with_timeout,
 )
-from .errors import SemFocusError
 
 METHODS = ("model", "alternating")
 #: With an absolute score (the learned one), a scan reaching this ends the search: in focus and stigmated. Higher
@@ -209,9 +209,9 @@ class _Search3:
 
 class _Line:
     """One axis of a :class:`_Search3` through a setting, dressed as the focus search's 1-D bookkeeping so that its
-    strategies (:func:`napari_sem_focus.autofocus._model`) search along stigmators as along the working distance:
-    ``working_distance_mm`` of its scans is the axis' value. Scans of the 3-D search on this line seed it; at most
-    ``budget`` new scans."""
+    strategies (:func:`napari_sem_focus.focusing.autofocus._model`) search along stigmators as along the working
+    distance: ``working_distance_mm`` of its scans is the axis' value. Scans of the 3-D search on this line seed it; at
+    most ``budget`` new scans."""
 
     def __init__(self, search: _Search3, axis: int, through: Setting, budget: int):
         self.search, self.axis, self.through, self.budget = search, axis, through, budget
@@ -457,7 +457,7 @@ def iter_focus_and_stigmate(
     Args:
         acquire: the microscope (:class:`AcquireStig`).
         start_wd_mm, start_stig: where the beam is now (mm; stigmator units).
-        scorer: image -> (score, has_structure) (:func:`napari_sem_focus.autofocus.learned_scorer`, ...).
+        scorer: image -> (score, has_structure) (:func:`napari_sem_focus.focusing.autofocus.learned_scorer`, ...).
         method: 'model' or 'alternating'.
         range_um: the working distance stays within ``start ± range_um`` (µm).
         stig_range: each stigmator stays within ``start ± stig_range`` (microscope units).

@@ -2,7 +2,7 @@
 
 fibsem-os (``fibsem``, MIT; the optional extra ``microscope``) wraps Thermo Fisher AutoScript, TESCAN and a
 ``DemoMicroscope`` that runs without hardware. :class:`FibsemSEM` puts one of them behind
-:class:`napari_sem_focus.autofocus.Acquire`:
+:class:`napari_sem_focus.focusing.autofocus.Acquire`:
 
 - **units**: our working distances are mm, fibsem's metres; dwell times µs here, seconds (a float) there; field
   widths µm here, metres there. Converted in this module only.
@@ -14,7 +14,7 @@ fibsem-os (``fibsem``, MIT; the optional extra ``microscope``) wraps Thermo Fish
   never a score (fibsem-os users met sweeps that scored frames while the WD never moved, and stage moves that
   reset it).
 - **the model's magnification** comes from each frame's pixel size (127 mm over 1024 px); 16-bit frames follow
-  the reader's intensity rule (:func:`napari_sem_focus.io.white_level`), one white level for the whole search.
+  the reader's intensity rule (:func:`napari_sem_focus.io.intensity.white_level`), one white level for the whole search.
 - **refusals**: the ion beam, and an electron beam whose working distance the instrument cannot set.
 - **restore**: :func:`iter_microscope_autofocus` puts the starting working distance (and stigmators) back when the
   search is cancelled, fails, raises, times out or is abandoned; live acquisition is stopped for the search and
@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SemFocusError
-from ..metadata import magnification_from_pixel_size, plausible_magnification
+from ...errors import SemFocusError
+from ...io.metadata import magnification_from_pixel_size, plausible_magnification
 
 log = logging.getLogger(__name__)
 
@@ -173,28 +173,19 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return width, height
 
 
-class FibsemSEM:
-    """A fibsem microscope's electron beam as an ``acquire(working_distance_mm) -> image`` for the search.
+class FibsemBeam:
+    """A fibsem microscope's electron beam, its settings in our units: working distance (mm, read back and
+    checked) and stigmators (the microscope's own units).
 
     Args:
         microscope: a connected fibsem microscope (:func:`connect`).
-        probe: how search frames are scanned.
         beam: 'electron' (the ion beam is refused: the score is learned on SEM images, and FIB focus is
             preset-driven on some instruments).
         wd_tolerance_um: largest accepted difference (µm) between the working distance asked for and the one read
             back (and the one in the frame's metadata).
-        autocontrast: run the microscope's auto contrast/brightness once before a search (off by default: the
-            detector settings stay the user's).
     """
 
-    def __init__(
-        self,
-        microscope: Any,
-        probe: ProbeSettings | None = None,
-        beam: str = "electron",
-        wd_tolerance_um: float = WD_TOLERANCE_UM,
-        autocontrast: bool = False,
-    ):
+    def __init__(self, microscope: Any, beam: str = "electron", wd_tolerance_um: float = WD_TOLERANCE_UM):
         import_fibsem()
         from fibsem.structures import BeamType
 
@@ -209,15 +200,8 @@ class FibsemSEM:
                 f"{type(microscope).__name__} cannot set the electron beam's working distance: no search is possible"
             )
         self.microscope = microscope
-        self.probe = probe or ProbeSettings()
         self.wd_tolerance_mm = wd_tolerance_um * 1e-3
-        self.autocontrast = autocontrast
-        self.last_magnification: float | None = None
-        self.last_pixel_size_nm: float | None = None
-        self._white: float | None = None  # the white level of 16-bit frames, one per search
-        self._busy = threading.Lock()  # held while a frame is set up and scanned (a timed-out one may still run)
 
-    # --- the beam's settings, in our units -------------------------------------------------------------------
     def working_distance_mm(self) -> float:
         """The electron beam's working distance now (mm)."""
         return float(self.microscope.get_working_distance(self.beam)) * 1e3
@@ -251,6 +235,34 @@ class FibsemSEM:
         if abs(got[0] - x) > tolerance + 1e-6 * abs(x) or abs(got[1] - y) > tolerance + 1e-6 * abs(y):
             raise SemFocusError(f"the stigmators did not move: asked for ({x:g}, {y:g}), read back {got}")
         return got
+
+
+class FibsemSEM(FibsemBeam):
+    """A fibsem microscope's electron beam as an ``acquire(working_distance_mm) -> image`` for the search.
+
+    Args:
+        microscope: a connected fibsem microscope (:func:`connect`).
+        probe: how search frames are scanned.
+        beam, wd_tolerance_um: as for :class:`FibsemBeam`.
+        autocontrast: run the microscope's auto contrast/brightness once before a search (off by default: the
+            detector settings stay the user's).
+    """
+
+    def __init__(
+        self,
+        microscope: Any,
+        probe: ProbeSettings | None = None,
+        beam: str = "electron",
+        wd_tolerance_um: float = WD_TOLERANCE_UM,
+        autocontrast: bool = False,
+    ):
+        super().__init__(microscope, beam, wd_tolerance_um)
+        self.probe = probe or ProbeSettings()
+        self.autocontrast = autocontrast
+        self.last_magnification: float | None = None
+        self.last_pixel_size_nm: float | None = None
+        self._white: float | None = None  # the white level of 16-bit frames, one per search
+        self._busy = threading.Lock()  # held while a frame is set up and scanned (a timed-out one may still run)
 
     def field_width_um(self) -> float:
         """Horizontal field width of a probe frame (µm)."""
@@ -382,9 +394,9 @@ def image_working_distance_mm(image: Any) -> float | None:
 
 def frame_to_float(data: Any, white: float | None = None) -> tuple[np.ndarray, float | None]:
     """A microscope frame (uint8/uint16, or float) as float32 [0, 1] and the white level used: unsigned integers
-    are divided by the reader's white level (:func:`napari_sem_focus.io.white_level`), never lower than
+    are divided by the reader's white level (:func:`napari_sem_focus.io.intensity.white_level`), never lower than
     ``white`` (the level of earlier frames of the same search, so that all of them share one scale)."""
-    from ..io import white_level
+    from ...io.intensity import white_level
 
     raw = np.asarray(data)
     if raw.ndim != 2:
@@ -429,7 +441,7 @@ def _default_timeout(sem: FibsemSEM, options: dict[str, Any]) -> dict[str, Any]:
 def iter_microscope_autofocus(
     sem: FibsemSEM, scorer: Any, resume_live: bool = True, **options: Any
 ) -> Generator[Any, None, Any]:
-    """:func:`napari_sem_focus.autofocus.iter_autofocus` on a fibsem microscope, from its working distance now.
+    """:func:`napari_sem_focus.focusing.autofocus.iter_autofocus` on a fibsem microscope, from its working distance now.
 
     Yields each scan; returns the ``AutofocusResult``. The starting working distance and stigmators are put back
     when the search ends 'cancelled' or 'acquire failed' (an acquisition that raised or exceeded
@@ -449,10 +461,10 @@ def iter_microscope_autofocus(
 def iter_microscope_focus_and_stigmate(
     sem: FibsemSEM, scorer: Any, resume_live: bool = True, **options: Any
 ) -> Generator[Any, None, Any]:
-    """:func:`napari_sem_focus.stigmation.iter_focus_and_stigmate` on a fibsem microscope, from its working distance
-    and stigmators now, with the same restore guarantees as :func:`iter_microscope_autofocus` (``final`` says
-    where the beam was left). ``options`` are ``iter_focus_and_stigmate``'s (e.g. ``stig_range`` in the
-    microscope's stigmator units)."""
+    """:func:`napari_sem_focus.focusing.stigmation.iter_focus_and_stigmate` on a fibsem microscope, from its working
+    distance and stigmators now, with the same restore guarantees as :func:`iter_microscope_autofocus` (``final`` says
+    where the beam was left). ``options`` are ``iter_focus_and_stigmate``'s (e.g. ``stig_range`` in the microscope's
+    stigmator units)."""
     from ..stigmation import iter_focus_and_stigmate
 
     start_wd, start_stig = sem.working_distance_mm(), sem.stigmation()
@@ -537,11 +549,11 @@ def iter_live_microscope_scores(
     **live: Any,
 ) -> Generator[Any, None, None]:
     """Score each frame of the microscope's live acquisition (:func:`iter_live_images`; ``live`` takes its
-    options) as a :class:`napari_sem_focus.live.LiveFrame` named ``live_0000``, ``live_0001``...: the model's
+    options) as a :class:`napari_sem_focus.focusing.live.LiveFrame` named ``live_0000``, ``live_0001``...: the model's
     magnification from the frame's pixel size, else ``magnification``; the working distance from its metadata."""
-    from ..infer import score_frames
+    from ...scoring.infer import score_frames
+    from ...scoring.weights import load_model
     from ..live import LiveFrame
-    from ..weights import load_model
 
     model = load_model(weights, device)
     white: float | None = None

@@ -6,12 +6,12 @@
   downloaded. SEM images are grey: the stem convolution takes **one channel** (``conv1`` is rebuilt with
   ``in_channels=1``; otherwise identical), which is what a 3-channel stem fed three copies of the grey image
   computes after summing its kernels over the channels, at a third of the cost.
-- input scaling: pixels in [0, 1] (the :mod:`napari_sem_focus.io` rule) mapped by ``(x - 0.5) / 0.25``. No
+- input scaling: pixels in [0, 1] (the :mod:`napari_sem_focus.io.series` rule) mapped by ``(x - 0.5) / 0.25``. No
   per-image normalisation: a black, white or flat frame must stay recognisable as such (score 0).
 - global-average-pooled trunk features (512 for ResNet18) concatenated with the normalised magnification
   (:func:`normalize_magnification`), then ``Linear(513, 256) - ReLU - Linear(256, 64) - ReLU - Linear(64, 1)``,
   and ``10 * sigmoid`` maps the output to [0, 10]. A model adapted to a user's own scale
-  (:mod:`napari_sem_focus.adapt`) also carries a ``score_remap`` of the frame score (:func:`remap_scores`).
+  (:mod:`napari_sem_focus.training.adapt`) also carries a ``score_remap`` of the frame score (:func:`remap_scores`).
 - ``use_magnification=False`` drops the magnification input (the paper's ablation / ResNet50 baseline).
 """
 
@@ -39,7 +39,7 @@ def normalize_magnification(magnification: float | torch.Tensor) -> torch.Tensor
 
     500x -> 0, 10,000x -> 1 (the paper's [0, 1] range), log-linear in between and beyond, clamped to
     :data:`MAG_NORM_CLAMP`. The magnification is the vendor-independent one (127 mm over a 1024-px frame) that
-    :func:`napari_sem_focus.metadata.magnification_from_pixel_size` gives.
+    :func:`napari_sem_focus.io.metadata.magnification_from_pixel_size` gives.
     """
     m = torch.as_tensor(magnification, dtype=torch.float32)
     lo, hi = MAG_RANGE
@@ -79,7 +79,7 @@ class ModelConfig:
     """Architecture of a :class:`FocusScoreNet` (stored with weights and checkpoints).
 
     ``score_remap`` (lo, hi): how a frame's score on our scale maps to the scale of the user the model was adapted
-    to (:func:`remap_scores`; :mod:`napari_sem_focus.adapt`: a lab whose best frame is a 7.5 has hi = 7.5, a
+    to (:func:`remap_scores`; :mod:`napari_sem_focus.training.adapt`: a lab whose best frame is a 7.5 has hi = 7.5, a
     stricter lab lo < 0). :data:`IDENTITY_REMAP` for every trained model.
     """
 

@@ -1,8 +1,8 @@
 """Focus labels: the one labels CSV format, and the user's labels file (saved atomically on every change).
 
 The labels CSV (written by the napari labelling widget and the simulator, read by ``sem-focus train`` and
-:class:`~napari_sem_focus.data.LabelledImages`): ``path``, ``frame`` (page of a multi-page file, default 0),
-``magnification`` (the model's magnification, 127 mm over a 1024-px frame; :mod:`napari_sem_focus.metadata`),
+:class:`~napari_sem_focus.training.data.LabelledImages`): ``path``, ``frame`` (page of a multi-page file, default 0),
+``magnification`` (the model's magnification, 127 mm over a 1024-px frame; :mod:`napari_sem_focus.io.metadata`),
 ``score`` (0-10, the paper's scale) and ``time`` (ISO 8601, UTC; optional). Other columns are ignored. A
 (path, frame) pair has at most one label; labelling it again replaces the score.
 
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text
-from .errors import SemFocusError
-from .report import to_csv
+from ..atomic import atomic_write_text
+from ..errors import SemFocusError
+from ..scoring.report import to_csv
 
 COLUMNS = ("path", "frame", "magnification", "score", "time")
 
@@ -92,7 +92,7 @@ def label_samples(
 ) -> list[tuple[np.ndarray, float, float]]:
     """(image float [0, 1], magnification, score) of each label, read by ``loader(path, frame)`` (default: the
     core reader on the file): the training sample of the fine-tuning and adaptation loops."""
-    from .io import load_frame
+    from ..io.series import load_frame
 
     read = loader or (lambda p, f: load_frame(Path(p), f))
     return [(read(lb.path, lb.frame), lb.magnification, lb.score) for lb in labels]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .io import FocusSeries, series_from_arrays
+from ..io.series import FocusSeries, series_from_arrays
 
 SAMPLES: dict[str, dict[str, Any]] = {
     "tinball": {"family": "tinball", "magnification": 5000.0, "steps": 21, "focus_offset_steps": 0.33, "seed": 5},
@@ -34,8 +34,8 @@ def sample_series(
     name: str, shape: tuple[int, int] = (768, 1024), progress: Callable[[int, int], None] | None = None
 ) -> FocusSeries:
     """Simulate the sample series ``name`` (see module docstring) as an in-memory :class:`FocusSeries`."""
-    from .errors import SemFocusError
-    from .simulate import simulate_series
+    from ..errors import SemFocusError
+    from . import simulate_series
 
     if name not in SAMPLES:
         raise SemFocusError(f"unknown sample '{name}'; choose from {list(SAMPLES)}")

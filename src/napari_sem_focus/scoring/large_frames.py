@@ -1,12 +1,13 @@
 """Very large frames (stitched maps, 16k-64k px scans): the structure-aware score in bounded memory.
 
-A frame above :data:`~napari_sem_focus.io.LARGE_FRAME_PIXELS` is never converted or filtered whole. Two passes over
-horizontal bands of it (:meth:`~napari_sem_focus.io.FocusSeries.frame_bands`; a TIFF is decoded strip by strip):
+A frame above :data:`~napari_sem_focus.io.image_files.LARGE_FRAME_PIXELS` is never converted or filtered whole. Two
+passes over horizontal bands of it (:meth:`~napari_sem_focus.io.series.FocusSeries.frame_bands`; a TIFF is decoded strip
+by strip):
 
 1. one band per row of the 320x240 tile grid, with :data:`MARGIN_PX` rows above and below so that the Gaussian
    low-pass inside the band is exactly the whole frame's: each tile's low-passed variance, and Immerkaer's noise
    sum over the band's own rows. Then the frame's noise residue, every tile's structure, the structure fraction and
-   the tiles the mode scores follow exactly as for a normal frame (:mod:`napari_sem_focus.structure`);
+   the tiles the mode scores follow exactly as for a normal frame (:mod:`napari_sem_focus.scoring.structure`);
 2. the chosen tiles' rows again, to cut their crops.
 
 The one difference from a normal frame: at most :data:`MAX_TILES` tiles are scored, evenly spread over the chosen
@@ -21,7 +22,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .infer import tile_axis
 from .structure import (
     STRUCTURE_FLOOR,
     StructureMap,
@@ -31,6 +31,7 @@ from .structure import (
     structured_fraction,
     structured_tiles,
 )
+from .tiles import tile_axis
 
 #: Rows read beyond a band on each side: the reach of the structure low-pass (2x2 blocks, then a Gaussian of
 #: radius 4 binned px: 9 px), rounded up to whole blocks.
@@ -40,7 +41,8 @@ MAX_TILES = 1024
 
 
 def large_frame_crops(series: Any, index: int, mode: str, crop: tuple[int, int]) -> tuple[np.ndarray, list, dict]:
-    """What :func:`napari_sem_focus.infer.frame_crops` returns — (crops, origins, facts) — for frame ``index`` of a
+    """What :func:`napari_sem_focus.scoring.infer.frame_crops` returns — (crops, origins, facts) — for frame ``index``
+    of a
     series with large frames (module docstring)."""
     rows, cols = series.scored_shape
     row_origins, col_origins = tile_axis(rows, crop[0]), tile_axis(cols, crop[1])

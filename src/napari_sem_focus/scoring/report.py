@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_path, atomic_write_text
 from .focus_curve import SCORE_MIN_PROMINENCE, FocusPeak, find_best_focus
 
 
@@ -198,7 +198,7 @@ def plot_autofocus_path(
 
 
 def plot_stigmator_path(ax: Any, scans: Sequence[Any], result: Any = None, best_stigmator: Any = None) -> None:
-    """Draw the stigmators of a focus + stigmation search (:mod:`napari_sem_focus.stigmation`): each scan's
+    """Draw the stigmators of a focus + stigmation search (:mod:`napari_sem_focus.focusing.stigmation`): each scan's
     (stig x, stig y), numbered in order, joined, coloured by its score (0-10); the best setting marked once the
     search has ended; ``best_stigmator`` (the virtual SEM's truth) as a star when known."""
     xs = [a.setting.stig_x for a in scans]
@@ -258,7 +258,7 @@ def save_autofocus_plot(
 
 
 def plot_adaptation(ax: Any, result: Any) -> None:
-    """Draw a few-label adaptation (:class:`napari_sem_focus.adapt.AdaptResult`) on a matplotlib Axes: each
+    """Draw a few-label adaptation (:class:`napari_sem_focus.training.adapt.AdaptResult`) on a matplotlib Axes: each
     labelled frame at (the starting model's score, your label); the adopted line over the whole scale (for
     ``head``, the line it was re-weighted after, dotted, and each frame's adapted score); the starting model as
     the diagonal. The title says what was adopted and the cross-validated RMSE before and after."""

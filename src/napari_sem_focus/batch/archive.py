@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CancelledError, SemFocusError
-from .infer import MODES
+from ..errors import CancelledError, SemFocusError
+from ..scoring.infer import MODES
 
 COLUMNS = (
     "file",
@@ -48,7 +48,7 @@ COLUMNS = (
 
 def archive_files(root: str | Path) -> list[Path]:
     """Every image file below ``root`` (recursive; hidden files and folders skipped), in natural path order."""
-    from .io import IMAGE_SUFFIXES, natural_key
+    from ..io.image_files import IMAGE_SUFFIXES, natural_key
 
     root = Path(root)
     if not root.is_dir():
@@ -88,9 +88,9 @@ class _ArchiveFiles:
         return len(self.files)
 
     def __getitem__(self, index: int) -> list[PreparedFrame]:
-        from .infer import model_magnification, series_crops
-        from .io import read_series
-        from .metadata import plausible_magnification
+        from ..io.metadata import plausible_magnification
+        from ..io.series import read_series
+        from ..scoring.infer import model_magnification, series_crops
 
         path = self.files[index]
         name = path.relative_to(self.root).as_posix()
@@ -122,9 +122,9 @@ def _first(batch: list[Any]) -> Any:
 
 def _rows(prepared: list[PreparedFrame], runner: Any, mode: str) -> list[dict[str, Any]]:
     """The result rows of prepared frames, their crops scored in one batch by ``runner`` (a ModelRunner)."""
-    from .analysis import score_columns
-    from .infer import FrameScore, frame_score
-    from .model import normalize_magnification
+    from ..scoring.analysis import score_columns
+    from ..scoring.infer import FrameScore, frame_score
+    from ..scoring.model import normalize_magnification
 
     ready = [p for p in prepared if p.crops is not None]
     if ready:
@@ -155,8 +155,8 @@ _RUNNERS: dict[tuple[str | None, str], Any] = {}
 
 
 def _runner(weights: str | None, device: str) -> Any:
-    from .infer import ModelRunner
-    from .weights import load_model
+    from ..scoring.infer import ModelRunner
+    from ..scoring.weights import load_model
 
     key = (None if weights is None else str(weights), device)
     if key not in _RUNNERS:
@@ -176,7 +176,7 @@ def score_file_chunk(
 ) -> list[dict[str, Any]]:
     """The rows of a chunk of files (paths relative to ``root``): what one Dask task does on a worker, which keeps
     its model loaded between tasks."""
-    from .allocator import reuse_freed_memory
+    from ..allocator import reuse_freed_memory
 
     reuse_freed_memory()  # a Dask worker's process is this package's (once per process)
     dataset = _ArchiveFiles(Path(root), [Path(root) / f for f in files], mode, fallback, skip)
@@ -283,7 +283,7 @@ class ParquetResults:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from .atomic import atomic_path
+        from ..atomic import atomic_path
 
         if fresh:
             for part in self.parts():
@@ -372,7 +372,7 @@ def iter_score_archive(
     process."""
     from torch.utils.data import DataLoader
 
-    from .metadata import plausible_magnification
+    from ..io.metadata import plausible_magnification
 
     if magnification is not None:
         plausible_magnification(magnification)  # a clear error now, not one per file

@@ -1,7 +1,7 @@
 """Torch datasets: labelled images from CSV files, and simulated frames made on the fly (no disk needed).
 
-Labelled images come from labels CSV files, the one format of :mod:`napari_sem_focus.label_store` (written by the
-napari labelling widget and the simulator): ``path``, ``frame``, ``magnification``, ``score``.
+Labelled images come from labels CSV files, the one format of :mod:`napari_sem_focus.training.label_store` (written by
+the napari labelling widget and the simulator): ``path``, ``frame``, ``magnification``, ``score``.
 
 Augmentation as in the paper: a random crop and random horizontal/vertical flips when training, a centre crop
 when evaluating. Frames smaller than the crop are padded by reflection.
@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import SemFocusError
-from .infer import CROP_SIZE, crop_or_pad
-from .io import load_frame
+from ..errors import SemFocusError
+from ..io.series import load_frame
+from ..scoring.infer import CROP_SIZE, crop_or_pad
+from ..scoring.model import normalize_magnification
 from .label_store import read_label_files
-from .model import normalize_magnification
 
 
 def augment(image: np.ndarray, size: tuple[int, int], rng: np.random.Generator | None) -> torch.Tensor:
@@ -133,7 +133,7 @@ class SimulatedFrames(Dataset):
         train: bool | None = None,
         aux: bool = False,
     ):
-        from .allocator import reuse_freed_memory
+        from ..allocator import reuse_freed_memory
 
         self.split, self.length, self.shape, self.aux = split, length, shape, aux
         self.crop_size = crop_size or shape
@@ -144,7 +144,7 @@ class SimulatedFrames(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        from .simulate import dataset_params, simulate_frame
+        from ..simulate import dataset_params, simulate_frame
 
         frame = simulate_frame(dataset_params(self.split, index), self.shape)
         rng = np.random.default_rng([index, 17]) if self.train else None
@@ -199,8 +199,8 @@ class SemiRealFrames(Dataset):
     def source(self, k: int) -> tuple[np.ndarray, float, float]:
         """(clean image, pixel size nm, feature size px) of source ``k`` (computed once)."""
         if k not in self._clean:
-            from .io import read_series
-            from .simulate.semireal import clean_source, feature_size_px
+            from ..io.series import read_series
+            from ..simulate.semireal import clean_source, feature_size_px
 
             series = read_series(self.sources[k])
             pixel = series.pixel_size_nm or self.pixel_nm
@@ -213,9 +213,9 @@ class SemiRealFrames(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         import cv2
 
-        from .metadata import magnification_from_pixel_size
-        from .simulate import labels
-        from .simulate.semireal import SOURCE_RESOLUTION_PX, FocusStep, SemiRealSettings, degrade, semireal_score
+        from ..io.metadata import magnification_from_pixel_size
+        from ..simulate import labels
+        from ..simulate.semireal import SOURCE_RESOLUTION_PX, FocusStep, SemiRealSettings, degrade, semireal_score
 
         rng = np.random.default_rng([self.seed, index, 31])
         clean, pixel, feature = self.source(int(rng.integers(len(self.sources))))

@@ -50,7 +50,7 @@ PLAUSIBLE_MAGNIFICATION = (1.0, 5.0e6)
 def plausible_magnification(magnification: float) -> float:
     """``magnification`` (127 mm over 1024 px) as a float if an SEM can have it (:data:`PLAUSIBLE_MAGNIFICATION`),
     else a :class:`SemFocusError`: the one check for a magnification given by a user or taken from a file."""
-    from .errors import SemFocusError
+    from ..errors import SemFocusError
 
     low, high = PLAUSIBLE_MAGNIFICATION
     if not (math.isfinite(magnification) and low <= magnification <= high):

@@ -7,15 +7,15 @@ starting one.
 
 How (figures in docs/benchmarks.md "Few-label adaptation", from ``benchmarks/few_labels.py``):
 
-1. **Features once.** The trunk (ResNet18, BatchNorm statistics kept) is frozen, so each labelled frame's trunk
-   features are computed once: the 320x240 tiles that the default ``structure`` mode scores (see
-   :mod:`napari_sem_focus.structure`), plus their left-right mirror images as augmentation. A frame's score is the
-   mean of its tiles' scores, as in scoring.
+1. **Features once.** The trunk (ResNet18, BatchNorm statistics kept) is frozen, so each labelled frame's trunk features
+   are computed once: the 320x240 tiles that the default ``structure`` mode scores (see
+   :mod:`napari_sem_focus.scoring.structure`), plus their left-right mirror images as augmentation. A frame's score is
+   the mean of its tiles' scores, as in scoring.
 2. **Candidates**, simplest first:
    ``line`` - the user's score as a straight line of ours, ``lo + (hi - lo) s / 10`` clipped to 0-10, fitted by
    least squares in closed form (2 numbers; the ends at our 0 and 10 move anywhere in -10..20: a lab whose best
    frame is a 7.5, one offset by a point, one stricter at the bottom); stored in the weights' config
-   (``score_remap``) and applied to each frame's pooled score (:func:`napari_sem_focus.model.remap_scores`);
+   (``score_remap``) and applied to each frame's pooled score (:func:`napari_sem_focus.scoring.model.remap_scores`);
    ``head`` - that line, then the three fully connected layers re-weighted, pulled towards the model's own
    ("L2-SP"; fixes what the features see but the head weighs differently: a new texture or detector), tried from
    :data:`MIN_FRAMES_HEAD` = 10 labelled frames on.
@@ -34,7 +34,7 @@ offset scale; four-number remaps (``lo + (hi - lo) sigmoid(a z + b)``) and the h
 line over-fitted 5-10 labels more often than they helped; the head started on the fitted line is what beats the
 simple remaps on real textures from 10 labels on.
 
-The whole-network path (:func:`napari_sem_focus.train.iter_fine_tune`) stays for users with hundreds of labels.
+The whole-network path (:func:`napari_sem_focus.training.train.iter_fine_tune`) stays for users with hundreds of labels.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CancelledError, SemFocusError
+from ..errors import CancelledError, SemFocusError
 
 #: Steps (full-batch Adam) at which the held-out error is recorded; the best one is kept.
 STEP_LADDER = (10, 25, 50, 100, 200, 400)
@@ -132,7 +132,7 @@ class AdaptResult:
         """The adopted line as a function of the starting model's frame score (score units in and out), or None
         when nothing was adopted. For ``head`` it is the line the head was re-weighted after, not the final
         scores (those depend on each frame's features: :attr:`scores_after`)."""
-        from .model import remap_scores
+        from ..scoring.model import remap_scores
 
         if not self.adopted or self.remap is None:
             return None
@@ -199,8 +199,8 @@ def frame_features(
     number of frames done, returns the features."""
     import torch
 
-    from .infer import frame_crops, inference_autocast
-    from .model import normalize_magnification
+    from ..scoring.infer import frame_crops, inference_autocast
+    from ..scoring.model import normalize_magnification
 
     out = []
     model = model.to(device).eval()
@@ -221,7 +221,7 @@ def frame_features(
 
 class _Adapter:
     """One candidate, trainable: ``line`` (the two ends of the frame score's line,
-    :func:`~napari_sem_focus.model.remap_scores`) or ``head`` (a copy of the three fully connected layers, the
+    :func:`~napari_sem_focus.scoring.model.remap_scores`) or ``head`` (a copy of the three fully connected layers, the
     line kept)."""
 
     def __init__(self, model: Any, regime: str):
@@ -284,10 +284,10 @@ class _Adapter:
         """``line``: the ends by least squares in closed form (the clip to [0, 10] set aside, as for any fitted
         line): a group's score is ``lo (1 - m) + hi m`` with ``m`` its score on our scale / 10, so (lo, hi) solve a
         2x2 system, ridge-pulled towards the start by ``pull``; then kept within
-        :data:`~napari_sem_focus.model.REMAP_END_LIMITS`, at least :data:`MIN_SPAN` apart."""
+        :data:`~napari_sem_focus.scoring.model.REMAP_END_LIMITS`, at least :data:`MIN_SPAN` apart."""
         import torch
 
-        from .model import REMAP_END_LIMITS
+        from ..scoring.model import REMAP_END_LIMITS
 
         with torch.no_grad():
             m = self.our_scores(stacked).double() / 10.0

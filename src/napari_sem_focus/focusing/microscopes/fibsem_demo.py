@@ -4,7 +4,7 @@ fibsem-os's ``DemoMicroscope`` runs every part of fibsem's microscope code path 
 read-back, image metadata, reduced areas, live acquisition) but its images are noise with a letter, the same at
 every focus. :func:`virtual_demo_microscope` keeps all of that and replaces only the electron image's pixels with a
 :class:`~.virtual_sem.VirtualSEM` frame of one specimen, scanned at the microscope's working distance with the
-image's field width, resolution and dwell time. So our search (through :mod:`napari_sem_focus.microscopes`) and
+image's field width, resolution and dwell time. So our search (through :mod:`napari_sem_focus.focusing.microscopes`) and
 fibsem's own ``run_auto_focus`` run unchanged against focus-dependent images, side by side.
 
 - The focus is hidden: best focus lies at ``true_wd_mm`` (by default ``focus_offset_um`` from the demo's
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ..metadata import magnification_from_pixel_size
-from .frame import FrameParams
-from .virtual_sem import VirtualSEM
+from ...io.metadata import magnification_from_pixel_size
+from ...simulate.frame import FrameParams
+from ...simulate.virtual_sem import VirtualSEM
 
 ELEMENTARY_CHARGE_C = 1.602176634e-19
 
@@ -41,7 +41,7 @@ DEMO_START_WD_MM = 4.0
 @functools.cache
 def _demo_class() -> type:
     """The DemoMicroscope subclass (built once: fibsem is imported only when a demo is made)."""
-    from napari_sem_focus.microscopes.fibsem_sem import import_fibsem
+    from napari_sem_focus.focusing.microscopes.fibsem_sem import import_fibsem
 
     import_fibsem()
     from fibsem.microscopes.simulator import DemoMicroscope
@@ -121,7 +121,7 @@ def virtual_demo_microscope(
         stig_gain_um, stig_rotation_deg: the demo's stigmators (fibsem's ``set_stigmation``) correct this much
             astigmatism (µm per unit) along axes rotated this far (:class:`~.virtual_sem.VirtualSEM`).
     """
-    from napari_sem_focus.microscopes.fibsem_sem import import_fibsem, quiet_fibsem
+    from napari_sem_focus.focusing.microscopes.fibsem_sem import import_fibsem, quiet_fibsem
 
     if bit_depth not in (8, 16):
         raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")

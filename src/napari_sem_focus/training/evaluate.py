@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SemFocusError
-from .metadata import PAPER_MAGNIFICATIONS
+from ..errors import SemFocusError
+from ..io.metadata import PAPER_MAGNIFICATIONS
 
 
 def isotonic_fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -87,10 +87,10 @@ def models_rmse(
 ) -> dict[str, dict[str, float]]:
     """RMSE per magnification of named weights files on the same labelled frames (centre 320x240 crop, the paper's
     test). Each frame is read once and scored by every model."""
+    from ..scoring.tiles import CROP_SIZE
+    from ..scoring.weights import load_model
     from .data import LabelledImages
-    from .infer import CROP_SIZE
     from .train import predict_models, rmse_by_magnification
-    from .weights import load_model
 
     data = LabelledImages(list(csv_paths), crop_size=CROP_SIZE, train=False)
     nets = {name: load_model(weights) for name, weights in models.items()}
@@ -102,10 +102,10 @@ def absolute_variance_rmse(
     train_csv: Sequence[str | Path], test_csv: Sequence[str | Path], n_fit: int = 4000
 ) -> dict[str, float]:
     """The absolute-variance baseline's RMSE per magnification (isotonic map fitted on ``n_fit`` train frames)."""
+    from ..scoring.metrics import absolute_variance
+    from ..scoring.model import normalize_magnification
+    from ..scoring.tiles import CROP_SIZE
     from .data import LabelledImages
-    from .infer import CROP_SIZE
-    from .metrics import absolute_variance
-    from .model import normalize_magnification
     from .train import rmse_by_magnification
 
     def features(csvs: Sequence[str | Path], limit: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,9 +160,9 @@ def real_series_picks(
 ) -> list[dict[str, Any]]:
     """For each real series and assumed magnification: the picked frame, whether it is the sharpest, and the
     Spearman correlation of the scores with the known sharpness order (also for two classic metrics)."""
-    from .infer import score_series
-    from .io import read_series
-    from .metrics import METRICS
+    from ..io.series import read_series
+    from ..scoring.infer import score_series
+    from ..scoring.metrics import METRICS
 
     rows = []
     for name, files, ranks, common in real_series(data_dir):

@@ -9,10 +9,10 @@ fibsem-os autofocus result folder (``AutoFocusResult.save`` in ``fibsem.autofunc
     best.tif       a copy of the best iteration's frame (not read again)
     plot.png       fibsem's plot
 
-:func:`fibsem_autofocus_sweep` reads ``data.json``; :func:`napari_sem_focus.io.read_series` then reads such a folder
-as a series of the iteration frames, each with its working distance (mm) and fibsem's score as a column
-``fibsem_<method>`` beside ours. The frames state no pixel size: give the magnification (the probe's field width:
-127 mm / HFW x 768 / 1024 for fibsem's 768-px probe frames; CLI ``--mag``).
+:func:`fibsem_autofocus_sweep` reads ``data.json``; :func:`napari_sem_focus.io.series.read_series` then reads such a
+folder as a series of the iteration frames, each with its working distance (mm) and fibsem's score as a column
+``fibsem_<method>`` beside ours. The frames state no pixel size: give the magnification (the probe's field width: 127 mm
+/ HFW x 768 / 1024 for fibsem's 768-px probe frames; CLI ``--mag``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SeriesError
+from ..errors import SeriesError
 
 FIBSEM_DATA_FILE = "data.json"
 

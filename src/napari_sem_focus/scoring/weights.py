@@ -1,7 +1,7 @@
 """Model weights: the bundled default, safetensors files from training/fine-tuning, safe cached loading.
 
 A weights file is a safetensors file (fp16 tensors) whose header metadata holds ``model_config`` (JSON of
-:class:`~napari_sem_focus.model.ModelConfig`) and ``facts`` (JSON: how/where it was trained, its metrics).
+:class:`~napari_sem_focus.scoring.model.ModelConfig`) and ``facts`` (JSON: how/where it was trained, its metrics).
 Loading never executes code (safetensors) and never needs the network. Writes are atomic.
 """
 
@@ -14,8 +14,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path
-from .errors import WeightsError
+from ..atomic import atomic_path
+from ..errors import WeightsError
 
 DEFAULT_WEIGHTS_NAME = "default"
 
@@ -92,7 +92,7 @@ def facts_path(weights_path: str | Path) -> Path:
 
 def write_facts(weights_path: str | Path, facts: dict[str, Any]) -> Path:
     """Write the facts of a training or adaptation run as JSON beside ``weights_path`` (atomically)."""
-    from .atomic import atomic_write_text
+    from ..atomic import atomic_write_text
 
     return atomic_write_text(facts_path(weights_path), json.dumps(facts, indent=2))
 

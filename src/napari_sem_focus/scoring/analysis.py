@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .errors import CancelledError
-from .io import FocusSeries
+from ..errors import CancelledError
+from ..io.series import FocusSeries
 from .metrics import compute_metrics
 
 
@@ -51,7 +51,7 @@ def score_rows(
     """Yield ``(row, FrameScore)`` per frame: :func:`frame_row` + learned ``score`` with its confidence
     (:func:`score_columns`) (+ classic ``metrics``).
 
-    ``mode``: a scoring mode of :mod:`napari_sem_focus.infer` (None: the default). ``metrics=None`` adds every
+    ``mode``: a scoring mode of :mod:`napari_sem_focus.scoring.infer` (None: the default). ``metrics=None`` adds every
     classic metric, ``()`` none. Each frame is read once: the classic metrics are computed from the same array
     the model scores.
     """
@@ -98,7 +98,7 @@ NO_STRUCTURE = "no structure in the scored region"
 
 
 def score_columns(result: Any) -> dict[str, Any]:
-    """The result-table columns of a :class:`~napari_sem_focus.infer.FrameScore`: ``score`` (0-10), ``spread``
+    """The result-table columns of a :class:`~napari_sem_focus.scoring.infer.FrameScore`: ``score`` (0-10), ``spread``
     (std of the pooled tile scores, score units; None for one crop), ``structure`` (fraction of the image with
     specimen structure) and ``note`` (:data:`NO_STRUCTURE` when the scored region has none, else None)."""
     spread = None if result.spread != result.spread else round(float(result.spread), 3)  # NaN -> None

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import SemFocusError
+from ..errors import SemFocusError
 
 STRATEGIES = ("model", "bracket", "sweep")
 STRUCTURE_SCORE = 1.0  # below this learned score a frame shows no recognisable specimen (the scale's anchor)
@@ -60,7 +60,7 @@ Scorer = Callable[[np.ndarray], tuple[float, bool]]
 
 def frame_as_float(image: np.ndarray) -> np.ndarray:
     """One scan as float [0, 1] by the reader's intensity rule (:mod:`.io`): 8/16-bit and float images alike."""
-    from .io import series_from_arrays
+    from ..io.series import series_from_arrays
 
     return series_from_arrays([np.asarray(image)], name="scan", databar_rows=0).frame(0)
 
@@ -73,8 +73,8 @@ def learned_scorer(
 ) -> Scorer:
     """The learned focus score (0-10) of one image at ``magnification`` (127 mm over a 1024-px frame), or at the
     magnification a callable returns for each image (a microscope adapter's, read from the image it just took)."""
-    from .infer import score_frames
-    from .weights import load_model
+    from ..scoring.infer import score_frames
+    from ..scoring.weights import load_model
 
     model = load_model(weights, device)
     level = on_model_scale(model)
@@ -94,13 +94,13 @@ def learned_scorer(
 def on_model_scale(model: Any) -> Callable[[float], float]:
     """A level of our 0-10 scale (e.g. :data:`IN_FOCUS_SCORE`) on the scale of ``model``: the same for a trained
     model; for weights adapted to a user's own scale (:mod:`.adapt`: a lab whose best frame is 7.5) the level is
-    remapped as the scores are (:func:`~napari_sem_focus.model.remap_scores`)."""
+    remapped as the scores are (:func:`~napari_sem_focus.scoring.model.remap_scores`)."""
     return lambda level: float(model.remap(np.array([level]))[0])
 
 
 def metric_scorer(name: str = "normalized_variance") -> Scorer:
     """A classic focus metric (:mod:`.metrics`) as a scorer, as peer autofocus tools use them."""
-    from .metrics import compute_metrics
+    from ..scoring.metrics import compute_metrics
 
     def score(image: np.ndarray) -> tuple[float, bool]:
         return float(compute_metrics(frame_as_float(image), [name])[name]), True
@@ -137,7 +137,7 @@ class AutofocusResult:
     """The outcome: ``status`` is 'focused', 'no peak', 'no structure', 'cancelled' or 'acquire failed'.
     ``final_wd_mm`` is where the search left the microscope (mm): the best scan when it succeeded, the start
     after 'no structure', the last scan when it was cancelled or failed (a microscope adapter then restores the
-    start: :mod:`napari_sem_focus.microscopes`)."""
+    start: :mod:`napari_sem_focus.focusing.microscopes`)."""
 
     status: str
     message: str
@@ -541,38 +541,10 @@ def iter_autofocus(
     search = _Search(
         acquire, scorer, start_wd_mm, range_um, max_acquisitions, should_stop, acquire_timeout_s, keep_images
     )
-    status, message = "focused", ""
     scorer_level = getattr(scorer, "in_focus_score", None)  # set on a scorer on an absolute scale (the learned one)
     level = scorer_level if in_focus_score == "auto" else in_focus_score
-    if strategy == "sweep":  # the baseline: always complete
-        level = None
-    search.level = level
-    try:
-        yield search.measure(start_wd_mm)
-        if search.reached(level) and check_start:  # in focus already? one scan either side says whether it is
-            yield from _check_start(search, step_mm / 4)  # the search ends on the best of the three
-        elif not search.reached(level):
-            for scan in _STRATEGY_FUNCTIONS[strategy](search, step_mm):
-                yield scan
-                if search.reached(level):
-                    break
-        best = search.best()
-        if not best.has_structure:
-            raise _Stop("no structure", "no scan showed any specimen structure; focus left at the start")
-        edge = min(best.working_distance_mm - search.low, search.high - best.working_distance_mm)
-        if edge < step_mm * 1e-3 and abs(best.working_distance_mm - start_wd_mm) > 0:
-            status = "no peak"
-            message = "the best scan lies at the edge of the search range: the focus may lie outside it"
-        # leave the microscope at the best working distance seen (one more scan unless it was the last one)
-        if search.scans[-1].working_distance_mm != best.working_distance_mm:
-            yield search.measure(best.working_distance_mm)
-    except _Stop as stop:
-        status, message = stop.status, stop.message
-        if stop.status == "no structure" and search.scans and search.scans[-1].working_distance_mm != start_wd_mm:
-            try:
-                yield search.measure(start_wd_mm)
-            except _Stop:
-                pass
+    search.level = None if strategy == "sweep" else level  # the sweep, the baseline, always completes
+    status, message = yield from _search_from(search, strategy, start_wd_mm, step_mm, check_start)
     if not search.scans:
         raise SemFocusError(f"autofocus could not make a single scan: {message}")
     final_wd = search.scans[-1].working_distance_mm
@@ -587,6 +559,43 @@ def iter_autofocus(
     return AutofocusResult(
         status, message, strategy, start_wd_mm, best.working_distance_mm, best.score, search.scans, final_wd
     )
+
+
+def _search_from(
+    search: _Search, strategy: str, start_wd_mm: float, step_mm: float, check_start: bool
+) -> Generator[Acquisition, None, tuple[str, str]]:
+    """Scan the start, run ``strategy`` from it (first step ``step_mm``, mm) until a scan reaches the search's level,
+    and leave the microscope at the best working distance seen (back at the start when nothing showed structure);
+    returns (status, message): 'focused' or 'no peak', or why the search stopped."""
+    level = search.level
+    try:
+        yield search.measure(start_wd_mm)
+        if search.reached(level) and check_start:  # in focus already? one scan either side says whether it is
+            yield from _check_start(search, step_mm / 4)  # the search ends on the best of the three
+        elif not search.reached(level):
+            for scan in _STRATEGY_FUNCTIONS[strategy](search, step_mm):
+                yield scan
+                if search.reached(level):
+                    break
+        best = search.best()
+        if not best.has_structure:
+            raise _Stop("no structure", "no scan showed any specimen structure; focus left at the start")
+        status, message = "focused", ""
+        edge = min(best.working_distance_mm - search.low, search.high - best.working_distance_mm)
+        if edge < step_mm * 1e-3 and abs(best.working_distance_mm - start_wd_mm) > 0:
+            status = "no peak"
+            message = "the best scan lies at the edge of the search range: the focus may lie outside it"
+        # leave the microscope at the best working distance seen (one more scan unless it was the last one)
+        if search.scans[-1].working_distance_mm != best.working_distance_mm:
+            yield search.measure(best.working_distance_mm)
+        return status, message
+    except _Stop as stop:
+        if stop.status == "no structure" and search.scans and search.scans[-1].working_distance_mm != start_wd_mm:
+            try:
+                yield search.measure(start_wd_mm)
+            except _Stop:
+                pass
+        return stop.status, stop.message
 
 
 def autofocus(acquire: Acquire, start_wd_mm: float, scorer: Scorer, **options: Any) -> AutofocusResult:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SemFocusError
+from ..errors import SemFocusError
 
 
 @dataclass
@@ -39,7 +39,7 @@ class LiveFrame:
 
     def row(self) -> dict[str, Any]:
         """The result-table row of a scored frame (as :func:`.analysis.score_rows` makes them)."""
-        from .analysis import score_columns
+        from ..scoring.analysis import score_columns
 
         columns = {"frame": self.index, "file": self.path.name, "working_distance_mm": self.working_distance_mm}
         return columns | score_columns(self.score)
@@ -102,7 +102,7 @@ def iter_complete_files(
     """Yield ``(path, what read(path) returned, None)`` for each new, complete image file of ``folder``, in
     order; ``(path, None, message)`` for one that stayed unreadable for ``give_up_s``. ``read`` decodes a file
     and raises while it is incomplete (default :func:`read_frames`: the series and every frame decoded)."""
-    from .io import list_frame_files
+    from ..io.series import list_frame_files
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -152,14 +152,14 @@ def iter_complete_files(
 
 def read_frames(path: Path) -> tuple[Any, list[Any]]:
     """(series, every frame as float [0, 1]) of one file — decoding all pages, so a half-written file raises."""
-    from .io import read_series
+    from ..io.series import read_series
 
     series = read_series(path)
     return series, [series.frame(i) for i in range(len(series))]
 
 
 def _natural(path: Path) -> list[Any]:
-    from .io import natural_key
+    from ..io.image_files import natural_key
 
     return natural_key(path)
 
@@ -176,8 +176,8 @@ def iter_live_scores(
     """Score each new complete frame of ``folder`` (:func:`iter_complete_files`; ``watch`` takes its options) with
     the learned model, loaded once. The magnification is ``magnification``, else each file's metadata (pixel size
     or magnification), else ``fallback_magnification``; a frame with none is reported with an error, not scored."""
-    from .infer import model_magnification, score_frames
-    from .weights import load_model
+    from ..scoring.infer import model_magnification, score_frames
+    from ..scoring.weights import load_model
 
     model = load_model(weights, device)
     index = 0

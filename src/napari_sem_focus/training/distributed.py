@@ -2,7 +2,7 @@
 
 ``sem-focus train`` runs unchanged under ``torchrun --nproc_per_node=N``: torchrun sets ``RANK``, ``LOCAL_RANK``
 and ``WORLD_SIZE`` in each process, :func:`setup` joins the process group (NCCL between CUDA GPUs, gloo on
-CPUs), and :func:`napari_sem_focus.train.iter_train` then
+CPUs), and :func:`napari_sem_focus.training.train.iter_train` then
 
 - wraps the model in :class:`torch.nn.parallel.DistributedDataParallel` (gradients averaged across processes);
 - splits each global batch of ``batch_size`` frames between the processes (``batch_size / N`` each), every process
