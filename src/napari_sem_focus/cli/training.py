@@ -172,24 +172,10 @@ def add_train_parser(sub: Any) -> None:
     train.set_defaults(func=_cmd_train)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from torch.utils.data import ConcatDataset
-    from tqdm import tqdm
+def _config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~napari_sem_focus.training.train.TrainConfig` of ``--recipe`` with the options given."""
+    from ..training.train import recipe
 
-    from ..scoring.weights import load_model, save_weights
-    from ..training import distributed
-    from ..training.data import LabelledImages, SemiRealFrames, SimulatedFrames
-    from ..training.train import TrainEvent, describe_setup, recipe, train
-
-    if not args.labels and not args.simulate and not args.real_textures:
-        raise SemFocusError("give --labels CSV..., --simulate N or --real-textures IMAGE... as training data")
-    labels_only = bool(args.labels) and not args.simulate and not args.real_textures and not args.blank
-    if args.regime == "adapt" and not (labels_only and args.init):
-        raise SemFocusError("--regime adapt needs --init WEIGHTS and --labels CSV... only (no simulated data)")
-    if args.regime == "adapt" or (args.regime == "auto" and labels_only and args.init):
-        return _adapt_from_labels(args)
-    if args.plot:
-        raise SemFocusError("--plot draws a few-label adaptation (--init WEIGHTS with --labels CSV... only)")
     overrides: dict[str, Any] = {"arch": args.arch, "use_magnification": not args.no_magnification}
     if args.freeze_batchnorm:
         overrides["freeze_batchnorm"] = True
@@ -213,7 +199,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["progressive"] = True
     if args.crop:
         overrides["crop"] = (args.crop[1], args.crop[0])
-    config = recipe(args.recipe, **overrides)
+    return recipe(args.recipe, **overrides)
+
+
+def _training_data(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
+    """(training data, validation data or None): labelled images, simulated, blank and semi-real frames."""
+    from torch.utils.data import ConcatDataset
+
+    from ..training.data import LabelledImages, SemiRealFrames, SimulatedFrames
+
     aux = config.aux_weight > 0
     parts: list[Any] = []
     if args.labels:
@@ -228,38 +222,63 @@ def _cmd_train(args: argparse.Namespace) -> int:
         parts.append(SemiRealFrames(args.real_textures, args.real_frames, config.crop, seed=config.seed, aux=aux))
     train_data: Any = parts[0] if len(parts) == 1 else ConcatDataset(parts)
     if args.val:
-        val_data: Any = LabelledImages(args.val, config.eval_crop, train=False, preload=args.preload)
-    elif args.val is None and args.simulate:
-        val_data = SimulatedFrames("val", 256, crop_size=config.eval_crop)
-    else:
-        val_data = None
+        return train_data, LabelledImages(args.val, config.eval_crop, train=False, preload=args.preload)
+    if args.val is None and args.simulate:
+        return train_data, SimulatedFrames("val", 256, crop_size=config.eval_crop)
+    return train_data, None
+
+
+def _progress_printer(bar: Any, config: Any) -> Any:
+    """What shows a :class:`~napari_sem_focus.training.train.TrainEvent`: the progress bar, and one log line per
+    validation (or per event without a terminal)."""
+
+    def report(event: Any) -> None:
+        bar.total = event.total
+        bar.n = event.step
+        post = {"loss": f"{event.loss:.3f}", "rmse": f"{event.train_rmse:.3f}", "lr": f"{event.lr:.2g}"}
+        if event.val_rmse is not None:
+            post["val_rmse"] = f"{event.val_rmse:.3f}"
+        if event.val_rmse is not None or bar.disable:  # no terminal: one log line per event
+            val = f" val_rmse {event.val_rmse:.4f}" if event.val_rmse is not None else ""
+            speed = f", {event.images_per_s:.0f} images/s" if event.images_per_s else ""
+            if event.images_per_s and config.echo > 1:
+                speed += f" of which {event.images_per_s / config.echo:.0f} fresh"
+            print(
+                f"step {event.step}/{event.total} loss {event.loss:.4f} rmse {event.train_rmse:.3f} "
+                f"lr {event.lr:.3g}{val} "
+                f"({event.elapsed_s / 60:.1f} min{speed})",
+                file=sys.stderr,
+                flush=True,
+            )
+        bar.set_postfix(post, refresh=True)
+
+    return report
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..scoring.weights import load_model, save_weights
+    from ..training import distributed
+    from ..training.train import describe_setup, train
+
+    if not args.labels and not args.simulate and not args.real_textures:
+        raise SemFocusError("give --labels CSV..., --simulate N or --real-textures IMAGE... as training data")
+    labels_only = bool(args.labels) and not args.simulate and not args.real_textures and not args.blank
+    if args.regime == "adapt" and not (labels_only and args.init):
+        raise SemFocusError("--regime adapt needs --init WEIGHTS and --labels CSV... only (no simulated data)")
+    if args.regime == "adapt" or (args.regime == "auto" and labels_only and args.init):
+        return _adapt_from_labels(args)
+    if args.plot:
+        raise SemFocusError("--plot draws a few-label adaptation (--init WEIGHTS with --labels CSV... only)")
+    config = _config_from_args(args)
+    train_data, val_data = _training_data(args, config)
     init = load_model(args.init) if args.init else None
     main_process = distributed.current().is_main  # under torchrun, process 0 alone logs and writes files
     if main_process:
         print(describe_setup(config), file=sys.stderr, flush=True)
     started = time.time()
     with tqdm(total=1, unit="step", disable=None if main_process else True, dynamic_ncols=True) as bar:
-
-        def report(event: TrainEvent) -> None:
-            bar.total = event.total
-            bar.n = event.step
-            post = {"loss": f"{event.loss:.3f}", "rmse": f"{event.train_rmse:.3f}", "lr": f"{event.lr:.2g}"}
-            if event.val_rmse is not None:
-                post["val_rmse"] = f"{event.val_rmse:.3f}"
-            if event.val_rmse is not None or bar.disable:  # no terminal: one log line per event
-                val = f" val_rmse {event.val_rmse:.4f}" if event.val_rmse is not None else ""
-                speed = f", {event.images_per_s:.0f} images/s" if event.images_per_s else ""
-                if event.images_per_s and config.echo > 1:
-                    speed += f" of which {event.images_per_s / config.echo:.0f} fresh"
-                print(
-                    f"step {event.step}/{event.total} loss {event.loss:.4f} rmse {event.train_rmse:.3f} "
-                    f"lr {event.lr:.3g}{val} "
-                    f"({event.elapsed_s / 60:.1f} min{speed})",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            bar.set_postfix(post, refresh=True)
-
         result = train(
             config,
             train_data,
@@ -267,7 +286,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             resume=args.resume,
             init_model=init,
-            progress=report,
+            progress=_progress_printer(bar, config),
         )
     if not main_process:
         return 0
