@@ -50,12 +50,12 @@ def tiles_of(model, frames: list[np.ndarray], mag: float) -> list[tuple[np.ndarr
     return out
 
 
-def collect(model, trained: set[str]) -> dict:
+def collect(model, trained: set[str], seed: int = 0) -> dict:
     """Every tile's score and structure: semi-real series (with their truth), public series, in-focus images."""
     data: dict = {"semireal": [], "public": [], "vendor": []}
     started = time.time()
     for source, setting in catalogue():
-        frames, pixel = build(source, setting)
+        frames, pixel = build(source, setting, seed=seed)
         images = [f.image.astype(np.float32) / 255.0 for f in frames]
         truth = -np.array([f.probe.effective_diameter_px for f in frames])
         tiles = tiles_of(model, images, magnification_from_pixel_size(pixel))
@@ -137,8 +137,10 @@ def evaluate(data: dict, rule: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("weights", nargs="?", default=None)
-    parser.add_argument("--cache", type=Path, default=Path("runs/fewer_tiles.pkl"))
+    parser.add_argument("--seed", type=int, default=0, help="noise draw of the semi-real series (default 0)")
+    parser.add_argument("--cache", type=Path, help="tile scores kept here (default runs/fewer_tiles_seedN.pkl)")
     args = parser.parse_args()
+    args.cache = args.cache or Path(f"runs/fewer_tiles_seed{args.seed}.pkl")
     if args.cache.is_file():
         data = pickle.loads(args.cache.read_bytes())
     else:
@@ -146,13 +148,23 @@ def main() -> None:
         info = read_weights_info(args.weights)
         data_facts = [d for d in info.facts.get("data", []) if isinstance(d, str)]
         trained = {Path(d).name for d in data_facts} | {n for d in data_facts for n in _names_in(d)}
-        data = collect(model, trained)
+        data = collect(model, trained, args.seed)
         args.cache.parent.mkdir(parents=True, exist_ok=True)
         args.cache.write_bytes(pickle.dumps(data))
     from napari_sem_focus.scoring.report import format_table
 
     rules = ["all >= 0.4"] + [f"top {k}" for k in range(1, 7)] + [f"spread {k}" for k in range(3, 7)]
     print(format_table([evaluate(data, rule) for rule in rules]))
+    print("\nIn-focus vendor and FEI images, the frame's score by rule (crops scored)")
+    shown = ["all >= 0.4", "top 4", "top 5", "spread 5", "top 6"]
+    rows = []
+    for entry in data["vendor"]:
+        row = {"image": entry["image"]}
+        for rule in shown:
+            score, n = frame_score(entry["tiles"][0], rule)
+            row[rule] = f"{score:.2f} ({n})"
+        rows.append(row)
+    print(format_table(rows))
 
 
 if __name__ == "__main__":

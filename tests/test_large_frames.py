@@ -86,3 +86,60 @@ def test_cli_scores_a_large_map_and_says_why_metrics_are_missing(map_tiff, monke
     assert main(["score", str(path), "--mag", "2000", "--metrics"]) == 0
     out = capsys.readouterr()
     assert "classic metrics are not computed for frames above 64 Mpx" in out.out + out.err
+
+
+def test_a_large_frame_that_cannot_be_read_in_parts_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    """One compressed strip of the whole page, or a colour page, or a PNG: each would be decoded whole. Above the
+    limit they are refused with a message that says why and what to do; grey strips and tiles are read."""
+    import cv2
+
+    from napari_sem_focus.errors import FrameTooLargeError
+
+    image = (np.random.default_rng(0).random((600, 800)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "one_strip.tif", image, rowsperstrip=600, compression="zlib")
+    tifffile.imwrite(tmp_path / "strips.tif", image, rowsperstrip=16, compression="zlib")
+    tifffile.imwrite(tmp_path / "tiles.tif", image, tile=(64, 64), compression="zlib")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.dstack([image] * 3), photometric="rgb")
+    cv2.imwrite(str(tmp_path / "grey.png"), image)
+    cv2.imwrite(str(tmp_path / "colour.jpg"), np.dstack([image] * 3))
+    _large(monkeypatch, pixels=100_000)  # 480,000 px frames count as large
+    monkeypatch.setattr(image_files, "WHOLE_DECODE_LIMIT_BYTES", 200_000)  # one strip of 480,000 bytes is over
+
+    def refuse(page, *args, **kwargs):
+        raise AssertionError("a page was decoded whole")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", refuse)
+    for name, what in [
+        ("one_strip.tif", "its largest strip"),
+        ("rgb.tif", "a colour or palette page"),
+        ("grey.png", "a PNG, JPEG or BMP image"),
+        ("colour.jpg", "a PNG, JPEG or BMP image"),
+    ]:
+        with pytest.raises(FrameTooLargeError, match=f"800x600 px frame .* {what}.*save it as a grey TIFF in strips"):
+            read_series(tmp_path / name)
+    for name in ("strips.tif", "tiles.tif"):
+        series = read_series(tmp_path / name)
+        (result,) = score_series(series, magnification=2000.0, mode="center")
+        assert series.is_large and 0.0 <= result.score <= 10.0
+
+
+def test_a_large_frame_holds_about_one_band_at_a_time(tmp_path, monkeypatch):
+    """Peak memory of cutting a large frame's crops: about one band (the frame's width x a tile's rows) plus the
+    crops, not one band per row of tiles (a 40,000 px mosaic held 7 GB that way)."""
+    import tracemalloc
+
+    image = (np.random.default_rng(1).random((4000, 8000)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "wide.tif", image, rowsperstrip=16, compression="zlib")
+    _large(monkeypatch, pixels=1_000_000)
+    monkeypatch.setattr(large_frames, "MAX_TILES", 16)
+    series = read_series(tmp_path / "wide.tif")
+    band_bytes = 8000 * 260 * 4  # one float32 band with its margins
+    tracemalloc.start()
+    try:
+        crops, origins, _ = series_crops(series, 0, "tiles")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(origins) == 16 and len({r for r, _ in origins}) >= 12  # crops from most of the 17 rows of tiles
+    assert crops.shape == (16, 240, 320) and crops.flags.owndata
+    assert peak < 9 * band_bytes, f"{peak / band_bytes:.1f} bands held at once"  # was 20: one per row of tiles

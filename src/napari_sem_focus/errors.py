@@ -26,6 +26,11 @@ class InvalidImageError(SemFocusError):
     """An image was read but cannot be scored (NaN/inf pixels, wrong number of dimensions, too small...)."""
 
 
+class FrameTooLargeError(InvalidImageError):
+    """A frame above 64 Mpx that cannot be read in parts (not a grey TIFF page in strips or tiles): refused before
+    it is decoded, so that it never exhausts the memory (``io.image_files.WHOLE_DECODE_LIMIT_BYTES``)."""
+
+
 class SeriesError(SemFocusError):
     """A set of frames cannot form one focus series (empty folder, mixed frame sizes...)."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidImageError, UnreadableImageError
+from ..errors import FrameTooLargeError, InvalidImageError, UnreadableImageError
 from .metadata import SemMetadata, read_sidecar, read_tiff_metadata
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -137,6 +137,11 @@ def _decode_failure(page: Any, page_index: int, err: Exception) -> str:
     return f"page {page_index} is truncated or corrupt ({err})"
 
 
+#: Compressed bytes read from the file in one pass when a page is decoded band by band (tifffile's default, 256 MB,
+#: would be held beside the bands of a giant mosaic).
+SEGMENT_BUFFER_BYTES = 16 * 2**20
+
+
 class _OpenTiffs:
     """The last few TIFF files read, kept open with their page lists, so that reading frame after frame of a long
     stack does not re-open the file and walk every page each time (which made a frame of a 1,000-page stack cost
@@ -233,7 +238,7 @@ def _tiff_page_bands(path: Path, page_index: int, windows: Sequence[tuple[int, i
                 kept, kept_start = kept[drop:], kept_start + drop
 
         try:
-            for segment, (_, _, y, x, _), shape in page.segments(maxworkers=1):
+            for segment, (_, _, y, x, _), shape in page.segments(maxworkers=1, buffersize=SEGMENT_BUFFER_BYTES):
                 if block is not None and y != block_row:
                     yield from complete(block)
                     block = None
@@ -279,6 +284,69 @@ class _FileFrames:
     recorded: list[dict[str, float]] = field(default_factory=list)
 
 
+#: A frame above :data:`LARGE_FRAME_PIXELS` is read band by band; a piece of it that must be decoded whole (one strip
+#: or tile of a grey TIFF page; the whole frame of a PNG, JPEG, BMP or colour/palette TIFF page) may hold at most
+#: this many bytes, else the frame is refused before it is decoded (:func:`check_readable_in_parts`).
+WHOLE_DECODE_LIMIT_BYTES = 256 * 2**20
+
+
+def _largest_segment_bytes(page: Any) -> int:
+    """Decoded bytes of the largest strip or tile of a TIFF page (what tifffile decodes at once)."""
+    itemsize = np.dtype(page.dtype).itemsize * max(1, int(page.samplesperpixel))
+    if page.is_tiled:
+        return int(page.tilelength) * int(page.tilewidth) * max(1, int(page.tiledepth)) * itemsize
+    rows = min(int(page.rowsperstrip or page.imagelength), int(page.imagelength))
+    return rows * int(page.imagewidth) * itemsize
+
+
+def _image_header(path: Path) -> tuple[int, int, int] | None:
+    """(rows, cols, bytes per pixel decoded) of a PNG, BMP or JPEG file from its header alone; None if unknown."""
+    with open(path, "rb") as handle:
+        head = handle.read(64 * 1024)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        cols, rows = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(head[25], 4)
+        return rows, cols, channels * (2 if head[24] == 16 else 1)
+    if head[:2] == b"BM" and len(head) >= 30:
+        cols = int.from_bytes(head[18:22], "little", signed=True)
+        rows = abs(int.from_bytes(head[22:26], "little", signed=True))
+        return rows, cols, max(1, int.from_bytes(head[28:30], "little") // 8)
+    at = 2
+    while head[:2] == b"\xff\xd8" and at + 9 < len(head) and head[at] == 0xFF:  # JPEG: walk to the frame header
+        marker, length = head[at + 1], int.from_bytes(head[at + 2 : at + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            rows, cols = int.from_bytes(head[at + 5 : at + 7], "big"), int.from_bytes(head[at + 7 : at + 9], "big")
+            return rows, cols, head[at + 9]
+        at += 2 + length
+    return None
+
+
+def check_readable_in_parts(path: Path, shape: tuple[int, int], whole_bytes: int, what: str) -> None:
+    """Refuse a frame of ``shape`` (rows, cols) above :data:`LARGE_FRAME_PIXELS` whose ``what`` (a strip, a tile,
+    the whole frame) of ``whole_bytes`` must be decoded at once beyond :data:`WHOLE_DECODE_LIMIT_BYTES`."""
+    rows, cols = shape
+    if rows * cols <= LARGE_FRAME_PIXELS or whole_bytes <= WHOLE_DECODE_LIMIT_BYTES:
+        return
+    raise FrameTooLargeError(
+        f"'{path.name}': the {cols}x{rows} px frame ({rows * cols / 1e6:.0f} Mpx) is read band by band, but {what} "
+        f"must be decoded whole ({whole_bytes / 2**30:.1f} GiB, more than the "
+        f"{WHOLE_DECODE_LIMIT_BYTES / 2**20:.0f} MiB limit): save it as a grey TIFF in strips or tiles (e.g. "
+        "tifffile.imwrite(path, image, tile=(512, 512), compression='zlib'), or `tiffcp -t` / `vips tiffsave "
+        "--tile`), or crop it to the part you need (below 64 Mpx)"
+    )
+
+
+def _check_tiff_page(path: Path, page: Any) -> None:
+    """:func:`check_readable_in_parts` for a TIFF page, before anything of it is decoded."""
+    shape = tuple(int(s) for s in page.shape[:2])
+    if _is_grey_page(page):
+        layout = "its largest tile" if page.is_tiled else "its largest strip"
+        check_readable_in_parts(path, shape, _largest_segment_bytes(page), layout)
+    else:
+        whole = int(np.prod(page.shape)) * np.dtype(page.dtype).itemsize
+        check_readable_in_parts(path, shape, whole * 4, "a colour or palette page (converted to grey whole)")
+
+
 def _inspect_file(path: Path, notes: list[str]) -> _FileFrames:
     """Read a file's header and first frame: frame count, shape, dtype, metadata."""
     if not path.exists():
@@ -297,12 +365,18 @@ def _inspect_file(path: Path, notes: list[str]) -> _FileFrames:
                 )
             truths = [_page_truth(p) for p in pages]
             page = pages[0]
+            _check_tiff_page(path, page)
             header_only = _is_grey_page(page) and page.shape[0] * page.shape[1] > LARGE_FRAME_PIXELS
         # a large grey page is not decoded here: its shape and type are in its header
         first = np.empty((0, 0), page.dtype) if header_only else _read_tiff_page(path, 0, notes)
         shape, dtype = (tuple(page.shape), page.dtype) if header_only else (first.shape, first.dtype)
         n = len(pages)
     elif path.suffix.lower() in OTHER_SUFFIXES:
+        header = _image_header(path)
+        if header is not None:
+            rows, cols, pixel_bytes = header
+            colour = 4 if pixel_bytes > 2 else 1  # colour is converted to grey in float32, whole
+            check_readable_in_parts(path, (rows, cols), rows * cols * pixel_bytes * colour, "a PNG, JPEG or BMP image")
         first, meta, n = _read_other(path, notes), SemMetadata(), 1
         truths = [{}]
         shape, dtype = first.shape, first.dtype

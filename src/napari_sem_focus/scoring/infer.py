@@ -295,7 +295,8 @@ def score_prepared(
     pending: list[Prepared] = []
 
     def run(batch: list[Prepared]) -> Iterator[FrameScore]:
-        crops = np.concatenate([c for _, c, _, _ in batch])
+        # one frame (a large frame brings a thousand crops): its crops as they are, not copied
+        crops = batch[0][1] if len(batch) == 1 else np.concatenate([c for _, c, _, _ in batch])
         scores = runner(crops, mag.expand(len(crops)))
         start = 0
         for index, c, origins, facts in batch:

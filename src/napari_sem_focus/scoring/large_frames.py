@@ -78,14 +78,16 @@ def large_frame_crops(series: Any, index: int, mode: str, crop: tuple[int, int])
         facts["has_structure"] = bool(structure.max() >= STRUCTURE_FLOOR)
 
     # pass 2: their crops (the centre crop's structure too, measured on its own band with margins)
-    crops, wanted = [], sorted({r for r, _ in chosen})
+    size = (min(crop[0], rows), min(crop[1], cols))
+    crops = np.empty((len(chosen), *size), np.float32)  # filled in place: no band outlives its pass
+    wanted = sorted({r for r, _ in chosen})
     margin = MARGIN_PX if mode == "center" else 0
     windows = [(max(0, r - margin), min(rows, r + crop[0] + margin)) for r in wanted]
     for (start, _), r, band in zip(windows, wanted, series.frame_bands(index, windows), strict=True):
-        for rr, c in chosen:
+        for i, (rr, c) in enumerate(chosen):
             if rr == r:
-                crops.append(band[r - start : r - start + crop[0], c : c + crop[1]])
+                crops[i] = band[r - start : r - start + size[0], c : c + size[1]]
         if mode == "center":
             centre = StructureMap(band, residue).region(r - start, chosen[0][1], *crop)
             facts["has_structure"] = bool(centre >= STRUCTURE_FLOOR)
-    return np.stack(crops), chosen, facts
+    return crops, chosen, facts
