@@ -143,3 +143,42 @@ def test_a_large_frame_holds_about_one_band_at_a_time(tmp_path, monkeypatch):
     assert len(origins) == 16 and len({r for r, _ in origins}) >= 12  # crops from most of the 17 rows of tiles
     assert crops.shape == (16, 240, 320) and crops.flags.owndata
     assert peak < 9 * band_bytes, f"{peak / band_bytes:.1f} bands held at once"  # was 20: one per row of tiles
+
+
+def test_napari_gets_a_pyramid_of_a_large_frame_read_band_by_band(map_tiff, monkeypatch):
+    """The reader's layer data for a frame above 64 Mpx: a multiscale pyramid (full resolution, then halved by area
+    averaging down to 2,048 px) whose bands are read from the TIFF's strips, never the whole page at once."""
+    import cv2
+
+    from napari_sem_focus._reader import series_layer_data
+    from napari_sem_focus.io import lazy
+
+    path, image = map_tiff
+    _large(monkeypatch)
+    monkeypatch.setattr(lazy, "PYRAMID_TOP_PX", 300)  # 1300 px wide: levels 1, 1/2, 1/4, 1/8
+    monkeypatch.setattr(lazy, "BAND_BYTES", 100_000)  # bands of ~38 source rows: many chunks
+
+    def refuse(page, *args, **kwargs):
+        raise AssertionError("the whole page was decoded")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", refuse)
+    levels, kwargs, kind = series_layer_data(read_series(path))
+    assert kind == "image" and kwargs["multiscale"] is True
+    assert [lvl.shape for lvl in levels] == [(900, 1300), (450, 650), (225, 325), (113, 163)]
+    assert levels[0].numblocks[0] > 10  # read in bands, not as one chunk
+    np.testing.assert_array_equal(levels[0][100:300, 50:400].compute(), image[100:300, 50:400])
+    half = cv2.resize(image, (650, 450), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(levels[1].compute(), half)
+    assert levels[3].compute().dtype == np.uint16
+
+
+def test_a_giant_frame_s_focus_map_is_drawn_on_a_coarser_grid():
+    from napari_sem_focus.scoring.infer import FrameScore, focus_map_step
+
+    result = FrameScore(0, 5.0, np.array([2.0, 8.0]), [(0, 0), (0, 320)])
+    full = result.focus_map((240, 640))
+    assert full.shape == (240, 640) and full[0, 0] == 2.0 and full[0, 639] == 8.0
+    assert focus_map_step((240, 640)) == 1 and focus_map_step((40_000, 40_000)) == 20
+    coarse = result.focus_map((240, 640), step=20)
+    assert coarse.shape == (12, 32)
+    np.testing.assert_array_equal(coarse, full[::20, ::20])

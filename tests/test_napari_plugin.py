@@ -41,3 +41,26 @@ def test_sample_data_and_widgets_from_the_manifest(make_napari_viewer):
     assert score_widget.layer_box.current_choice == layer.name
     assert score_widget.mag_box.value == pytest.approx(1000.0)
     assert train_widget.layer_box.current_choice == layer.name
+
+
+def test_a_large_frame_opens_as_a_pyramid_without_being_decoded_whole(make_napari_viewer, tmp_path, monkeypatch):
+    import numpy as np
+    import tifffile
+
+    from napari_sem_focus.io import image_files, lazy
+
+    image = (np.random.default_rng(0).random((1200, 1600)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "map.tif", image, tile=(256, 256), compression="zlib")
+    monkeypatch.setattr(image_files, "LARGE_FRAME_PIXELS", 1_000_000)  # 1.9 Mpx counts as large
+    monkeypatch.setattr(lazy, "PYRAMID_TOP_PX", 512)
+
+    def refuse(page, *args, **kwargs):
+        raise AssertionError("the whole page was decoded")
+
+    monkeypatch.setattr(tifffile.TiffPage, "asarray", refuse)
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "map.tif"), plugin="napari-sem-focus")
+    layer = viewer.layers[0]
+    assert layer.multiscale and [lvl.shape for lvl in layer.data] == [(1200, 1600), (600, 800), (300, 400)]
+    shot = viewer.screenshot(canvas_only=True, flash=False)  # draws the level napari chooses, read band by band
+    assert shot.std() > 0

@@ -26,20 +26,18 @@ def get_reader(path: str | list[str]) -> Any:
 
 
 def series_layer_data(series: Any) -> tuple[Any, dict[str, Any], str]:
-    """One napari layer-data tuple for a :class:`FocusSeries` (lazy dask stack of raw frames)."""
-    import dask
-    import dask.array as da
+    """One napari layer-data tuple for a :class:`FocusSeries`: a lazy dask stack of its raw frames, or for frames
+    above 64 Mpx a multiscale pyramid read band by band (:mod:`napari_sem_focus.io.lazy`): never loaded whole."""
     import numpy as np
 
-    frames = [
-        da.from_delayed(dask.delayed(series.raw_frame)(i), shape=series.shape, dtype=series.dtype)
-        for i in range(len(series))
-    ]
+    from .io.lazy import lazy_pyramid, lazy_stack
+
+    data = lazy_pyramid(series) if series.is_large else lazy_stack(series)
     name = Path(series.source).name or str(series.source)
-    data = frames[0] if len(frames) == 1 else da.stack(frames)
+    frames = len(series)
     pixel_nm = series.pixel_size_nm
     scale = (pixel_nm, pixel_nm) if pixel_nm else (1.0, 1.0)
-    if len(frames) > 1:
+    if frames > 1:
         scale = (1.0, *scale)
     offset, white = series.intensity_map
     kwargs: dict[str, Any] = {
@@ -47,9 +45,10 @@ def series_layer_data(series: Any) -> tuple[Any, dict[str, Any], str]:
         "scale": scale,
         "contrast_limits": [offset, offset + white] if np.issubdtype(series.dtype, np.integer) else None,
         "metadata": {"sem_focus": series.describe(), "focus_series": series},
+        "multiscale": True if series.is_large else None,
     }
     if pixel_nm:
-        kwargs["units"] = ("pixel", "nm", "nm") if len(frames) > 1 else ("nm", "nm")
+        kwargs["units"] = ("pixel", "nm", "nm") if frames > 1 else ("nm", "nm")
     return data, {k: v for k, v in kwargs.items() if v is not None}, "image"
 
 

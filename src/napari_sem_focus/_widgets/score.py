@@ -23,7 +23,7 @@ from ..device import load_pytorch_in_background
 from ..errors import CancelledError, SemFocusError
 from ..focusing.live import GrowingStack
 from ..scoring.focus_curve import FocusPeak
-from ..scoring.infer import MODES, magnification_note, model_magnification
+from ..scoring.infer import MODES, focus_map_step, magnification_note, model_magnification
 from ..scoring.report import curve_peak, write_csv
 from .current_model import current_model
 from .forms import (
@@ -58,7 +58,8 @@ def series_for_layer(layer: Any) -> Any:
     if series is not None:
         return series
     facts = layer.metadata.get("frame_facts")
-    return series_from_stack(layer.data, rgb=bool(layer.rgb), frame_facts=facts, name=layer.name)
+    data = layer.data[0] if layer.multiscale else layer.data  # a pyramid: its full-resolution level
+    return series_from_stack(data, rgb=bool(layer.rgb), frame_facts=facts, name=layer.name)
 
 
 #: While scoring, the views are brought up to date at most this often (milliseconds); always when scoring ends.
@@ -440,12 +441,14 @@ class ScoreStackWidget(QWidget):
         result = self.results.get(self.current_frame())
         if result is None or self.series is None:
             return None
-        fmap = result.focus_map(self.series.scored_shape)
+        step = focus_map_step(self.series.scored_shape)  # a giant frame's map at a coarser grid
+        fmap = result.focus_map(self.series.scored_shape, step)
         name = f"{self.layer.name} focus map"
-        scale = tuple(self.layer.scale[-2:])
+        pixel = tuple(self.layer.scale[-2:])
         rows, cols = self.series.scored_region  # the map starts at the region's corner
-        origin = (rows.start, cols.start)
-        translate = tuple(float(t) + o * s for t, o, s in zip(self.layer.translate[-2:], origin, scale, strict=True))
+        origin = (rows.start + (step - 1) / 2, cols.start + (step - 1) / 2)  # the first block's centre
+        translate = tuple(float(t) + o * s for t, o, s in zip(self.layer.translate[-2:], origin, pixel, strict=True))
+        scale = tuple(s * step for s in pixel)
         if name in self.viewer.layers:
             self.viewer.layers[name].data = fmap
             self.viewer.layers[name].translate = translate

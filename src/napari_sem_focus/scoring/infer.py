@@ -20,6 +20,7 @@ frame, else the caller's value.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -153,16 +154,26 @@ class FrameScore:
     structure_fraction: float = float("nan")
     has_structure: bool = True
 
-    def focus_map(self, shape: tuple[int, int]) -> np.ndarray:
+    def focus_map(self, shape: tuple[int, int], step: int = 1) -> np.ndarray:
         """A float image of ``shape`` (the scored region) holding each pixel's tile score (mean where tiles
-        overlap; NaN outside every tile)."""
-        total = np.zeros(shape, np.float32)
-        count = np.zeros(shape, np.float32)
+        overlap; NaN outside every tile); with ``step`` > 1 at 1/``step`` of the resolution (one value per
+        ``step`` x ``step`` block: :func:`focus_map_step` keeps a giant frame's map small)."""
+        rows, cols = -(-shape[0] // step), -(-shape[1] // step)
+        total = np.zeros((rows, cols), np.float32)
+        count = np.zeros((rows, cols), np.float32)
         for (r, c), s in zip(self.tile_origins, self.tile_scores, strict=True):
-            total[r : r + self.tile_size[0], c : c + self.tile_size[1]] += s
-            count[r : r + self.tile_size[0], c : c + self.tile_size[1]] += 1
+            r0, c0 = r // step, c // step
+            r1, c1 = -(-(r + self.tile_size[0]) // step), -(-(c + self.tile_size[1]) // step)
+            total[r0:r1, c0:c1] += s
+            count[r0:r1, c0:c1] += 1
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, total / count, np.nan).astype(np.float32)
+
+
+def focus_map_step(shape: tuple[int, int], max_pixels: int = 4_000_000) -> int:
+    """The smallest ``step`` (1, 2, 3, ...) at which :meth:`FrameScore.focus_map` of ``shape`` (rows, cols) has at
+    most ``max_pixels`` pixels."""
+    return max(1, math.ceil(math.sqrt(shape[0] * shape[1] / max_pixels)))
 
 
 def pool(tile_scores: np.ndarray, mode: str = "tiles") -> tuple[float, float]:
