@@ -7,9 +7,10 @@ real series, the in-focus vendor and FEI images; bundled default weights unless 
 and structure (``--cache`` file, so that rules can be compared again without the network), and then pools the
 same tile scores by each rule:
 
-- ``all >= 0.4`` — today's rule;
+- ``all >= 0.4`` — every one of them (the rule before);
 - ``top k`` — the k most structured of those tiles (k = 1 ... 6);
-- ``spread k`` — k of those tiles evenly spread in reading order.
+- ``spread k`` — k of those tiles evenly spread in reading order; ``k = 5/16``: 5 per 16 tiles of the frame's
+  grid (5 of a 1024x768 frame's 16; never fewer than 4), the rule the default mode adopted.
 
 For each rule: the semi-real series from held-out sources (best frame exact, Spearman >= 0.9, fitted focus within
 half a step, mean / worst Spearman, in-focus frame's median score), the public series (picks right, Spearman),
@@ -34,7 +35,7 @@ from semireal_catalogue import DATA, build, catalogue
 
 from napari_sem_focus.io.series import read_series
 from napari_sem_focus.scoring.infer import model_magnification, score_frames
-from napari_sem_focus.scoring.structure import RELATIVE_THRESHOLD, STRUCTURE_FLOOR, StructureMap
+from napari_sem_focus.scoring.structure import RELATIVE_THRESHOLD, STRUCTURE_FLOOR, StructureMap, spread_sample
 from napari_sem_focus.scoring.tiles import CROP_SIZE
 from napari_sem_focus.scoring.weights import load_model, read_weights_info
 from napari_sem_focus.simulate.optics import magnification_from_pixel_size
@@ -85,12 +86,15 @@ def chosen(structure: np.ndarray, rule: str) -> np.ndarray:
     if rule == "all >= 0.4":
         return keep
     kind, k = rule.split()
+    if "/" in k:  # a share of the frame's tile grid: 5/16 is 5 tiles of a 1024x768 frame's 16, never fewer than 5
+        num, den = (int(v) for v in k.split("/"))
+        k = max(4, -(-len(structure) * num // den))
     k = int(k)
     if len(keep) <= k:
         return keep
     if kind == "top":
         return np.sort(keep[np.argsort(-structure[keep], kind="stable")[:k]])
-    return keep[np.round(np.linspace(0, len(keep) - 1, k)).astype(int)]  # spread
+    return keep[spread_sample(len(keep), k)]  # evenly spread in reading order, as the scoring does
 
 
 def frame_score(tiles: tuple[np.ndarray, np.ndarray], rule: str) -> tuple[float, int]:
@@ -154,6 +158,7 @@ def main() -> None:
     from napari_sem_focus.scoring.report import format_table
 
     rules = ["all >= 0.4"] + [f"top {k}" for k in range(1, 7)] + [f"spread {k}" for k in range(3, 7)]
+    rules += ["top 4/16", "top 5/16", "spread 5/16"]
     print(format_table([evaluate(data, rule) for rule in rules]))
     print("\nIn-focus vendor and FEI images, the frame's score by rule (crops scored)")
     shown = ["all >= 0.4", "top 4", "top 5", "spread 5", "top 6"]

@@ -240,3 +240,18 @@ def test_the_scoring_model_runs_in_channels_last_and_scores_as_the_plain_layout(
     path = save_weights(model, tmp_path / "again.safetensors", {})
     again = [r.score for r in score_frames(frames, 5000.0, load_model(path), "center")]
     assert np.abs(np.array(again) - np.array(fast)).max() < 0.05  # fp16 weights on disk
+
+
+def test_the_structure_mode_scores_at_most_5_of_16_tiles_evenly_spread():
+    from napari_sem_focus.scoring.structure import most_structured_tiles, structured_tiles
+
+    assert [most_structured_tiles(n) for n in (1, 4, 16, 20, 169)] == [4, 4, 5, 7, 53]
+    everywhere = np.linspace(1.0, 0.5, 16)  # every tile structured (>= 0.4 of the highest)
+    assert np.flatnonzero(structured_tiles(everywhere)).tolist() == [0, 4, 8, 11, 15]  # first to last, spread
+    few = np.array([0.01] * 13 + [0.5, 0.3, 0.45])  # three structured tiles: all of them
+    assert np.flatnonzero(structured_tiles(few)).tolist() == [13, 14, 15]
+    assert structured_tiles(np.full(16, 0.01)).all()  # no structure: every tile, flagged by the caller
+    frame = np.tile(np.linspace(0, 1, 1024, dtype=np.float32), (768, 1))  # a ramp: structure in every tile
+    frame += np.random.default_rng(0).random(frame.shape, dtype=np.float32) * 0.2
+    crops, _, facts = frame_crops(frame / frame.max(), "structure")
+    assert len(crops) == 5 and len(frame_crops(frame / frame.max(), "tiles")[0]) == 16 and facts["has_structure"]

@@ -7,8 +7,8 @@
   gradient scaler; float16 on older CUDA GPUs (training adds a gradient scaler); None (float32) elsewhere, where
   reduced precision would be emulated and slower.
 - :func:`autocast`: the autocast context for a device (disabled when its dtype is None or when asked).
-- :func:`load_pytorch`, :func:`load_pytorch_in_background`, :func:`lower_thread_priority`: for a host process (the
-  napari widgets) that must stay responsive while the network loads and runs.
+- :func:`lower_thread_priority`: for a host process (the napari widgets) that must stay responsive while the
+  network runs (loading it in the background: :mod:`napari_sem_focus.scoring.preload`).
 
 torch is imported inside the functions, so importing this module (from the score path) costs nothing.
 """
@@ -21,35 +21,6 @@ import threading
 from typing import Any
 
 from .errors import SemFocusError
-
-
-def load_pytorch() -> None:
-    """Import PyTorch and torchvision's models (what :mod:`napari_sem_focus.scoring.model` needs): about 3 s the first
-    time in a process, ~0.35 s of it loading libtorch with Python's GIL held (no other Python thread runs
-    then); nothing after that. torchvision's models import ``torch._dynamo`` (1.2 s of Python imports): left to the
-    first scoring, its pauses of the viewer reached 60-100 ms while the first frames were scored."""
-    import torch  # noqa: F401
-    import torchvision.models  # noqa: F401  (what scoring.model.build_focus_net needs)
-
-
-def load_pytorch_in_background() -> threading.Thread | None:
-    """Import PyTorch and torchvision in a thread of its own at lower priority (:func:`load_pytorch`) unless they
-    are imported already; returns the thread. Not a daemon: a viewer closed meanwhile waits for the import to end
-    rather than tearing down an interpreter in the middle of loading libtorch."""
-    if "torchvision.models" in sys.modules:
-        return None
-
-    def load() -> None:
-        lower_thread_priority()
-        try:
-            load_pytorch()
-        except Exception:  # a broken install: scoring will say so when it is asked for
-            pass
-
-    thread = threading.Thread(target=load, name="napari-sem-focus: load PyTorch")
-    thread.start()
-    return thread
-
 
 #: Linux nice steps a job's thread runs below the viewer's. The compute threads PyTorch starts from the job's
 #: thread inherit it; the scheduler then gives the viewer's thread a core as soon as it needs one.

@@ -19,11 +19,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..device import load_pytorch_in_background
 from ..errors import CancelledError, SemFocusError
 from ..focusing.live import GrowingStack
 from ..scoring.focus_curve import FocusPeak
 from ..scoring.infer import MODES, focus_map_step, magnification_note, model_magnification
+from ..scoring.preload import load_pytorch_in_background
 from ..scoring.report import curve_peak, write_csv
 from .current_model import current_model
 from .forms import (
@@ -102,7 +102,7 @@ class ScoreStackWidget(QWidget):
         self.mode_box = ComboBox(
             label="mode",
             choices=list(MODES),
-            tooltip="structure: mean over the tiles with specimen structure (default)\n"
+            tooltip="structure: mean over the tiles with specimen structure, at most 5 in 16 (default)\n"
             "center: the paper's 320x240 centre crop\ntiles: upper quartile over all tiles",
         )
         self.region_box = layer_choice(

@@ -140,7 +140,7 @@ def add_score_parser(sub: Any) -> None:
         "--mode",
         default=MODES[0],
         choices=list(MODES),
-        help="structure (default): mean over the 320x240 tiles that show specimen structure; "
+        help="structure (default): mean over the 320x240 tiles that show specimen structure (at most 5 in 16); "
         "center: the paper's centre crop; tiles: upper quartile over all tiles",
     )
     score.add_argument(

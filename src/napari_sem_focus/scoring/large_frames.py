@@ -28,6 +28,7 @@ from .structure import (
     immerkaer_response,
     noise_residue,
     sigma_from_l1,
+    spread_sample,
     structured_fraction,
     structured_tiles,
 )
@@ -73,8 +74,7 @@ def large_frame_crops(series: Any, index: int, mode: str, crop: tuple[int, int])
     else:
         keep = structured_tiles(structure) if mode == "structure" else np.ones(len(origins), bool)
         chosen = [o for o, k in zip(origins, keep, strict=True) if k]
-        if len(chosen) > MAX_TILES:
-            chosen = [chosen[round(i * (len(chosen) - 1) / (MAX_TILES - 1))] for i in range(MAX_TILES)]
+        chosen = [chosen[i] for i in spread_sample(len(chosen), MAX_TILES)]
         facts["has_structure"] = bool(structure.max() >= STRUCTURE_FLOOR)
 
     # pass 2: their crops (the centre crop's structure too, measured on its own band with margins)

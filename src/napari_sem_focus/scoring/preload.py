@@ -1,0 +1,40 @@
+"""Loading PyTorch and the network in the background while a viewer stays responsive (the napari widgets).
+
+Importing this module imports no torch: only calling its functions does.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from ..device import lower_thread_priority
+
+
+def load_pytorch() -> None:
+    """Import PyTorch, the network's module (:mod:`.model`) and torchvision's models: about 3 s the first time in a
+    process, ~0.35 s of it loading libtorch with Python's GIL held (no other Python thread runs then); nothing
+    after that. torchvision's models import ``torch._dynamo`` (1.2 s of Python imports): left to the
+    first scoring, its pauses of the viewer reached 60-100 ms while the first frames were scored."""
+    import torchvision.models  # noqa: F401  (what model.build_focus_net needs)
+
+    from . import model  # noqa: F401  (imports torch)
+
+
+def load_pytorch_in_background() -> threading.Thread | None:
+    """Import PyTorch and torchvision in a thread of its own at lower priority (:func:`load_pytorch`) unless they
+    are imported already; returns the thread. Not a daemon: a viewer closed meanwhile waits for the import to end
+    rather than tearing down an interpreter in the middle of loading libtorch."""
+    if "torchvision.models" in sys.modules:
+        return None
+
+    def load() -> None:
+        lower_thread_priority()
+        try:
+            load_pytorch()
+        except Exception:  # a broken install: scoring will say so when it is asked for
+            pass
+
+    thread = threading.Thread(target=load, name="napari-sem-focus: load PyTorch")
+    thread.start()
+    return thread
