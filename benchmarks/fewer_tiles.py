@@ -35,7 +35,13 @@ from semireal_catalogue import DATA, build, catalogue
 
 from napari_sem_focus.io.series import read_series
 from napari_sem_focus.scoring.infer import model_magnification, score_frames
-from napari_sem_focus.scoring.structure import RELATIVE_THRESHOLD, STRUCTURE_FLOOR, StructureMap, spread_sample
+from napari_sem_focus.scoring.structure import (
+    RELATIVE_THRESHOLD,
+    STRUCTURE_FLOOR,
+    StructureMap,
+    spread_sample,
+    structured_tiles,
+)
 from napari_sem_focus.scoring.tiles import CROP_SIZE
 from napari_sem_focus.scoring.weights import load_model, read_weights_info
 from napari_sem_focus.simulate.optics import magnification_from_pixel_size
@@ -85,8 +91,10 @@ def chosen(structure: np.ndarray, rule: str) -> np.ndarray:
     keep = np.flatnonzero(structure >= RELATIVE_THRESHOLD * top)
     if rule == "all >= 0.4":
         return keep
+    if rule == "spread 5/16":  # the rule scoring adopted, as scoring applies it
+        return np.flatnonzero(structured_tiles(structure))
     kind, k = rule.split()
-    if "/" in k:  # a share of the frame's tile grid: 5/16 is 5 tiles of a 1024x768 frame's 16, never fewer than 5
+    if "/" in k:  # a share of the frame's tile grid, never fewer than 4 tiles
         num, den = (int(v) for v in k.split("/"))
         k = max(4, -(-len(structure) * num // den))
     k = int(k)

@@ -177,6 +177,21 @@ class _Stop(Exception):
         self.status, self.message = status, message
 
 
+def scan_and_score(acquire: Callable[[], np.ndarray], scorer: Scorer, where: str) -> tuple[np.ndarray, float, bool]:
+    """(image, score, has_structure) of one scan; any failure of the microscope or the scorer ends the search as
+    'acquire failed', naming ``where`` the scan was (a cancel or timeout stop passes through)."""
+    try:
+        image = acquire()
+        if image.ndim != 2:
+            raise SemFocusError(f"the microscope returned an image of shape {image.shape}, not a 2-D image")
+        score, structure = scorer(image)
+    except _Stop:
+        raise
+    except Exception as err:
+        raise _Stop("acquire failed", f"scan at {where} failed: {err}") from err
+    return image, score, structure
+
+
 class _Search:
     """The bookkeeping every strategy shares: limits, scans, the best so far."""
 
@@ -216,15 +231,7 @@ class _Search:
         if self.should_stop is not None and self.should_stop():
             raise _Stop("cancelled", "cancelled by the user")
         wd = self.clamp(wd)
-        try:
-            image = self._call(wd)
-            if image.ndim != 2:
-                raise SemFocusError(f"the microscope returned an image of shape {image.shape}, not a 2-D image")
-            score, structure = self.scorer(image)
-        except _Stop:
-            raise
-        except Exception as err:
-            raise _Stop("acquire failed", f"scan at {wd:.6f} mm failed: {err}") from err
+        image, score, structure = scan_and_score(lambda: self._call(wd), self.scorer, f"{wd:.6f} mm")
         scan = Acquisition(
             len(self.scans), wd, score, structure, image if self.keep_images else None, time.monotonic() - self.t0
         )

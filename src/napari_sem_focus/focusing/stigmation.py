@@ -44,6 +44,7 @@ from .autofocus import (
     _parabola_vertex,
     _Stop,
     call_with_timeout,
+    scan_and_score,
 )
 
 METHODS = ("model", "alternating")
@@ -178,17 +179,13 @@ class _Search3:
             raise _Stop("cancelled", "cancelled by the user")
         s = self.clamp(setting)
         where = f"{s.working_distance_mm:.6f} mm, stigmators ({s.stig_x:+.4f}, {s.stig_y:+.4f})"
-        try:
-            image = call_with_timeout(
+        image, score, structure = scan_and_score(
+            lambda: call_with_timeout(
                 lambda: self.acquire(s.working_distance_mm, s.stig_x, s.stig_y), self.timeout, where
-            )
-            if image.ndim != 2:
-                raise SemFocusError(f"the microscope returned an image of shape {image.shape}, not a 2-D image")
-            score, structure = self.scorer(image)
-        except _Stop:
-            raise
-        except Exception as err:
-            raise _Stop("acquire failed", f"scan at {where} failed: {err}") from err
+            ),
+            self.scorer,
+            where,
+        )
         scan = StigScan(
             len(self.scans), s, score, structure, image if self.keep_images else None, time.monotonic() - self.t0
         )

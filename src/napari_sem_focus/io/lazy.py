@@ -96,7 +96,7 @@ def lazy_pyramid(series: Any) -> list[Any]:
         level_rows, level_cols = math.ceil(rows / factor), math.ceil(cols / factor)
         band_rows = max(1, BAND_BYTES // (cols * itemsize * factor))  # of the level
         small = level_rows * level_cols * itemsize * len(series) <= KEPT_LEVEL_BYTES
-        read = functools.partial(kept) if small else functools.partial(_level_band, series)
+        read = kept if small else functools.partial(_level_band, series)
         frames = []
         for i in range(len(series)):
             bands = [

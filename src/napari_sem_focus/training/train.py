@@ -645,7 +645,6 @@ class _Run:
     group: Any  # distributed.Group: this process's rank among the run's processes
     device: torch.device
     model: FocusScoreNet  # the trained weights
-    scored: FocusScoreNet  # what validation sees and the run returns: the weight average, or ``model`` itself
     logit_module: _Logit  # the model (+ auxiliary head) as the loss sees it
     optimizer: torch.optim.Optimizer
     ema: Any  # torch.optim.swa_utils.AveragedModel or None
@@ -659,6 +658,11 @@ class _Run:
     crops: torch.Generator  # windows of the progressive crops
     step: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> FocusScoreNet:
+        """What validation sees and the run returns: the weight average, or the trained weights themselves."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -753,7 +757,7 @@ def _set_up_run(
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size) * config.echo
     sampler, loader = _data_loader(config, train_data, group, device, step)
     return _Run(
-        config, group, device, model, ema.module if ema is not None else model, logit_module, optimizer, ema,
+        config, group, device, model, logit_module, optimizer, ema,
         take_step, amp, sampler, loader, steps_per_epoch, config.max_steps or config.epochs * steps_per_epoch,
         val_data, torch.Generator().manual_seed(config.seed * 7919 + group.rank), step,
         dict(state.get("metrics", {})) if state is not None else {},
