@@ -15,7 +15,8 @@ Success: the final setting is in focus and stigmated, true score >= 9 (within th
 Methods (searches within the recognisable range around the start and ±1 stigmator unit):
 
 - ``model / learned``: ours, :func:`napari_sem_focus.focusing.stigmation.focus_and_stigmate` (default method), 24 scans
-  at most;
+  at most; ``model-no-wobble / learned``: the same without stigmating a strongly astigmatic beam by wobbling the
+  focus first (line searches only);
 - ``alternating / learned`` and ``alternating / normalized_variance``: SBEMimage's scheme (three scans per setting,
   parabola), 24 scans at most;
 - ``MAPFoSt``: ``mapfost.mapfost.est_aberr`` (Binding, Mikula, Denk 2013) on image pairs at ± the test defocus
@@ -51,7 +52,13 @@ from napari_sem_focus.simulate.virtual_sem import VirtualSEM
 #: The training families but the parallel lines: blur along the lines does not show in their image, so one component
 #: of the astigmatism cannot be seen there (an operator stigmates on structure in every direction).
 STIGMATION_FAMILIES = tuple(f for f in TRAINING_FAMILIES if f != "lines")
-METHODS = ("model/learned", "alternating/learned", "alternating/normalized_variance", "mapfost")
+METHODS = (
+    "model/learned",
+    "model-no-wobble/learned",
+    "alternating/learned",
+    "alternating/normalized_variance",
+    "mapfost",
+)
 SHAPE = (512, 512)
 MAX_SCANS = 24
 LOW_DOSE = 20.0
@@ -96,7 +103,7 @@ def make_sem(case: dict) -> tuple[VirtualSEM, float]:
 
 
 def run_ours(sem: VirtualSEM, start: float, method: str, scorer_name: str, scorers: dict) -> tuple:
-    """Our search (method: 'model' or 'alternating'); (final WD, final stigmators, scans)."""
+    """Our search (method: 'model', 'model-no-wobble' or 'alternating'); (final WD, final stigmators, scans)."""
     scorer = scorers.setdefault(
         (scorer_name, sem.frame.magnification),
         learned_scorer(sem.frame.magnification) if scorer_name == "learned" else metric_scorer(scorer_name),
@@ -106,7 +113,8 @@ def run_ours(sem: VirtualSEM, start: float, method: str, scorer_name: str, score
         start,
         (0.0, 0.0),
         scorer,
-        method=method,
+        method=method.removesuffix("-no-wobble"),
+        wobble=not method.endswith("-no-wobble"),
         range_um=sem.visible_range_um(),
         stig_range=1.0,
         max_acquisitions=MAX_SCANS,

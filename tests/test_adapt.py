@@ -169,3 +169,30 @@ def test_whole_network_fine_tune_reports_held_out_frames(frames):
     assert events and events[-1].step == 2
     m = result.metrics
     assert m["n_val"] == 2 and m["val_rmse_before"] is not None and m["adopted"] in (True, False)
+
+
+def test_a_user_whose_scale_bends_gets_a_monotone_curve_that_survives_saving(model, frames, features, tmp_path):
+    """A user who labels every frame below our 3 a 1 and every frame above our 4 a 9, straight in between (they
+    judge 'recognisable or not'): no line follows that, the monotone curve does (held-out RMSE 2.1 -> 0.07 when
+    written); it is saved with the weights and scoring uses it."""
+    ours = predict_from_features(model, features)
+    user = np.interp(ours, [0.0, 3.0, 4.0, 10.0], [1.0, 1.0, 9.0, 9.0])
+    labelled, held_out = list(range(0, 24, 2)), list(range(1, 24, 2))
+    feats = _relabel(features, user)
+    result = drive(adapt_on_features(model, [feats[i] for i in labelled]))
+    assert result.adopted and result.regime == "monotone" and result.curve is not None
+    assert result.table["monotone"][10] < result.table["line"][10]
+    assert result.describe().startswith("monotone: your score follows ours through")
+    before = np.sqrt(np.mean((ours[held_out] - user[held_out]) ** 2))
+    after_pred = predict_from_features(result.model, [feats[i] for i in held_out])
+    assert np.sqrt(np.mean((after_pred - user[held_out]) ** 2)) < 0.5 * before
+    assert np.allclose(result.remap_curve(result.scores_before), result.scores_after, atol=1e-3)
+    assert np.all(np.diff(result.remap_curve(np.linspace(0, 10, 101))) >= 0)  # monotone
+    reloaded = load_model(save_weights(result.model, tmp_path / "bent.safetensors", result.metrics))
+    assert np.allclose(reloaded.config.score_curve, result.model.config.score_curve, atol=1e-3)
+    scores = np.array([r.score for r in score_frames(frames[1::2], MAG, reloaded, "structure", bf16=False)])
+    assert np.abs(scores - after_pred).max() < 0.3
+    assert json.loads(json.dumps(result.metrics))["curve"] is not None
+    # re-adapting the adapted model to a plain compressed user replaces the curve with a line
+    again = drive(adapt_on_features(result.model, _relabel(features, 0.75 * ours)[:12]))
+    assert again.adopted and again.model.config.score_curve == () and again.regime in ("line", "head")

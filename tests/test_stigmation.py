@@ -188,3 +188,23 @@ def test_cli_stigmate_on_the_virtual_sem(capsys, tmp_path):
     assert out["final_residual_astig_um"] < 12.0 and len(out["best_stigmator"]) == 2
     assert {"working_distance_mm", "stig_x", "stig_y", "score"} <= set(out["scans"][0])
     assert plot.stat().st_size > 20_000
+
+
+def test_a_strongly_astigmatic_beam_is_stigmated_by_wobbling_the_focus(scorer):
+    """Focal lines 9 depths of field apart at 670x: the learned score prefers either line focus to the circle of
+    least confusion, so stigmator line searches through the focus it finds stall there (this start ended at a true
+    7.3 without the wobble when written). The focus pair's anisotropy steers the stigmators instead: two probes,
+    Newton steps, then the usual line searches; it ends in focus and stigmated."""
+    frame = FrameParams("rough", 666.0, electrons_per_px=360, astig_um=322.0, astig_angle_deg=105.0, seed=18)
+    sem = VirtualSEM(frame, true_wd_mm=5.0, shape=(512, 512), stig_gain_um=440.0, stig_rotation_deg=163.0)
+    start = 4.6413
+    result = focus_and_stigmate(sem, start, (0.0, 0.0), learned_scorer(666.0), range_um=741.0, keep_images=False)
+    pairs = {}
+    for scan in result.scans:
+        pairs.setdefault((scan.setting.stig_x, scan.setting.stig_y), set()).add(scan.working_distance_mm)
+    wobbled = [stig for stig, wds in pairs.items() if stig != (0.0, 0.0) and len(wds) >= 2]
+    assert len(wobbled) >= 3  # the two probes and at least one Newton step, each a pair under and over focus
+    final = result.final
+    assert sem.true_score(start, (0.0, 0.0)) < 3.0
+    assert sem.in_focus_and_stigmated(final.working_distance_mm, (final.stig_x, final.stig_y))
+    assert result.n_acquisitions <= 24

@@ -13,8 +13,12 @@ Methods (``method=``):
 - ``model`` (default) — the probe's diameter adds defocus and residual astigmatism in quadrature (``d² = d0² + (2α)²
   (dz² + |a|²/4)``), so along each setting the score falls off as it does with defocus. One line search per setting with
   the focus search's fall-off model (:mod:`napari_sem_focus.focusing.autofocus`, ``model``): working distance, stig x,
-  stig y, then the working distance once more (the learned score can prefer a line focus of a strongly astigmatic beam
-  to its circle of least confusion).
+  stig y; then jumps to the peak of a joint model of every scan and finer line searches. When the working distance's
+  best frame stays blurred (learned score below :data:`WOBBLE_BELOW`: a strongly astigmatic beam, whose line foci the
+  learned score rates above their truth, so that stigmator line searches through one of them stall), the stigmators
+  are first set by wobbling the focus (:func:`_wobble`, :mod:`.astigmatism`): the anisotropy of a frame over focus
+  minus one under focus points along the residual astigmatism whatever the specimen, and Newton steps drive it to
+  zero; then the working distance is searched again.
 
 With the learned score (an absolute scale) a scan reaching :data:`~napari_sem_focus.focusing.autofocus.IN_FOCUS_SCORE`
 that is the best so far ends the search: in focus and stigmated.
@@ -36,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import SemFocusError
+from .astigmatism import focus_pair_anisotropy, image_anisotropy
 from .autofocus import (
     Acquisition,
     Scorer,
@@ -90,6 +95,7 @@ class StigScan:
     has_structure: bool
     image: np.ndarray | None = field(default=None, repr=False)
     elapsed_s: float = 0.0
+    anisotropy: tuple[float, float] = (0.0, 0.0)  # :func:`.astigmatism.image_anisotropy` of the image
 
     @property
     def working_distance_mm(self) -> float:
@@ -164,6 +170,7 @@ class _Search3:
         self.timeout, self.keep_images = acquire_timeout_s, keep_images
         self.scans: list[StigScan] = []
         self.level: float | None = None
+        self.wobble = True  # the model method may stigmate a strongly astigmatic beam by wobbling the focus
         self.t0 = time.monotonic()
 
     def clamp(self, setting: Setting) -> Setting:
@@ -187,7 +194,13 @@ class _Search3:
             where,
         )
         scan = StigScan(
-            len(self.scans), s, score, structure, image if self.keep_images else None, time.monotonic() - self.t0
+            len(self.scans),
+            s,
+            score,
+            structure,
+            image if self.keep_images else None,
+            time.monotonic() - self.t0,
+            image_anisotropy(image),
         )
         self.scans.append(scan)
         return scan
@@ -301,6 +314,13 @@ def _model_method(search: _Search3, steps: tuple[float, float, float]) -> Genera
         through = yield from _line_search(search, axis, through, steps[axis] * fraction, budget)
         if search.reached():
             return
+        if axis == 0 and search.wobble and _strongly_astigmatic(search):
+            through = yield from _wobble(search, through, steps)
+            if search.reached() or not search.budget_left(reserve=1):
+                return
+            through = yield from _line_search(search, 0, through, steps[0] / 2, 4)
+            if search.reached():
+                return
     for _ in range(JOINT_JUMPS):
         target = _fit_joint(search, steps)
         if target is None or not search.budget_left(reserve=1):
@@ -320,6 +340,92 @@ def _model_method(search: _Search3, steps: tuple[float, float, float]) -> Genera
             yield from _line_search(search, axis, search.best().setting, steps[axis] * fractions[axis], 3)
             if search.reached():
                 return
+
+
+#: Stigmate from the image's anisotropy first (:func:`_wobble`) when the focus search's best score stays below this
+#: (on our scale): a strongly astigmatic beam, whose line foci the learned score rates above their truth.
+WOBBLE_BELOW = 8.0
+#: Newton steps of :func:`_wobble` after its two probes (each step a pair of scans).
+WOBBLE_STEPS = 2
+#: The largest move of one Newton step, in stigmator steps.
+WOBBLE_MAX_MOVE = 2.4
+#: The probes' stigmator step, in stigmator steps.
+WOBBLE_PROBE = 1.0
+#: A Newton step whose pair scores this much below the best pair so far ends the wobble.
+WOBBLE_SCORE_DROP = 1.0
+
+
+def _strongly_astigmatic(search: _Search3) -> bool:
+    level = getattr(search.scorer, "on_model_scale", None)
+    if search.level is None or level is None:
+        return False  # a score without an absolute scale cannot say how sharp the best frame is
+    return search.best().score < level(WOBBLE_BELOW)
+
+
+def _pair(
+    search: _Search3, wds: tuple[float, float], stig: np.ndarray
+) -> Generator[StigScan, None, tuple[np.ndarray, float]]:
+    """The focus pair at the stigmators ``stig``: scans under and over focus (working distances ``wds``, mm), each
+    reused when already scanned; returns their anisotropy difference
+    (:func:`.astigmatism.focus_pair_anisotropy`) and their mean score."""
+    scans = []
+    for wd in wds:
+        setting = search.clamp(Setting(wd, float(stig[0]), float(stig[1])))
+        known = next((a for a in search.scans if a.setting == setting), None)
+        if known is None:
+            known = search.measure(setting)
+            yield known
+        scans.append(known)
+    return focus_pair_anisotropy(scans[0].anisotropy, scans[1].anisotropy), (scans[0].score + scans[1].score) / 2
+
+
+def _wobble(
+    search: _Search3, through: Setting, steps: tuple[float, float, float]
+) -> Generator[StigScan, None, Setting]:
+    """Stigmate as an operator does, by wobbling the focus: the anisotropy of a frame over focus minus one under
+    focus points along the residual astigmatism and vanishes at the right stigmators, whatever the specimen. Its
+    response to a step of each stigmator (two probes) gives the 2x2 map from stigmators to astigmatism (their gain
+    and rotation), then Newton steps (the map updated by Broyden's rule; a move at most one stigmator step) drive
+    it to zero; a move whose pair scores lower than the best pair so far is not followed. Returns ``through`` with
+    the stigmators of the best-scored pair."""
+    delta = steps[0]
+    wd = through.working_distance_mm
+    line = [a for a in search.scans if (a.setting.stig_x, a.setting.stig_y) == (through.stig_x, through.stig_y)]
+
+    def near(target: float) -> float:  # a scan of the focus search this close stands for the pair's frame
+        return next((a.working_distance_mm for a in line if abs(a.working_distance_mm - target) <= delta / 4), target)
+
+    wds = (max(near(wd - delta), search.low[0]), min(near(wd + delta), search.high[0]))
+    if wds[1] - wds[0] < delta or not search.budget_left(reserve=7):
+        return through
+    s = np.array([through.stig_x, through.stig_y])
+    d, score = yield from _pair(search, wds, s)
+    best, best_norm = s, float(np.linalg.norm(d))
+    columns = []
+    for k in range(2):
+        probe = s.copy()
+        probe[k] += WOBBLE_PROBE * steps[1 + k]
+        d_probe, _ = yield from _pair(search, wds, probe)
+        columns.append((d_probe - d) / (WOBBLE_PROBE * steps[1 + k]))
+    jac = np.column_stack(columns)
+    for _ in range(WOBBLE_STEPS):
+        if not search.budget_left(reserve=3) or np.linalg.cond(jac) > 1e3:
+            break
+        move = -np.linalg.solve(jac, d)
+        limit = WOBBLE_MAX_MOVE * max(steps[1], steps[2])
+        if np.linalg.norm(move) > limit:
+            move *= limit / np.linalg.norm(move)
+        target = np.clip(s + move, [search.low[1], search.low[2]], [search.high[1], search.high[2]])
+        if np.linalg.norm(target - s) < 1e-9:
+            break
+        d_new, score_new = yield from _pair(search, wds, target)
+        if score_new < score - WOBBLE_SCORE_DROP:
+            break  # the beam got much blurrier: the linear map does not hold here
+        jac = jac + np.outer(d_new - d - jac @ (target - s), target - s) / float((target - s) @ (target - s))
+        s, d = target, d_new
+        if np.linalg.norm(d) < best_norm:
+            best, best_norm = s, float(np.linalg.norm(d))
+    return replace(through, stig_x=float(best[0]), stig_y=float(best[1]))
 
 
 def _near_a_scan(search: _Search3, target: Setting, steps: tuple[float, float, float], fraction: float) -> bool:
@@ -433,6 +539,15 @@ def _alternating_method(search: _Search3, steps: tuple[float, float, float]) -> 
 _METHODS = {"model": _model_method, "alternating": _alternating_method}
 
 
+def _check_options(method: str, max_acquisitions: int, range_um: float, stig_range: float) -> None:
+    if method not in METHODS:
+        raise SemFocusError(f"unknown focus + stigmation method '{method}'; choose from {list(METHODS)}")
+    if max_acquisitions < 4:
+        raise SemFocusError("a focus + stigmation search needs at least 4 acquisitions")
+    if not (range_um > 0 and stig_range > 0):
+        raise SemFocusError("the search ranges (working distance µm, stigmator units) must be positive")
+
+
 def iter_focus_and_stigmate(
     acquire: AcquireStig,
     start_wd_mm: float,
@@ -448,6 +563,7 @@ def iter_focus_and_stigmate(
     acquire_timeout_s: float | None = None,
     keep_images: bool = True,
     in_focus_score: float | str | None = "auto",
+    wobble: bool = True,
 ) -> Generator[StigScan, None, FocusStigResult]:
     """The focus + stigmation search as a generator of scans (module docstring); returns the :class:`FocusStigResult`.
 
@@ -464,13 +580,10 @@ def iter_focus_and_stigmate(
         acquire_timeout_s: a scan that takes longer stops the search ('acquire failed').
         keep_images: keep each scan's image.
         in_focus_score: a score that ends the search ('auto': the scorer's ``in_focus_score``; None: never).
+        wobble: with the ``model`` method, stigmate a strongly astigmatic beam by wobbling the focus first
+            (:func:`_wobble`; False: line searches only).
     """
-    if method not in METHODS:
-        raise SemFocusError(f"unknown focus + stigmation method '{method}'; choose from {list(METHODS)}")
-    if max_acquisitions < 4:
-        raise SemFocusError("a focus + stigmation search needs at least 4 acquisitions")
-    if not (range_um > 0 and stig_range > 0):
-        raise SemFocusError("the search ranges (working distance µm, stigmator units) must be positive")
+    _check_options(method, max_acquisitions, range_um, stig_range)
     steps = ((step_um or range_um / 4) * 1e-3, stig_step or stig_range / 4, stig_step or stig_range / 4)
     start = Setting(float(start_wd_mm), float(start_stig[0]), float(start_stig[1]))
     search = _Search3(
@@ -487,6 +600,7 @@ def iter_focus_and_stigmate(
     if in_focus_score == "auto" and level is not None:
         level = max(level, getattr(scorer, "on_model_scale", lambda v: v)(STIGMATED_SCORE))
     search.level = level
+    search.wobble = wobble
     status, message = "focused", ""
     try:
         yield search.measure(start)

@@ -11,7 +11,8 @@
 - global-average-pooled trunk features (512 for ResNet18) concatenated with the normalised magnification
   (:func:`normalize_magnification`), then ``Linear(513, 256) - ReLU - Linear(256, 64) - ReLU - Linear(64, 1)``,
   and ``10 * sigmoid`` maps the output to [0, 10]. A model adapted to a user's own scale
-  (:mod:`napari_sem_focus.training.adapt`) also carries a ``score_remap`` of the frame score (:func:`remap_scores`).
+  (:mod:`napari_sem_focus.training.adapt`) also carries a remap of the frame score (:func:`remap_scores`): a line
+  (``score_remap``) or a monotone curve (``score_curve``).
 - ``use_magnification=False`` drops the magnification input (the paper's ablation / ResNet50 baseline).
 """
 
@@ -63,15 +64,42 @@ IDENTITY_REMAP = (0.0, 10.0)
 REMAP_END_LIMITS = (-10.0, 20.0)
 
 
-def remap_scores(scores: Any, remap: tuple[float, float] = IDENTITY_REMAP) -> np.ndarray:
-    """Scores on our 0-10 scale mapped to a user's scale by a straight line whose ends at our 0 and 10 are
-    ``(lo, hi)``: ``lo + (hi - lo) s / 10``, clipped to [0, 10] (the identity remap returns the scores unchanged).
-    Applied to a frame's pooled score and, for display, to each tile's."""
+def remap_scores(
+    scores: Any, remap: tuple[float, float] = IDENTITY_REMAP, curve: tuple[tuple[float, float], ...] = ()
+) -> np.ndarray:
+    """Scores on our 0-10 scale mapped to a user's scale, clipped to [0, 10]. By a straight line whose ends at our
+    0 and 10 are ``remap = (lo, hi)``: ``lo + (hi - lo) s / 10``; or, when ``curve`` is given, by the monotone
+    curve through its knots ``(our score, your score)`` (linear between knots, flat beyond the first and last).
+    The identity (no curve, :data:`IDENTITY_REMAP`) returns the scores unchanged. Applied to a frame's pooled
+    score and, for display, to each tile's."""
     s = np.asarray(scores, dtype=np.float64)
+    if curve:
+        ours, yours = np.asarray(curve, dtype=np.float64).T
+        return np.clip(np.interp(s, ours, yours), 0.0, 10.0)
     if tuple(remap) == IDENTITY_REMAP:
         return s
     lo, hi = remap
     return np.clip(lo + (hi - lo) * s / 10.0, 0.0, 10.0)
+
+
+def check_curve(curve: Any) -> tuple[tuple[float, float], ...]:
+    """A monotone remap curve as knots ``((our score, your score), ...)``: at least two, our scores strictly
+    increasing within [0, 10], the user's non-decreasing within [0, 10]; raises ValueError otherwise."""
+    knots = tuple((float(x), float(y)) for x, y in curve)
+    ours = np.array([k[0] for k in knots])
+    yours = np.array([k[1] for k in knots])
+    if (
+        len(knots) < 2
+        or not np.all(np.isfinite(ours) & np.isfinite(yours))
+        or np.any(np.diff(ours) <= 0)
+        or np.any(np.diff(yours) < 0)
+        or ours.min() < 0
+        or ours.max() > 10
+        or yours.min() < 0
+        or yours.max() > 10
+    ):
+        raise ValueError(f"score curve {knots} is not a monotone curve of knots within 0-10")
+    return knots
 
 
 @dataclass(frozen=True)
@@ -80,18 +108,27 @@ class ModelConfig:
 
     ``score_remap`` (lo, hi): how a frame's score on our scale maps to the scale of the user the model was adapted
     to (:func:`remap_scores`; :mod:`napari_sem_focus.training.adapt`: a lab whose best frame is a 7.5 has hi = 7.5, a
-    stricter lab lo < 0). :data:`IDENTITY_REMAP` for every trained model.
+    stricter lab lo < 0). :data:`IDENTITY_REMAP` for every trained model. ``score_curve``: instead of the line, a
+    monotone curve through knots (our score, the user's score) (:func:`check_curve`): a user whose scale bends
+    (stricter at the top than at the bottom); empty for a line.
     """
 
     arch: str = "resnet18"
     use_magnification: bool = True
     hidden: tuple[int, int] = (256, 64)
     score_remap: tuple[float, float] = IDENTITY_REMAP
+    score_curve: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def has_remap(self) -> bool:
+        """Whether scores are mapped to a user's own scale (a line other than the identity, or a curve)."""
+        return bool(self.score_curve) or tuple(self.score_remap) != IDENTITY_REMAP
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
         d["score_remap"] = [float(v) for v in self.score_remap]
+        d["score_curve"] = [[float(x), float(y)] for x, y in self.score_curve]
         return d
 
     @classmethod
@@ -104,6 +141,7 @@ class ModelConfig:
             use_magnification=bool(d.get("use_magnification", True)),
             hidden=tuple(d.get("hidden", (256, 64))),
             score_remap=remap,
+            score_curve=check_curve(d["score_curve"]) if d.get("score_curve") else (),
         )  # type: ignore[arg-type]
 
 
@@ -156,8 +194,9 @@ class FocusScoreNet(nn.Module):
         return score_from_logit(self.logit(image, mag_norm))
 
     def remap(self, scores: Any) -> np.ndarray:
-        """Frame (or tile) scores on our scale mapped by this model's ``score_remap`` (:func:`remap_scores`)."""
-        return remap_scores(scores, self.config.score_remap)
+        """Frame (or tile) scores on our scale mapped by this model's ``score_remap`` or ``score_curve``
+        (:func:`remap_scores`)."""
+        return remap_scores(scores, self.config.score_remap, self.config.score_curve)
 
 
 def score_from_logit(logit: torch.Tensor) -> torch.Tensor:

@@ -18,11 +18,14 @@ How (figures in docs/benchmarks.md "Few-label adaptation", from ``benchmarks/few
    (``score_remap``) and applied to each frame's pooled score (:func:`napari_sem_focus.scoring.model.remap_scores`);
    ``head`` - that line, then the three fully connected layers re-weighted, pulled towards the model's own
    ("L2-SP"; fixes what the features see but the head weighs differently: a new texture or detector), tried from
-   :data:`MIN_FRAMES_HEAD` = 10 labelled frames on.
+   :data:`MIN_FRAMES_HEAD` = 10 labelled frames on;
+   ``monotone`` - the user's score as a monotone curve of ours: the isotonic regression of the labels on our score
+   (:func:`monotone_curve`; ``score_curve`` in the weights' config), for a scale that bends (a user who judges
+   "recognisable or not"), tried from :data:`MIN_FRAMES_MONOTONE` = 5 labelled frames on.
 3. **Cross-validation** (k-fold, k = min(5, number of frames); leave-one-out for 5): every candidate is trained on
-   k-1 folds and its RMSE on the held-out fold is recorded at a ladder of steps (early stopping). The simplest
-   candidate within one standard error of the best (:func:`choose`) is trained on all labelled frames with its
-   best step count.
+   k-1 folds and its RMSE on the held-out fold is recorded at a ladder of steps (early stopping). The simplest of
+   the line and the head within one standard error of the best, or the monotone curve when it is clearly better
+   than that (:func:`choose`), is trained on all labelled frames with its best step count.
 4. **Never worse**: when it does not lower the cross-validated RMSE by at least :data:`MIN_GAIN` (2 %), with a
    mean per-frame gain above :data:`SIGNIFICANCE` standard errors, the result says so and carries the starting
    model unchanged (``adopted = False``).
@@ -54,11 +57,17 @@ from ..errors import CancelledError, SemFocusError
 #: Steps (full-batch Adam) at which the held-out error is recorded; the best one is kept.
 STEP_LADDER = (10, 25, 50, 100, 200, 400)
 #: Candidate: (learning rate, pull towards the starting weights), simplest first.
-CANDIDATES = {"line": (0.0, 1e-4), "head": (1e-3, 1e-2)}
+CANDIDATES = {"line": (0.0, 1e-4), "head": (1e-3, 1e-2), "monotone": (0.0, 0.0)}
 #: The narrowest score range a remap may leave (score units): its ends stay at least this far apart.
 MIN_SPAN = 0.5
 #: The ``head`` candidate (about 150,000 numbers) is tried only from this many labelled frames on.
 MIN_FRAMES_HEAD = 10
+#: The ``monotone`` candidate is tried from this many labelled frames on...
+MIN_FRAMES_MONOTONE = 5
+#: ... and replaces the line or head only when its mean per-frame cross-validated gain over them exceeds this many
+#: standard errors (measured in benchmarks/few_labels.py: adopted on the one-standard-error rule with the others,
+#: the curve won cross-validation by chance and missed 9 of 51 rows instead of 4).
+MONOTONE_SIGNIFICANCE = 2.0
 #: Relative cross-validated gain a candidate needs before it replaces the starting model.
 MIN_GAIN = 0.02
 #: ... and its mean per-frame gain must exceed this many standard errors of the gains.
@@ -96,7 +105,7 @@ class AdaptResult:
     Attributes:
         model: the adapted model, or the starting model itself when ``adopted`` is False.
         adopted: whether adaptation lowered the cross-validated RMSE by at least :data:`MIN_GAIN`.
-        regime: the winning candidate ("line" or "head"), or "none".
+        regime: the winning candidate ("line", "monotone" or "head"), or "none".
         steps: its optimiser steps.
         cv_rmse_before: cross-validated RMSE of the starting model on the labelled frames (score units; the
             starting model is not trained on them, so this is simply its RMSE).
@@ -123,27 +132,39 @@ class AdaptResult:
     cv_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     start_remap: tuple[float, float] = (0.0, 10.0)
 
+    start_curve: tuple[tuple[float, float], ...] = ()
+
     @property
     def remap(self) -> tuple[float, float] | None:
         """The adopted model's line (``score_remap``), or None when nothing was adopted."""
         return tuple(self.model.config.score_remap) if self.adopted else None
 
+    @property
+    def curve(self) -> tuple[tuple[float, float], ...] | None:
+        """The adopted model's monotone curve (``score_curve`` knots), or None (nothing adopted, or a line)."""
+        return tuple(self.model.config.score_curve) or None if self.adopted else None
+
     def remap_curve(self, scores: Any) -> np.ndarray | None:
-        """The adopted line as a function of the starting model's frame score (score units in and out), or None
-        when nothing was adopted. For ``head`` it is the line the head was re-weighted after, not the final
-        scores (those depend on each frame's features: :attr:`scores_after`)."""
+        """The adopted remap (line or curve) as a function of the starting model's frame score (score units in and
+        out), or None when nothing was adopted. For ``head`` it is the line the head was re-weighted after, not the
+        final scores (those depend on each frame's features: :attr:`scores_after`)."""
         from ..scoring.model import remap_scores
 
-        if not self.adopted or self.remap is None:
+        if not self.adopted:
             return None
-        ours = np.linspace(0.0, 10.0, 2001)  # our scale; the starting model shows remap_scores(ours, start_remap)
-        shown = remap_scores(ours, self.start_remap)
-        return remap_scores(np.interp(np.asarray(scores, np.float64), shown, ours), self.remap)
+        ours = np.linspace(0.0, 10.0, 2001)  # our scale; the starting model shows its remap of it
+        shown = remap_scores(ours, self.start_remap, self.start_curve)
+        # where the starting model's remap is flat, the first of our scores that gives the shown value
+        at = np.interp(np.asarray(scores, np.float64), *_increasing(shown, ours))
+        return self.model.remap(at)
 
     def describe(self) -> str:
         """What was adopted, in words a user can check against their labels."""
         if not self.adopted:
             return "nothing: the current model is kept"
+        if self.curve:
+            knots = ", ".join(f"{x:.1f}->{y:.1f}" for x, y in _few(self.curve))
+            return f"monotone: your score follows ours through {len(self.curve)} knots (ours->yours: {knots})"
         lo, hi = self.remap or self.start_remap
         line = f"your score = {(hi - lo) / 10.0:.3f} x our score {lo:+.2f}, clipped to 0-10"
         if self.regime == "head":
@@ -164,7 +185,8 @@ class AdaptResult:
             "cv_rmse_after": round(self.cv_rmse_after, 4),
             "seconds": round(self.seconds, 1),
             "table": {name: {str(k): round(v, 4) for k, v in row.items()} for name, row in self.table.items()},
-            "remap": None if self.remap is None else [round(v, 5) for v in self.remap],
+            "remap": None if self.remap is None or self.curve else [round(v, 5) for v in self.remap],
+            "curve": None if self.curve is None else [[round(x, 5), round(y, 5)] for x, y in self.curve],
             "description": self.describe(),
         }
 
@@ -182,6 +204,40 @@ class AdaptResult:
             f"{self.cv_rmse_after:.3f} after ({gain:.0%} lower; {self.steps} steps, {self.folds}-fold); adopted "
             + self.describe()
         )
+
+
+def _increasing(shown: np.ndarray, ours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shown, ours) with repeated shown values dropped (a flat stretch of a remap: its first point kept), so that
+    ours can be read back from shown by interpolation."""
+    keep = np.concatenate([[True], np.diff(shown) > 0])
+    return shown[keep], ours[keep]
+
+
+def _few(curve: tuple[tuple[float, float], ...], most: int = 6) -> list[tuple[float, float]]:
+    """At most ``most`` knots of a curve, evenly picked, its ends included (for a sentence)."""
+    index = np.unique(np.linspace(0, len(curve) - 1, min(most, len(curve))).round().astype(int))
+    return [curve[i] for i in index]
+
+
+def monotone_curve(ours: np.ndarray, labels: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """The isotonic regression of the labels on our scores (non-decreasing, least squares; SciPy's
+    pool-adjacent-violators) as the knots of a curve (:func:`~napari_sem_focus.scoring.model.remap_scores`): each
+    pooled block of frames is flat from its lowest to its highest score, straight between blocks, flat beyond the
+    labelled range. Frames with the same score are pooled first."""
+    from scipy.optimize import isotonic_regression
+
+    x, inverse = np.unique(np.round(np.asarray(ours, np.float64), 6), return_inverse=True)
+    weight = np.bincount(inverse).astype(np.float64)
+    mean = np.bincount(inverse, weights=np.asarray(labels, np.float64)) / weight
+    fit = isotonic_regression(mean, weights=weight, increasing=True)
+    fitted = np.clip(fit.x, 0.0, 10.0)
+    if len(x) == 1:  # one distinct score: a constant
+        return ((0.0, float(fitted[0])), (10.0, float(fitted[0])))
+    knots: list[tuple[float, float]] = []
+    for first, end in zip(fit.blocks[:-1], fit.blocks[1:], strict=True):  # blocks: their starts, then the end
+        for i in sorted({int(first), int(end) - 1}):
+            knots.append((float(x[i]), float(fitted[i])))
+    return tuple(knots)
 
 
 def _best_per_candidate(table: dict[str, dict[int, float]]) -> dict[str, float]:
@@ -221,8 +277,8 @@ def frame_features(
 
 class _Adapter:
     """One candidate, trainable: ``line`` (the two ends of the frame score's line,
-    :func:`~napari_sem_focus.scoring.model.remap_scores`) or ``head`` (a copy of the three fully connected layers, the
-    line kept)."""
+    :func:`~napari_sem_focus.scoring.model.remap_scores`), ``monotone`` (a monotone curve of the frame score) or
+    ``head`` (a copy of the three fully connected layers, the line kept)."""
 
     def __init__(self, model: Any, regime: str):
         import torch
@@ -232,6 +288,7 @@ class _Adapter:
         self.use_mag = bool(model.config.use_magnification)
         lo, hi = model.config.score_remap
         self.ends = torch.tensor([lo / 10.0, hi / 10.0])  # score units / 10
+        self.curve: tuple[tuple[float, float], ...] = tuple(model.config.score_curve)  # replaces the line
         for p in self.head.parameters():
             p.requires_grad_(regime == "head")
         self.params = [self.ends] if regime == "line" else list(self.head.parameters())
@@ -276,7 +333,14 @@ class _Adapter:
         return ours
 
     def group_scores(self, stacked: tuple[Any, Any, Any, int]) -> Any:
-        """Score of each group on the user's scale: our score through the line (clipped to [0, 10])."""
+        """Score of each group on the user's scale: our score through the line or the curve (clipped to [0, 10])."""
+        import torch
+
+        if self.curve:
+            from ..scoring.model import remap_scores
+
+            ours = self.our_scores(stacked).detach().numpy()
+            return torch.from_numpy(remap_scores(ours, curve=self.curve).astype(np.float32))
         lo, hi = 10.0 * self.ends[0], 10.0 * self.ends[1]
         return (lo + (hi - lo) * self.our_scores(stacked) / 10.0).clamp(0.0, 10.0)
 
@@ -299,7 +363,11 @@ class _Adapter:
         low, high = (v / 10.0 for v in REMAP_END_LIMITS)
         lo = min(max(lo, low), high - MIN_SPAN / 10.0)
         hi = min(max(hi, lo + MIN_SPAN / 10.0), high)
-        self.ends = torch.tensor([lo, hi])
+        self.ends, self.curve = torch.tensor([lo, hi]), ()
+
+    def fit_curve(self, stacked: tuple[Any, Any, Any, int], targets: Any) -> None:
+        """``monotone``: the isotonic regression of the labels on our scores (:func:`monotone_curve`)."""
+        self.curve = monotone_curve(self.our_scores(stacked).detach().numpy(), targets.numpy())
 
     def loss(self, stacked: tuple[Any, Any, Any, int], targets: Any, pull: float) -> Any:
         err = (self.group_scores(stacked) - targets) / 10.0
@@ -315,10 +383,13 @@ class _Adapter:
             return self.group_scores(self._stack(frames, views=False)).numpy().astype(np.float64)
 
     def export(self, model: Any) -> Any:
-        """A copy of ``model`` with this candidate in it: its line in the config (and the new head)."""
+        """A copy of ``model`` with this candidate in it: its line or curve in the config (and the new head)."""
+        from ..scoring.model import IDENTITY_REMAP
+
         new = copy.deepcopy(model)
         new.head = copy.deepcopy(self.head).to(next(model.parameters()).dtype)
-        new.config = replace(model.config, score_remap=tuple(10.0 * float(v) for v in self.ends))
+        line = IDENTITY_REMAP if self.curve else tuple(10.0 * float(v) for v in self.ends)
+        new.config = replace(model.config, score_remap=line, score_curve=self.curve)
         for p in new.parameters():
             p.requires_grad_(False)
         return new.eval()
@@ -362,15 +433,18 @@ def _fit_steps(
     lr, pull = CANDIDATES[regime]
     adapter = _Adapter(model, regime)
     if regime == "head":  # the head learns what a line of the score cannot: it starts on the fitted line
-        adapter.ends = _fit_steps(model, "line", train, (), 0)[0].ends
+        adapter.ends, adapter.curve = _fit_steps(model, "line", train, (), 0)[0].ends, ()
     # the line maps frames as they are scored: a mirrored SEM frame scores lower (the detector sees the other
     # side of each edge), so the mirror images only augment the head
     views = regime == "head"
     stacked = adapter._stack(train, views=views)
     targets = torch.tensor([f.score for f in train for _ in range(f.views if views else 1)], dtype=torch.float32)
     predictions = {}
-    if regime == "line":  # closed form: the same at every step count
-        adapter.fit_line(stacked, targets, pull)
+    if regime in ("line", "monotone"):  # closed form: the same at every step count
+        if regime == "line":
+            adapter.fit_line(stacked, targets, pull)
+        else:
+            adapter.fit_curve(stacked, targets)
         held = adapter.predict(held_out) if held_out else None
         return adapter, {s: held for s in STEP_LADDER if s <= steps} if held_out else {}
     optimizer = torch.optim.Adam(adapter.params, lr=lr)
@@ -391,23 +465,43 @@ def fold_of(n: int, folds: int) -> np.ndarray:
 def choose(sq_before: np.ndarray, sq_after: dict[tuple[str, int], np.ndarray]) -> tuple[str, int]:
     """(candidate, steps) to adopt from per-frame cross-validated squared errors, or ("none", 0).
 
-    The one-standard-error rule: the simplest candidate (the order of :data:`CANDIDATES`) whose mean squared error
-    lies within one standard error of the best, at its best step count. It is adopted only when it beats the
-    starting model: the RMSE falls by at least :data:`MIN_GAIN` and the mean per-frame gain exceeds
+    The one-standard-error rule among the line and the head: the simplest (the order of :data:`CANDIDATES`) whose
+    mean squared error lies within one standard error of the best, at its best step count. The monotone curve,
+    when it was tried, replaces it only when it is clearly better: its mean per-frame gain over that choice (over
+    the starting model when nothing was chosen) exceeds :data:`MONOTONE_SIGNIFICANCE` standard errors (a curve
+    through every label wins cross-validation by chance too often otherwise). The choice is adopted only when it
+    beats the starting model: the RMSE falls by at least :data:`MIN_GAIN` and the mean per-frame gain exceeds
     :data:`SIGNIFICANCE` standard errors of the gains (a gain carried by one frame of five is not trusted).
     """
     n = len(sq_before)
     mse = {key: float(v.mean()) for key, v in sq_after.items()}
-    best_key = min(mse, key=mse.get)
-    limit = mse[best_key] + float(sq_after[best_key].std(ddof=1)) / math.sqrt(n)
-    order = {c: i for i, c in enumerate(CANDIDATES)}
-    simplest = min((k[0] for k in mse if mse[k] <= limit), key=order.get)
-    key = min((k for k in mse if k[0] == simplest), key=mse.get)
+    key = _one_standard_error(sq_after, {k: v for k, v in mse.items() if k[0] != "monotone"})
+    curves = [k for k in mse if k[0] == "monotone"]
+    if curves:
+        curve = min(curves, key=mse.get)
+        gains = (sq_before if key is None else sq_after[key]) - sq_after[curve]
+        if gains.mean() > MONOTONE_SIGNIFICANCE * gains.std(ddof=1) / math.sqrt(n):
+            key = curve
+    if key is None:
+        return "none", 0
     gains = sq_before - sq_after[key]
     clear = gains.mean() > SIGNIFICANCE * gains.std(ddof=1) / math.sqrt(n)
     if clear and math.sqrt(mse[key]) <= (1.0 - MIN_GAIN) * math.sqrt(float(sq_before.mean())):
         return key
     return "none", 0
+
+
+def _one_standard_error(sq_after: dict[tuple[str, int], np.ndarray], mse: dict[tuple[str, int], float]) -> Any:
+    """The simplest candidate's best (candidate, steps) within one standard error of the best of ``mse``; None
+    when ``mse`` is empty."""
+    if not mse:
+        return None
+    n = len(next(iter(sq_after.values())))
+    best_key = min(mse, key=mse.get)
+    limit = mse[best_key] + float(sq_after[best_key].std(ddof=1)) / math.sqrt(n)
+    order = {c: i for i, c in enumerate(CANDIDATES)}
+    simplest = min((k[0] for k in mse if mse[k] <= limit), key=order.get)
+    return min((k for k in mse if k[0] == simplest), key=mse.get)
 
 
 def predict_from_features(model: Any, frames: Sequence[FrameFeatures]) -> np.ndarray:
@@ -460,8 +554,9 @@ def adapt_on_features(
     """Steps 2-4 of the module docstring on frames whose features are known (:func:`frame_features`)."""
     frames = list(frames)
     _check(len(frames), candidates)
-    if len(frames) < MIN_FRAMES_HEAD:
-        candidates = [c for c in candidates if c != "head"] or ["line"]
+    too_few = {"head"} if len(frames) < MIN_FRAMES_HEAD else set()
+    too_few |= {"monotone"} if len(frames) < MIN_FRAMES_MONOTONE else set()
+    candidates = [c for c in candidates if c not in too_few] or ["line"]
     started = time.monotonic()
     n = len(frames)
     labels = np.array([f.score for f in frames])
@@ -511,6 +606,7 @@ def adapt_on_features(
         scores_after=scores_after,
         cv_scores=cv_scores,
         start_remap=tuple(model.config.score_remap),
+        start_curve=tuple(model.config.score_curve),
     )
 
 

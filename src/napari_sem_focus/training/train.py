@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..atomic import atomic_path
 from ..device import autocast, mixed_precision_dtype, select_device
 from ..errors import CancelledError, SemFocusError
-from ..scoring.model import IDENTITY_REMAP, FocusScoreNet, ModelConfig, normalize_magnification, score_from_logit
+from ..scoring.model import FocusScoreNet, ModelConfig, normalize_magnification, score_from_logit
 from ..scoring.tiles import CROP_SIZE
 
 
@@ -676,7 +676,7 @@ def _start_model(
     ``init_model`` (never changed itself), or a new one."""
     import copy
 
-    if init_model is not None and tuple(init_model.config.score_remap) != IDENTITY_REMAP:  # losses: our 0-10 scale
+    if init_model is not None and init_model.config.has_remap:  # losses: our 0-10 scale
         raise SemFocusError(
             "this model was adapted to a scale of scores of its own (a remap); train the whole network from "
             "the model it was adapted from (or the default), then adapt again"
