@@ -39,10 +39,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from napari_sem_focus.scoring.model import remap_scores
 from napari_sem_focus.scoring.weights import load_model
 from napari_sem_focus.simulate.frame import simulate_frame
 from napari_sem_focus.simulate.series import dataset_params
-from napari_sem_focus.training.adapt import adapt, adapt_on_features, frame_features, predict_from_features
+from napari_sem_focus.training.adapt import (
+    adapt,
+    adapt_on_features,
+    frame_features,
+    monotone_curve,
+    predict_from_features,
+)
 from napari_sem_focus.training.train import drive
 
 N_LABELS = (5, 10, 20)
@@ -106,23 +113,10 @@ def least_squares_line(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.nd
 
 
 def isotonic(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
-    """Monotone (non-decreasing) regression of y on x by pool-adjacent-violators, evaluated at ``x_new`` by linear
-    interpolation between the fitted points (flat beyond them)."""
-    order = np.argsort(x)
-    xs, ys = x[order], y[order].astype(float)
-    blocks = [[v, 1.0, i, i] for i, v in enumerate(ys)]  # mean, weight, first, last
-    merged: list[list[float]] = []
-    for block in blocks:
-        merged.append(block)
-        while len(merged) > 1 and merged[-2][0] > merged[-1][0]:
-            b = merged.pop()
-            a = merged.pop()
-            w = a[1] + b[1]
-            merged.append([(a[0] * a[1] + b[0] * b[1]) / w, w, a[2], b[3]])
-    fitted = np.empty_like(ys)
-    for mean, _, first, last in merged:
-        fitted[int(first) : int(last) + 1] = mean
-    return np.interp(x_new, xs, fitted)
+    """Monotone (non-decreasing) regression of y on x, evaluated at ``x_new`` by linear interpolation between the
+    fitted points (flat beyond them): the adaptation's own ``monotone`` curve, fitted on the model's frame scores as a
+    user would."""
+    return remap_scores(x_new, curve=monotone_curve(x, y))
 
 
 def run_set(model, set_name: str, samples, users: list[str], repeats: int) -> list[dict]:

@@ -95,7 +95,8 @@ class StigScan:
     has_structure: bool
     image: np.ndarray | None = field(default=None, repr=False)
     elapsed_s: float = 0.0
-    anisotropy: tuple[float, float] = (0.0, 0.0)  # :func:`.astigmatism.image_anisotropy` of the image
+    # :func:`.astigmatism.image_anisotropy` of the image, measured when the search may wobble the focus (else None)
+    anisotropy: tuple[float, float] | None = None
 
     @property
     def working_distance_mm(self) -> float:
@@ -170,7 +171,7 @@ class _Search3:
         self.timeout, self.keep_images = acquire_timeout_s, keep_images
         self.scans: list[StigScan] = []
         self.level: float | None = None
-        self.wobble = True  # the model method may stigmate a strongly astigmatic beam by wobbling the focus
+        self.wobble = False  # whether the search may stigmate by wobbling the focus (each scan's anisotropy kept)
         self.t0 = time.monotonic()
 
     def clamp(self, setting: Setting) -> Setting:
@@ -200,7 +201,7 @@ class _Search3:
             structure,
             image if self.keep_images else None,
             time.monotonic() - self.t0,
-            image_anisotropy(image),
+            image_anisotropy(image) if self.wobble else None,
         )
         self.scans.append(scan)
         return scan
@@ -351,7 +352,7 @@ WOBBLE_STEPS = 2
 WOBBLE_MAX_MOVE = 2.4
 #: The probes' stigmator step, in stigmator steps.
 WOBBLE_PROBE = 1.0
-#: A Newton step whose pair scores this much below the best pair so far ends the wobble.
+#: A Newton step whose pair scores this much below the first pair ends the wobble.
 WOBBLE_SCORE_DROP = 1.0
 
 
@@ -385,9 +386,9 @@ def _wobble(
     """Stigmate as an operator does, by wobbling the focus: the anisotropy of a frame over focus minus one under
     focus points along the residual astigmatism and vanishes at the right stigmators, whatever the specimen. Its
     response to a step of each stigmator (two probes) gives the 2x2 map from stigmators to astigmatism (their gain
-    and rotation), then Newton steps (the map updated by Broyden's rule; a move at most one stigmator step) drive
-    it to zero; a move whose pair scores lower than the best pair so far is not followed. Returns ``through`` with
-    the stigmators of the best-scored pair."""
+    and rotation), then Newton steps (the map updated by Broyden's rule; a move at most :data:`WOBBLE_MAX_MOVE`
+    stigmator steps) drive it to zero; a move whose pair scores :data:`WOBBLE_SCORE_DROP` below the first pair ends
+    it. Returns ``through`` with the stigmators whose pair showed the least anisotropy."""
     delta = steps[0]
     wd = through.working_distance_mm
     line = [a for a in search.scans if (a.setting.stig_x, a.setting.stig_y) == (through.stig_x, through.stig_y)]
@@ -600,7 +601,7 @@ def iter_focus_and_stigmate(
     if in_focus_score == "auto" and level is not None:
         level = max(level, getattr(scorer, "on_model_scale", lambda v: v)(STIGMATED_SCORE))
     search.level = level
-    search.wobble = wobble
+    search.wobble = wobble and method == "model"
     status, message = "focused", ""
     try:
         yield search.measure(start)

@@ -260,9 +260,8 @@ def save_autofocus_plot(
 def plot_adaptation(ax: Any, result: Any) -> None:
     """Draw a few-label adaptation (:class:`napari_sem_focus.training.adapt.AdaptResult`) on a matplotlib Axes: each
     labelled frame at (the starting model's score, your label); the adopted line or monotone curve over the whole
-    scale (for
-    ``head``, the line it was re-weighted after, dotted, and each frame's adapted score); the starting model as
-    the diagonal. The title says what was adopted and the cross-validated RMSE before and after."""
+    scale (for ``head``, the line it was re-weighted after, dotted, and each frame's adapted score); the starting
+    model as the diagonal. The title says what was adopted and the cross-validated RMSE before and after."""
     import numpy as np
 
     grid = np.linspace(0.0, 10.0, 201)
@@ -270,9 +269,8 @@ def plot_adaptation(ax: Any, result: Any) -> None:
     ax.plot(result.scores_before, result.labels, "o", color="tab:blue", ms=5, label="your labels")
     curve = result.remap_curve(grid)
     if curve is not None and result.regime in ("line", "monotone"):
-        ax.plot(
-            grid, curve, "-", color="tab:red", lw=2, label=f"adopted {'line' if result.regime == 'line' else 'curve'}"
-        )
+        adopted = "adopted line" if result.regime == "line" else "adopted curve"
+        ax.plot(grid, curve, "-", color="tab:red", lw=2, label=adopted)
     elif curve is not None:  # the head: its line, then each frame's own adapted score
         ax.plot(grid, curve, ":", color="tab:red", lw=1.5, label="its line (before the head)")
         ax.plot(result.scores_before, result.scores_after, "x", color="tab:red", ms=7, label="adapted (head)")

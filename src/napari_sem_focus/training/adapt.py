@@ -131,7 +131,6 @@ class AdaptResult:
     scores_after: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cv_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     start_remap: tuple[float, float] = (0.0, 10.0)
-
     start_curve: tuple[tuple[float, float], ...] = ()
 
     @property
@@ -142,7 +141,9 @@ class AdaptResult:
     @property
     def curve(self) -> tuple[tuple[float, float], ...] | None:
         """The adopted model's monotone curve (``score_curve`` knots), or None (nothing adopted, or a line)."""
-        return tuple(self.model.config.score_curve) or None if self.adopted else None
+        if not self.adopted or not self.model.config.score_curve:
+            return None
+        return tuple(self.model.config.score_curve)
 
     def remap_curve(self, scores: Any) -> np.ndarray | None:
         """The adopted remap (line or curve) as a function of the starting model's frame score (score units in and
@@ -441,10 +442,7 @@ def _fit_steps(
     targets = torch.tensor([f.score for f in train for _ in range(f.views if views else 1)], dtype=torch.float32)
     predictions = {}
     if regime in ("line", "monotone"):  # closed form: the same at every step count
-        if regime == "line":
-            adapter.fit_line(stacked, targets, pull)
-        else:
-            adapter.fit_curve(stacked, targets)
+        adapter.fit_line(stacked, targets, pull) if regime == "line" else adapter.fit_curve(stacked, targets)
         held = adapter.predict(held_out) if held_out else None
         return adapter, {s: held for s in STEP_LADDER if s <= steps} if held_out else {}
     optimizer = torch.optim.Adam(adapter.params, lr=lr)
