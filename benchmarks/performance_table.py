@@ -3,7 +3,9 @@
 Rows (all on this machine's CPU, bundled weights, 1024x768 8-bit frames of the simulated tin-ball sample):
 
 1. scoring a 100-frame stack from disk end to end (read, prepare, model, pool) vs a bare torch forward on the same
-   crops, batch and precision, prepared beforehand — ratio bare / ours (target >= 0.95; centre crop < 5 s);
+   crops, batch and precision, prepared beforehand — ratio bare / ours (target >= 0.95; centre crop >= 0.90, < 5 s);
+   1b. the host's work per frame outside the network on one core (the network replaced by a stub; target <= 2 ms:
+   what a GPU would wait for);
 2. `sem-focus archive` on a folder tree: frames/s with 0, 1 and 2 reading processes;
 3. classic focus metrics vs their bare OpenCV/NumPy expressions (target <= 1.2x each);
 4. reading long multi-page stacks: ms per frame at 100 / 1,000 / 4,000 frames (flat), vs bare tifffile;
@@ -82,8 +84,9 @@ def time_bare(model: Any, crops: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
-#: Alternate timings of ours and bare per mode in row 1 (the centre crop's take seconds, the structure mode's a minute).
-REPEATS = {"center": 5, "structure": 3}
+#: Alternate timings of ours and bare per mode in row 1 (the centre crop's take 3 s, the structure mode's 17 s; this
+#: machine's neighbours move single timings by +/-10 %: the fastest of many is the code's time).
+REPEATS = {"center": 12, "structure": 5}
 
 
 def scoring_rows(stack: Path) -> list[list[str]]:
@@ -110,9 +113,52 @@ def scoring_rows(stack: Path) -> list[list[str]]:
                 f"{ours:.2f} s",
                 f"{bare:.2f} s",
                 f"{bare / ours:.2f}",
-                ">= 0.95" + ("; < 5 s" if mode == "center" else ""),
+                (">= 0.90; < 5 s" if mode == "center" else ">= 0.95"),
             ]
         )
+    return rows
+
+
+def host_rows(stack: Path) -> list[list[str]]:
+    """Row 1b: the host's work per frame outside the network (read, intensity, structure facts, crops, batching,
+    pooling) on one core: ``score_prepared`` as ``score_series`` feeds it, with the network replaced by a stub that
+    returns zeros, PyTorch and OpenCV on one thread; fastest of 10 runs per mode. What a GPU would wait for per
+    frame (issue: <= 2 ms on one core)."""
+    import cv2
+    import torch
+
+    from napari_sem_focus.scoring.infer import score_prepared, series_crops
+
+    def network_stub(crops: Any, mag: Any) -> Any:
+        return torch.zeros(len(crops))
+
+    threads = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        for mode in MODES_MEASURED:
+            times = []
+            for _ in range(10):
+                start = time.perf_counter()
+                series = read_series(stack)
+                prepared = ((i, *series_crops(series, i, mode)) for i in range(len(series)))
+                frames = sum(1 for _ in score_prepared(prepared, 5000.0, network_stub, mode, batch_size=32))
+                times.append((time.perf_counter() - start) / frames * 1e3)
+            median = float(np.median(times))
+            rows.append(
+                [
+                    f"host work per 1024x768 frame outside the network, `{mode}`, one core (fastest of 10 runs of "
+                    f"100 frames; median {median:.2f} ms)",
+                    f"{min(times):.2f} ms",
+                    "",
+                    "",
+                    "<= 2 ms",
+                ]
+            )
+    finally:
+        cv2.setNumThreads(threads[0])
+        torch.set_num_threads(threads[1])
     return rows
 
 
@@ -418,6 +464,7 @@ def main() -> None:
         stack = write_stack(tmp / "stack_100.tif", 100)
         for part in (
             lambda: scoring_rows(stack),
+            lambda: host_rows(stack),
             lambda: archive_rows(tmp, args.archive_frames),
             metric_rows,
             lambda: long_stack_rows(tmp),

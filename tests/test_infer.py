@@ -132,6 +132,37 @@ def test_structure_fraction_is_the_area_of_the_structured_tiles():
     assert noise_sigma(frame) == pytest.approx(math.sqrt(math.pi / 2) * np.abs(response).mean() / 6, rel=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "white", "exact"), [(np.uint8, 255, True), (np.uint16, 65535, True), (np.uint16, 4095, False)]
+)
+def test_a_stored_frame_s_noise_is_measured_on_its_grey_levels_with_the_same_result(tmp_path, dtype, white, exact):
+    """8-bit and full-range 16-bit frames: the pixel noise measured on the stored grey levels equals the float
+    frame's (and a series' crops, tiles and structure facts equal those of its float frames); where the intensity
+    rule could clip (12-bit data in uint16) the float frame is measured instead."""
+    from napari_sem_focus.io.series import read_series, write_series_tiff
+    from napari_sem_focus.scoring.infer import series_crops
+    from napari_sem_focus.scoring.structure import noise_sigma, raw_noise_sigma
+
+    rng = np.random.default_rng(3)
+    frames = [
+        np.clip((texture((500, 700), seed=i) * 0.8 + rng.normal(0, 0.05, (500, 700))) * white, 0, white).astype(dtype)
+        for i in range(2)
+    ]
+    frames[0][0, 0] = white  # the white level is the type's (or 4095) whatever the texture reaches
+    series = read_series(write_series_tiff(tmp_path / "s.tif", frames, [{"magnification": 2000.0}] * 2))
+    assert series.intensity_map == (0.0, float(white))
+    measured = raw_noise_sigma(frames[1], *series.intensity_map)
+    if not exact:
+        assert measured is None
+        return
+    assert measured == pytest.approx(noise_sigma(series.frame(1)), rel=1e-6)
+    for mode in ("structure", "center", "tiles"):
+        crops, origins, facts = series_crops(series, 1, mode)
+        float_crops, float_origins, float_facts = frame_crops(series.frame(1), mode)
+        assert np.array_equal(crops, float_crops) and origins == float_origins
+        assert facts == pytest.approx(float_facts, rel=1e-6)
+
+
 def test_structure_on_2x2_blocks_equals_the_full_resolution_low_pass():
     """The structure map low-passes the 2x2-binned frame: tile by tile it gives what the 2-px Gaussian of the full
     frame gives (noise removed the same way), and white noise alone measures no structure."""

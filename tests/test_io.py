@@ -16,6 +16,7 @@ from napari_sem_focus.errors import (
     SeriesError,
     UnreadableImageError,
 )
+from napari_sem_focus.io.intensity import to_float
 from napari_sem_focus.io.series import read_series, write_series_tiff
 
 from .conftest import shared, texture
@@ -27,7 +28,7 @@ def _write(path, array):
 
 
 def test_uint8_divides_by_255(tmp_path):
-    """uint8 frames are converted by a lookup table: the same float32 values as the arithmetic, also for a region."""
+    """uint8 frames are converted in one pass: the same float32 values as the arithmetic, also for a region."""
     img = (texture() * 200).astype(np.uint8)
     series = read_series(_write(tmp_path / "a.tif", img))
     np.testing.assert_allclose(series.frame(0), img / 255.0, atol=1e-6)
@@ -35,6 +36,31 @@ def test_uint8_divides_by_255(tmp_path):
     assert series.frame(0).dtype == np.float32 and np.array_equal(series.frame(0), exact)
     part = series.with_roi((10, 5, 100, 80))
     assert np.array_equal(part.frame(0), exact[5:85, 10:110])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "offset", "scale"),
+    [
+        (np.uint8, 0.0, 255.0),
+        (np.uint8, 0.0, 1023.0),
+        (np.uint16, 0.0, 65535.0),
+        (np.uint16, 0.0, 4095.0),  # 12-bit data: the levels above 4095 clip to 1
+        (np.int16, -32768.0, 65535.0),
+        (np.uint16, 100.0, 60000.0),  # an offset the intensity rule never uses: NumPy's arithmetic
+        (np.dtype(">u2"), 0.0, 65535.0),  # big-endian pixels as tifffile may return them
+    ],
+)
+def test_every_8_and_16_bit_level_converts_to_the_float32_of_the_arithmetic(dtype, offset, scale):
+    """The one-pass conversion gives bit for bit the float32 ``(raw - offset) / scale`` clipped to [0, 1]."""
+    info = np.iinfo(dtype)
+    levels = np.arange(info.min, info.max + 1).astype(dtype).reshape(-1, 256)
+    expected = levels.astype(np.float32)
+    expected -= np.float32(offset)
+    expected *= np.float32(1.0 / scale)
+    np.clip(expected, 0.0, 1.0, out=expected)
+    for region in (np.s_[:, :], np.s_[1:, 3:200]):  # whole, and a region (a strided view)
+        got = to_float(levels[region], offset, scale)
+        assert got.dtype == np.float32 and np.array_equal(got, expected[region])
 
 
 def test_uint16_full_range_not_squeezed_to_8_bit(tmp_path):

@@ -107,9 +107,7 @@ class FocusSeries:
 
     def frame(self, index: int) -> np.ndarray:
         """Frame ``index`` as float32 in [0, 1] (the module's intensity rule), data bar removed."""
-        raw = self.raw_frame(index)
-        rows, cols = self.scored_region
-        return self._to_float(raw[rows, cols], index)
+        return frame_and_raw(self, index)[0]
 
     def _to_float(self, raw: np.ndarray, index: int) -> np.ndarray:
         check_finite(raw, self.frame_paths[index % len(self)], index)
@@ -207,6 +205,14 @@ class FocusSeries:
     def describe(self) -> dict[str, Any]:
         """Facts about the series (for ``sem-focus info`` and napari ``layer.metadata``): :func:`describe_series`."""
         return describe_series(self)
+
+
+def frame_and_raw(series: FocusSeries, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(:meth:`FocusSeries.frame` ``index``, the same scored region's pixels as stored): what scoring measures the
+    pixel noise on (exactly, in integer grey levels) without reading the frame twice."""
+    rows, cols = series.scored_region
+    raw = series.raw_frame(index)[rows, cols]
+    return series._to_float(raw, index), raw
 
 
 def _series_intensity_map(series: FocusSeries) -> tuple[float, float]:

@@ -92,14 +92,17 @@ def crop_or_pad(image: np.ndarray, size: tuple[int, int], rng: np.random.Generat
     return image[r0 : r0 + rows, c0 : c0 + cols]
 
 
-def frame_crops(frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE) -> tuple[np.ndarray, list, dict]:
+def frame_crops(
+    frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE, noise_sigma: float | None = None
+) -> tuple[np.ndarray, list, dict]:
     """(stack of crops (n, rows, cols) to score, their origins, facts about the frame's structure) of one float
-    frame for ``mode``. The facts: ``structure_fraction`` and ``has_structure`` (of the scored region)."""
+    frame for ``mode``. The facts: ``structure_fraction`` and ``has_structure`` (of the scored region).
+    ``noise_sigma``: the frame's pixel-noise sigma when the caller measured it already (else measured here)."""
     from .structure import STRUCTURE_FLOOR, StructureMap, structured_tiles
 
     if mode not in MODES:
         raise SemFocusError(f"unknown scoring mode '{mode}'; choose from {MODES}")
-    structure = StructureMap(frame, scratch=True)  # used up here, before this thread's next frame
+    structure = StructureMap(frame, scratch=True, sigma=noise_sigma)  # used up here, before this thread's next frame
     origins = tile_origins(frame.shape, crop)
     tile_structure = structure.regions(origins, crop)
     facts: dict[str, Any] = {"structure_fraction": structure.fraction(origins, crop, tile_structure)}
@@ -118,15 +121,20 @@ def frame_crops(frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE)
 def series_crops(
     series: Any, index: int, mode: str, crop: tuple[int, int] = CROP_SIZE
 ) -> tuple[np.ndarray, list, dict]:
-    """:func:`frame_crops` of frame ``index`` of a :class:`~napari_sem_focus.io.series.FocusSeries`; a large frame
-    (above 64 Mpx) band by band, never whole (:mod:`napari_sem_focus.scoring.large_frames`)."""
+    """:func:`frame_crops` of frame ``index`` of a :class:`~napari_sem_focus.io.series.FocusSeries`, its pixel noise
+    measured on the stored pixels (:func:`~.structure.raw_noise_sigma`); a large frame (above 64 Mpx) band by band,
+    never whole (:mod:`napari_sem_focus.scoring.large_frames`)."""
+    from ..io.series import frame_and_raw
+    from .structure import raw_noise_sigma
+
     if mode not in MODES:
         raise SemFocusError(f"unknown scoring mode '{mode}'; choose from {MODES}")
     if series.is_large:
         from .large_frames import large_frame_crops
 
         return large_frame_crops(series, index, mode, crop)
-    return frame_crops(series.frame(index), mode, crop)
+    frame, raw = frame_and_raw(series, index)
+    return frame_crops(frame, mode, crop, raw_noise_sigma(raw, *series.intensity_map))
 
 
 @dataclass

@@ -76,15 +76,15 @@ IMMERKAER_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _scratch = threading.local()
 
 
-def scratch_array(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 array of ``shape`` that the calling thread reuses for ``name`` (its contents are whatever the last
-    use left). For arrays that never leave the function filling them: a fresh frame-sized array per frame costs
-    more in page faults than the filter that fills it (1024x768: structure map 6.8 ms with fresh arrays, 2.7 ms
-    with reused ones, measured on this project's 2-core machine)."""
+def scratch_array(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """An array of ``shape`` (float32 unless ``dtype``) that the calling thread reuses for ``name`` (its contents
+    are whatever the last use left). For arrays that never leave the function filling them: a fresh frame-sized
+    array per frame costs more in page faults than the filter that fills it (1024x768: structure map 6.8 ms with
+    fresh arrays, 2.7 ms with reused ones, measured on this project's 2-core machine)."""
     buffers = _scratch.__dict__.setdefault("buffers", {})
     array = buffers.get(name)
-    if array is None or array.shape != tuple(shape):
-        array = buffers[name] = np.empty(shape, np.float32)
+    if array is None or array.shape != tuple(shape) or array.dtype != dtype:
+        array = buffers[name] = np.empty(shape, dtype)
     return array
 
 
@@ -93,9 +93,12 @@ SECOND_DIFFERENCE = np.array([1, -2, 1], np.float32)
 
 
 def immerkaer_response(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """The image (float) filtered with :data:`IMMERKAER_MASK` (same size; the border rows/columns are not used),
-    into ``out`` when given."""
-    image = np.asarray(image, np.float32)
+    """The image filtered with :data:`IMMERKAER_MASK` (same size; the border rows/columns are not used), into
+    ``out`` when given: float32, or int16 for 8-bit pixels (exact: the mask's response stays within +/-4080)."""
+    if image.dtype == np.uint8:
+        return cv2.sepFilter2D(image, cv2.CV_16S, SECOND_DIFFERENCE, SECOND_DIFFERENCE, dst=out)
+    if image.dtype != np.uint16:  # 16-bit levels are filtered as they are (exact in float32: |response| < 2^24)
+        image = np.asarray(image, np.float32)
     return cv2.sepFilter2D(image, cv2.CV_32F, SECOND_DIFFERENCE, SECOND_DIFFERENCE, dst=out)
 
 
@@ -105,12 +108,24 @@ def sigma_from_l1(l1: float, pixels: int) -> float:
 
 
 def noise_sigma(frame: np.ndarray) -> float:
-    """Pixel-noise sigma of a float frame (same units), Immerkaer's (1996) fast estimate:
-    ``sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N|`` over the interior pixels, N = :data:`IMMERKAER_MASK`."""
+    """Pixel-noise sigma of a frame (in its own units: float, or 8/16-bit grey levels), Immerkaer's (1996) fast
+    estimate: ``sqrt(pi/2) / (6 (W-2)(H-2)) * sum |I * N|`` over the interior pixels, N = :data:`IMMERKAER_MASK`."""
     if min(frame.shape) < 3:
         return 0.0
-    interior = immerkaer_response(frame, scratch_array("immerkaer", frame.shape[:2]))[1:-1, 1:-1]
+    kind = np.int16 if frame.dtype == np.uint8 else np.float32
+    interior = immerkaer_response(frame, scratch_array(f"immerkaer-{kind.__name__}", frame.shape[:2], kind))[1:-1, 1:-1]
     return sigma_from_l1(cv2.norm(interior, cv2.NORM_L1), interior.size)  # one pass, double accumulator
+
+
+def raw_noise_sigma(raw: np.ndarray, offset: float, scale: float) -> float | None:
+    """:func:`noise_sigma` of the float frame ``(raw - offset) / scale`` measured on its stored 8- or 16-bit pixels
+    ``raw`` (the same value within float rounding; 1024x768 8-bit: about half the time, a quarter of the memory
+    read), or None when the float frame is not exactly that (other types; levels clipped by the intensity rule)."""
+    from ..io.intensity import never_clips
+
+    if raw.dtype not in (np.uint8, np.uint16) or not never_clips(raw.dtype, offset, scale):
+        return None
+    return noise_sigma(raw) / scale
 
 
 def binning_for(shape: tuple[int, ...]) -> int:
@@ -153,31 +168,37 @@ def noise_residue(sigma: float, binning: int = 1) -> float:
 
 class StructureMap:
     """The low-passed frame and its noise residue, to measure the structure of any region of one frame.
-    ``residue``: the noise residue when it is known already (a band of a large frame), else estimated here.
+    ``residue``: the noise residue when it is known already (a band of a large frame), else estimated here from
+    ``sigma`` (the frame's pixel-noise sigma when it is known: :func:`raw_noise_sigma`) or the frame itself.
     ``scratch``: keep the low-passed frame in this thread's :func:`scratch_array` — only for a map used up before
     the thread makes the next one (the next overwrites it)."""
 
-    def __init__(self, frame: np.ndarray, residue: float | None = None, scratch: bool = False):
+    def __init__(
+        self, frame: np.ndarray, residue: float | None = None, scratch: bool = False, sigma: float | None = None
+    ):
         img = np.asarray(frame, np.float32)
         self.shape = img.shape[:2]
         self.binning = binning_for(img.shape)
         self.lowpass = lowpass(img, scratch)
-        self.noise_residue = noise_residue(noise_sigma(img), self.binning) if residue is None else residue
+        if residue is None:
+            residue = noise_residue(noise_sigma(img) if sigma is None else sigma, self.binning)
+        self.noise_residue = residue
 
     def region(self, row: int, col: int, rows: int, cols: int) -> float:
         """Structure (grey-value std, noise removed) of the region with top-left (row, col) and size rows x cols
         (frame pixels)."""
-        k = self.binning
-        r0, c0 = round(row / k), round(col / k)
-        patch = self.lowpass[r0 : max(round((row + rows) / k), r0 + 1), c0 : max(round((col + cols) / k), c0 + 1)]
+        return self._structure(self.lowpass[binned_window(row, col, rows, cols, self.binning)])
+
+    def regions(self, origins: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
+        """Structure of each ``size`` (rows, cols) region at ``origins``."""
+        windows = binned_windows(tuple(map(tuple, origins)), tuple(size), self.binning)
+        return np.array([self._structure(self.lowpass[window]) for window in windows], np.float32)
+
+    def _structure(self, patch: np.ndarray) -> float:
         if patch.size == 0:
             return 0.0
         _, std = cv2.meanStdDev(patch)  # one pass, double accumulator
         return math.sqrt(max(float(std[0, 0]) ** 2 - self.noise_residue**2, 0.0))
-
-    def regions(self, origins: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
-        """Structure of each ``size`` (rows, cols) region at ``origins``."""
-        return np.array([self.region(r, c, *size) for r, c in origins], np.float32)
 
     def fraction(
         self, origins: Sequence[tuple[int, int]], size: tuple[int, int], structure: np.ndarray | None = None
@@ -188,26 +209,51 @@ class StructureMap:
         return structured_fraction(self.shape, origins, size, structure)
 
 
+def binned_window(row: int, col: int, rows: int, cols: int, binning: int) -> tuple[slice, slice]:
+    """The slices of a low-passed map at ``binning`` that hold the region with top-left (row, col) and size
+    rows x cols (frame pixels); at least one binned pixel each way."""
+    r0, c0 = round(row / binning), round(col / binning)
+    return slice(r0, max(round((row + rows) / binning), r0 + 1)), slice(c0, max(round((col + cols) / binning), c0 + 1))
+
+
+@functools.lru_cache(maxsize=32)
+def binned_windows(
+    origins: tuple[tuple[int, int], ...], size: tuple[int, int], binning: int
+) -> tuple[tuple[slice, slice], ...]:
+    """:func:`binned_window` of each ``size`` region at ``origins``: made once per tile grid, not per frame."""
+    return tuple(binned_window(r, c, *size, binning) for r, c in origins)
+
+
+@functools.lru_cache(maxsize=32)
+def grid_cells(
+    shape: tuple[int, int], origins: tuple[tuple[int, int], ...], size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cells the edges of the ``size`` regions at ``origins`` cut a frame of ``shape`` into: (cell areas in
+    pixels (R, C), each region's cell rows and columns as [first row, end row, first col, end col] (n, 4)). Made
+    once per tile grid; read-only."""
+    starts = np.clip(np.asarray(origins, np.int64).reshape(-1, 2), 0, shape)
+    ends = np.clip(starts + np.asarray(size), 0, shape)
+    edges = [np.unique(np.concatenate([[0, shape[a]], starts[:, a], ends[:, a]])) for a in (0, 1)]
+    cells = [np.searchsorted(edges[axis], corner[:, axis]) for axis in (0, 1) for corner in (starts, ends)]
+    bounds = np.stack(cells, axis=1)  # first row, end row, first col, end col
+    area = np.outer(np.diff(edges[0]), np.diff(edges[1]))
+    area.flags.writeable = bounds.flags.writeable = False
+    return area, bounds
+
+
 def structured_fraction(
     shape: tuple[int, int], origins: Sequence[tuple[int, int]], size: tuple[int, int], structure: np.ndarray
 ) -> float:
     """Fraction of a frame of ``shape`` (rows, cols) inside the ``size`` regions at ``origins`` (a tile grid) whose
     ``structure`` reaches :data:`STRUCTURE_FLOOR`. Counted on the grid of cells the regions' edges cut the frame
-    into, not pixel by pixel (same result)."""
-    kept = [(r, c) for (r, c), value in zip(origins, structure, strict=True) if value >= STRUCTURE_FLOOR]
-    if not kept or not shape[0] or not shape[1]:
+    into (:func:`grid_cells`), not pixel by pixel (same result)."""
+    kept = np.asarray(structure) >= STRUCTURE_FLOOR
+    if not kept.any() or not shape[0] or not shape[1]:
         return 0.0
-    edges = []
-    for axis, extent in enumerate(size):
-        starts = np.clip([o[axis] for o in kept], 0, shape[axis])
-        ends = np.clip(starts + extent, 0, shape[axis])
-        edges.append(np.unique(np.concatenate([[0, shape[axis]], starts, ends])))
-    covered = np.zeros((len(edges[0]) - 1, len(edges[1]) - 1), bool)
-    for r, c in kept:
-        r0, r1 = np.searchsorted(edges[0], [r, min(r + size[0], shape[0])])
-        c0, c1 = np.searchsorted(edges[1], [c, min(c + size[1], shape[1])])
+    area, bounds = grid_cells(tuple(shape[:2]), tuple(map(tuple, origins)), tuple(size[:2]))
+    covered = np.zeros(area.shape, bool)
+    for r0, r1, c0, c1 in bounds[kept]:
         covered[r0:r1, c0:c1] = True
-    area = np.outer(np.diff(edges[0]), np.diff(edges[1]))
     return float(area[covered].sum()) / (shape[0] * shape[1])
 
 
