@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from napari_sem_focus.io.series import read_series, write_series_tiff
+from napari_sem_focus.scoring.infer import BATCH_SIZE
 from napari_sem_focus.simulate.samples import sample_series
 
 MODES_MEASURED = ("center", "structure")
@@ -62,14 +63,15 @@ def time_ours(stack: Path, mode: str) -> float:
     from napari_sem_focus.scoring.infer import score_series
 
     start = time.perf_counter()
-    scores = [r.score for r in score_series(read_series(stack), mode=mode, batch_size=32)]
+    scores = [r.score for r in score_series(read_series(stack), mode=mode)]  # the CLI's batch (BATCH_SIZE)
     assert scores
     return time.perf_counter() - start
 
 
 def time_bare(model: Any, crops: np.ndarray) -> float:
-    """Seconds for the bare forward of ``crops`` in batches of 32, in the same precision and the fastest layout
-    measured on a CPU (channels_last model and batches, as :func:`napari_sem_focus.scoring.weights.load_model` sets)."""
+    """Seconds for the bare forward of ``crops`` in batches of ``BATCH_SIZE`` (32, the fastest measured), in the same
+    precision and the fastest layout measured on a CPU (channels_last model and batches, as
+    :func:`napari_sem_focus.scoring.weights.load_model` sets)."""
     import torch
 
     from napari_sem_focus.scoring.infer import inference_autocast
@@ -78,8 +80,8 @@ def time_bare(model: Any, crops: np.ndarray) -> float:
     mag = normalize_magnification(5000.0)
     start = time.perf_counter()
     with torch.inference_mode(), inference_autocast("cpu"):
-        for i in range(0, len(crops), 32):
-            batch = torch.from_numpy(crops[i : i + 32])[:, None].contiguous(memory_format=torch.channels_last)
+        for i in range(0, len(crops), BATCH_SIZE):
+            batch = torch.from_numpy(crops[i : i + BATCH_SIZE])[:, None].contiguous(memory_format=torch.channels_last)
             model(batch, mag.expand(len(batch))).float().numpy()
     return time.perf_counter() - start
 
@@ -101,7 +103,7 @@ def scoring_rows(stack: Path) -> list[list[str]]:
     model = load_model(None)
     rows = []
     for mode in MODES_MEASURED:
-        list(score_series(read_series(stack), mode=mode, batch_size=32, frames=tinball_frames(4)))  # warm-up
+        list(score_series(read_series(stack), mode=mode, frames=tinball_frames(4)))  # warm-up
         series = read_series(stack)
         crops = np.concatenate([frame_crops(series.frame(i), mode)[0] for i in range(len(series))])
         repeats = REPEATS[mode]
@@ -143,7 +145,7 @@ def host_rows(stack: Path) -> list[list[str]]:
                 start = time.perf_counter()
                 series = read_series(stack)
                 prepared = ((i, *series_crops(series, i, mode)) for i in range(len(series)))
-                frames = sum(1 for _ in score_prepared(prepared, 5000.0, network_stub, mode, batch_size=32))
+                frames = sum(1 for _ in score_prepared(prepared, 5000.0, network_stub, mode))
                 times.append((time.perf_counter() - start) / frames * 1e3)
             median = float(np.median(times))
             rows.append(

@@ -62,6 +62,25 @@ def test_score_frames_order_and_modes():
     assert all(1 <= len(t.tile_scores) <= 4 and t.spread >= 0 and t.has_structure for t in structure)
 
 
+def test_batches_hold_exactly_batch_size_crops_and_frames_spanning_two_come_out_whole_in_order():
+    """Frames of 4 crops in batches of 3: every batch but the last holds 3 crops, a frame's crops span two batches,
+    and each frame's tile scores are those it gets when scored alone."""
+    net = build_focus_net().eval()
+    sizes = []
+
+    def counting(x, mag):
+        sizes.append(len(x))
+        return net(x, mag)
+
+    frames = [texture((300, 400), seed=i) for i in range(5)]  # 4 tiles each
+    together = list(score_frames(frames, 2000.0, counting, "tiles", batch_size=3, bf16=False))
+    assert sizes == [3] * 6 + [2] and [t.frame for t in together] == [0, 1, 2, 3, 4]
+    for frame, result in zip(frames, together, strict=True):
+        (alone,) = score_frames([frame], 2000.0, net, "tiles", batch_size=4, bf16=False)
+        np.testing.assert_allclose(result.tile_scores, alone.tile_scores, atol=1e-4)
+        assert result.score == pytest.approx(alone.score, abs=1e-4) and result.tile_origins == alone.tile_origins
+
+
 def _corner_texture_frame() -> np.ndarray:
     """A 768x1024 frame: flat grey with texture only in its top-left 300x400 px."""
     frame = np.full((768, 1024), 0.4, np.float32)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -286,18 +287,63 @@ def score_frames(
     yield from score_prepared(prepared, magnification, model, mode, **options)
 
 
+#: Crops per network batch when scoring: the fastest batch of the network alone measured on this project's 2-core CPU
+#: (32: 15.3 ms a crop; 16: 15.9 ms; 35-40: 15.9-16.5 ms; benchmarks/performance_table.py's bare column uses it).
+BATCH_SIZE = 32
+
+
+class CropBatches:
+    """Crops of successive frames through the network in batches of exactly ``size`` crops (the last one may be
+    smaller): a frame's crops may span two batches, and a frame is handed out once all of its crops are scored.
+    Exact batches because the network's time per crop depends on the batch (:data:`BATCH_SIZE`): frames of 5 crops
+    gathered into batches of 35 ran slower than the same crops in batches of 32 (medians 17.6-18.4 against 16.2
+    ms a crop on this project's 2-core CPU)."""
+
+    def __init__(self, runner: ModelRunner, mag: Any, size: int):
+        self.runner, self.mag, self.size = runner, mag, max(1, int(size))
+        self.frames: deque[Prepared] = deque()  # not handed out yet
+        self.waiting: list[np.ndarray] = []  # crops not through the network yet, in order
+        self.scores = np.empty(0, np.float32)  # scores of crops through the network, not handed out yet
+
+    def add(self, item: Prepared) -> list[tuple[Prepared, np.ndarray]]:
+        """Queue a frame's crops; the frames completed by the full batches this allowed, with their tile scores."""
+        self.frames.append(item)
+        self.waiting.append(item[1])
+        return self._run(final=False) if sum(map(len, self.waiting)) >= self.size else []
+
+    def finish(self) -> list[tuple[Prepared, np.ndarray]]:
+        """Score what is left; every remaining frame with its tile scores."""
+        return self._run(final=True) if self.frames else []
+
+    def _run(self, final: bool) -> list[tuple[Prepared, np.ndarray]]:
+        # one frame's crops (a large frame brings a thousand) as they are, not copied
+        crops = self.waiting[0] if len(self.waiting) == 1 else np.concatenate(self.waiting)
+        usable = len(crops) if final else len(crops) - len(crops) % self.size
+        if usable:
+            scored = self.runner(crops[:usable], self.mag.expand(usable))
+            self.scores = np.concatenate([self.scores, scored]) if len(self.scores) else scored
+        self.waiting = [crops[usable:]] if usable < len(crops) else []
+        done, start = [], 0
+        while self.frames and start + len(self.frames[0][1]) <= len(self.scores):
+            item = self.frames.popleft()
+            done.append((item, self.scores[start : start + len(item[1])]))
+            start += len(item[1])
+        self.scores = self.scores[start:]
+        return done
+
+
 def score_prepared(
     prepared: Iterable[Prepared],
     magnification: float,
     model: Any,
     mode: str = MODES[0],
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
     bf16: bool | None = None,
 ) -> Iterator[FrameScore]:
     """Yield a :class:`FrameScore` per frame already cut into crops (:func:`frame_crops`, :func:`series_crops`),
-    batching at least ``batch_size`` crops across frames.
+    in order, the crops going through the network in batches of ``batch_size`` across frames (:class:`CropBatches`).
 
     ``bf16``: reduced-precision autocast where the device has it natively (None/True; False: float32; about 2x
     faster on such CPUs, scores within ~0.05 of float32 — see benchmarks/bench_inference.py). Raises
@@ -309,34 +355,21 @@ def score_prepared(
 
     plausible_magnification(magnification)  # a clear error, never a NaN score
     check_magnification(magnification)
-    mag = normalize_magnification(magnification)
-    runner = ModelRunner(model, device, bf16)
-    pending: list[Prepared] = []
+    runner = ModelRunner(model, device, bf16, max_batch=max(1, batch_size))
+    batches = CropBatches(runner, normalize_magnification(magnification), batch_size)
 
-    def run(batch: list[Prepared]) -> Iterator[FrameScore]:
-        # one frame (a large frame brings a thousand crops): its crops as they are, not copied
-        crops = batch[0][1] if len(batch) == 1 else np.concatenate([c for _, c, _, _ in batch])
-        scores = runner(crops, mag.expand(len(crops)))
-        start = 0
-        for index, c, origins, facts in batch:
-            tiles = scores[start : start + len(c)]
-            start += len(c)
+    def results(done: list[tuple[Prepared, np.ndarray]]) -> Iterator[FrameScore]:
+        for (index, _crops, origins, facts), tiles in done:
             score, spread, tiles = frame_score(tiles, mode, runner.model)
             yield FrameScore(index, score, tiles, origins, spread=spread, **facts)
 
-    n_crops = 0
     if str(device).split(":")[0] != "cpu":  # on a CPU the reading thread would only take cores from the model
         prepared = prepared_ahead(prepared)
-    for index, crops, origins, facts in prepared:
+    for item in prepared:
         if should_stop is not None and should_stop():
-            raise CancelledError(f"scoring cancelled at frame {index}")
-        pending.append((index, crops, origins, facts))
-        n_crops += len(crops)
-        if n_crops >= batch_size:
-            yield from run(pending)
-            pending, n_crops = [], 0
-    if pending:
-        yield from run(pending)
+            raise CancelledError(f"scoring cancelled at frame {item[0]}")
+        yield from results(batches.add(item))
+    yield from results(batches.finish())
 
 
 def score_series(
@@ -345,7 +378,7 @@ def score_series(
     magnification: float | None = None,
     mode: str = MODES[0],
     device: str = "cpu",
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     should_stop: Callable[[], bool] | None = None,
     frames: Iterable[np.ndarray] | None = None,
 ) -> Iterator[FrameScore]:
