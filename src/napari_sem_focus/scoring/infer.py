@@ -322,7 +322,8 @@ class CropBatches:
         if usable:
             scored = self.runner(crops[:usable], self.mag.expand(usable))
             self.scores = np.concatenate([self.scores, scored]) if len(self.scores) else scored
-        self.waiting = [crops[usable:]] if usable < len(crops) else []
+        # the few crops left over, copied: a view would keep a large frame's thousand crops in memory
+        self.waiting = [crops[usable:].copy()] if usable < len(crops) else []
         done, start = [], 0
         while self.frames and start + len(self.frames[0][1]) <= len(self.scores):
             item = self.frames.popleft()
