@@ -51,9 +51,8 @@ def to_float(raw: np.ndarray, offset: float, scale: float) -> np.ndarray:
     and 16-bit level (checked by the tests); 1024x768 8-bit: 0.11 ms instead of 0.42 ms through a lookup table and
     3-4x less than NumPy's four passes; clipped only where the type's range can leave [0, 1] (:func:`never_clips`).
     """
-    fast = raw.dtype.type in _ONE_PASS_TYPES and raw.dtype.isnative and raw.ndim == 2 and raw.size
-    info = np.iinfo(raw.dtype) if fast else None
-    if info is not None and offset in (0, info.min):
+    one_pass = raw.dtype.type in _ONE_PASS_TYPES and raw.dtype.isnative and raw.ndim == 2 and raw.size
+    if one_pass and offset in (0, np.iinfo(raw.dtype).min):
         import cv2
 
         out = cv2.addWeighted(raw, 1.0 / scale, raw, 0.0, -offset / scale, dtype=cv2.CV_32F)

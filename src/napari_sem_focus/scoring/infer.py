@@ -99,11 +99,12 @@ def frame_crops(
     """(stack of crops (n, rows, cols) to score, their origins, facts about the frame's structure) of one float
     frame for ``mode``. The facts: ``structure_fraction`` and ``has_structure`` (of the scored region).
     ``noise_sigma``: the frame's pixel-noise sigma when the caller measured it already (else measured here)."""
-    from .structure import STRUCTURE_FLOOR, StructureMap, structured_tiles
+    from .structure import STRUCTURE_FLOOR, StructureMap, binning_for, noise_residue, structured_tiles
 
     if mode not in MODES:
         raise SemFocusError(f"unknown scoring mode '{mode}'; choose from {MODES}")
-    structure = StructureMap(frame, scratch=True, sigma=noise_sigma)  # used up here, before this thread's next frame
+    residue = None if noise_sigma is None else noise_residue(noise_sigma, binning_for(frame.shape))
+    structure = StructureMap(frame, residue, scratch=True)  # used up here, before this thread's next frame
     origins = tile_origins(frame.shape, crop)
     tile_structure = structure.regions(origins, crop)
     facts: dict[str, Any] = {"structure_fraction": structure.fraction(origins, crop, tile_structure)}

@@ -168,21 +168,17 @@ def noise_residue(sigma: float, binning: int = 1) -> float:
 
 class StructureMap:
     """The low-passed frame and its noise residue, to measure the structure of any region of one frame.
-    ``residue``: the noise residue when it is known already (a band of a large frame), else estimated here from
-    ``sigma`` (the frame's pixel-noise sigma when it is known: :func:`raw_noise_sigma`) or the frame itself.
+    ``residue``: the noise residue when it is known already (a band of a large frame, or :func:`noise_residue` of
+    the stored pixels' :func:`raw_noise_sigma`), else estimated here.
     ``scratch``: keep the low-passed frame in this thread's :func:`scratch_array` — only for a map used up before
     the thread makes the next one (the next overwrites it)."""
 
-    def __init__(
-        self, frame: np.ndarray, residue: float | None = None, scratch: bool = False, sigma: float | None = None
-    ):
+    def __init__(self, frame: np.ndarray, residue: float | None = None, scratch: bool = False):
         img = np.asarray(frame, np.float32)
         self.shape = img.shape[:2]
         self.binning = binning_for(img.shape)
         self.lowpass = lowpass(img, scratch)
-        if residue is None:
-            residue = noise_residue(noise_sigma(img) if sigma is None else sigma, self.binning)
-        self.noise_residue = residue
+        self.noise_residue = noise_residue(noise_sigma(img), self.binning) if residue is None else residue
 
     def region(self, row: int, col: int, rows: int, cols: int) -> float:
         """Structure (grey-value std, noise removed) of the region with top-left (row, col) and size rows x cols

@@ -442,7 +442,10 @@ def _fit_steps(
     targets = torch.tensor([f.score for f in train for _ in range(f.views if views else 1)], dtype=torch.float32)
     predictions = {}
     if regime in ("line", "monotone"):  # closed form: the same at every step count
-        adapter.fit_line(stacked, targets, pull) if regime == "line" else adapter.fit_curve(stacked, targets)
+        if regime == "line":
+            adapter.fit_line(stacked, targets, pull)
+        else:
+            adapter.fit_curve(stacked, targets)
         held = adapter.predict(held_out) if held_out else None
         return adapter, {s: held for s in STEP_LADDER if s <= steps} if held_out else {}
     optimizer = torch.optim.Adam(adapter.params, lr=lr)
