@@ -33,7 +33,7 @@ def test_tiles_cover_the_whole_field():
     assert covered.all()
     for mode in ("tiles", "structure", "center"):
         crops, origins, facts = frame_crops(np.zeros((100, 120), np.float32), mode)  # smaller than a tile: padded
-        assert crops.shape == (1, 240, 320) and len(origins) == 1
+        assert np.shape(crops) == (1, 240, 320) and len(origins) == 1
         assert facts["has_structure"] is False and facts["structure_fraction"] == 0.0
     with pytest.raises(SemFocusError, match="unknown scoring mode"):
         frame_crops(np.zeros((300, 400), np.float32), "median")
@@ -79,6 +79,24 @@ def test_batches_hold_exactly_batch_size_crops_and_frames_spanning_two_come_out_
         (alone,) = score_frames([frame], 2000.0, net, "tiles", batch_size=4, bf16=False)
         np.testing.assert_allclose(result.tile_scores, alone.tile_scores, atol=1e-4)
         assert result.score == pytest.approx(alone.score, abs=1e-4) and result.tile_origins == alone.tile_origins
+
+
+def test_crops_are_views_of_the_frame_copied_once_into_a_reused_batch():
+    """frame_crops cuts views (no copy); the batching copies them into one batch buffer, reused batch after batch,
+    and the frames' crops are not kept once copied."""
+    frame = texture((600, 800), seed=1)
+    crops, _, _ = frame_crops(frame, "tiles")
+    assert all(np.shares_memory(c, frame) for c in crops)
+    net = build_focus_net().eval()
+    buffers = []
+
+    def recording(x, mag):
+        buffers.append(x.data_ptr())
+        return net(x, mag)
+
+    results = list(score_frames([frame, frame * 0.5, frame], 2000.0, recording, "tiles", batch_size=3, bf16=False))
+    assert len(set(buffers)) == 1 and len(buffers) == len(crops)  # 3 frames of n crops: n batches of 3, one buffer
+    assert results[0].tile_scores == pytest.approx(results[2].tile_scores)
 
 
 def _corner_texture_frame() -> np.ndarray:

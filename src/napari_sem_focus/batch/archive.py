@@ -110,7 +110,8 @@ class _ArchiveFiles:
                     out.append(PreparedFrame(name, i, None, {}, None, source, wd, "no magnification: give one"))
                     continue
                 crops, _origins, facts = series_crops(series, i, self.mode)
-                out.append(PreparedFrame(name, i, crops, facts, mag, source, wd))
+                # copied out of the frame: a file's frames are all prepared before they are scored
+                out.append(PreparedFrame(name, i, np.stack(crops), facts, mag, source, wd))
             return out
         except SemFocusError as err:
             return [] if (name, 0) in self.skip else [PreparedFrame(name, 0, None, {}, None, "", None, str(err))]

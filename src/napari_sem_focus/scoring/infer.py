@@ -37,6 +37,9 @@ from .tiles import CROP_SIZE, tile_origins
 T = TypeVar("T")
 
 TILE_QUANTILE = 0.75
+
+#: A frame's crops to score: a stack (n, rows, cols) or a list of n 2-D arrays (views into the frame).
+Crops = np.ndarray | list[np.ndarray]
 MODES = ("structure", "center", "tiles")  # the first is the default (see docs/benchmarks.md)
 
 
@@ -95,10 +98,11 @@ def crop_or_pad(image: np.ndarray, size: tuple[int, int], rng: np.random.Generat
 
 def frame_crops(
     frame: np.ndarray, mode: str, crop: tuple[int, int] = CROP_SIZE, noise_sigma: float | None = None
-) -> tuple[np.ndarray, list, dict]:
-    """(stack of crops (n, rows, cols) to score, their origins, facts about the frame's structure) of one float
-    frame for ``mode``. The facts: ``structure_fraction`` and ``has_structure`` (of the scored region).
-    ``noise_sigma``: the frame's pixel-noise sigma when the caller measured it already (else measured here)."""
+) -> tuple[Crops, list, dict]:
+    """(crops to score, their origins, facts about the frame's structure) of one float frame for ``mode``. The crops
+    are a list of 2-D views into ``frame``, not copies: :class:`CropBatches` copies each once, into the network's
+    batch (``np.stack`` them for an array). The facts: ``structure_fraction`` and ``has_structure`` (of the scored
+    region). ``noise_sigma``: the frame's pixel-noise sigma when the caller measured it already (else measured here)."""
     from .structure import STRUCTURE_FLOOR, StructureMap, binning_for, noise_residue, structured_tiles
 
     if mode not in MODES:
@@ -112,12 +116,12 @@ def frame_crops(
     if mode == "center" or small:
         origin = (max((frame.shape[0] - crop[0]) // 2, 0), max((frame.shape[1] - crop[1]) // 2, 0))
         facts["has_structure"] = bool(structure.region(*origin, *crop) >= STRUCTURE_FLOOR)
-        return crop_or_pad(frame, crop, None)[None], [origin], facts
+        return [crop_or_pad(frame, crop, None)], [origin], facts
     facts["has_structure"] = bool(tile_structure.max() >= STRUCTURE_FLOOR)
     if mode == "structure":
         keep = structured_tiles(tile_structure)
         origins = [o for o, k in zip(origins, keep, strict=True) if k]
-    return np.stack([frame[r : r + crop[0], c : c + crop[1]] for r, c in origins]), origins, facts
+    return [frame[r : r + crop[0], c : c + crop[1]] for r, c in origins], origins, facts
 
 
 def series_crops(
@@ -275,8 +279,8 @@ def prepared_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 future.cancel()
 
 
-#: A frame made ready for the model: (frame index, its crops (n, rows, cols), their origins, structure facts).
-Prepared = tuple[int, np.ndarray, list, dict]
+#: A frame made ready for the model: (frame index, its crops (:data:`Crops`), their origins, structure facts).
+Prepared = tuple[int, Crops, list, dict]
 
 
 def score_frames(
@@ -298,38 +302,46 @@ class CropBatches:
     smaller): a frame's crops may span two batches, and a frame is handed out once all of its crops are scored.
     Exact batches because the network's time per crop depends on the batch (:data:`BATCH_SIZE`): frames of 5 crops
     gathered into batches of 35 ran slower than the same crops in batches of 32 (medians 17.6-18.4 against 16.2
-    ms a crop on this project's 2-core CPU)."""
+    ms a crop on this project's 2-core CPU). Each crop is copied once, into one batch buffer that is reused (the
+    frames' crops are views; the frames are not kept once their crops are in the buffer)."""
 
     def __init__(self, runner: ModelRunner, mag: Any, size: int):
         self.runner, self.mag, self.size = runner, mag, max(1, int(size))
-        self.frames: deque[Prepared] = deque()  # not handed out yet
-        self.waiting: list[np.ndarray] = []  # crops not through the network yet, in order
+        self.frames: deque[tuple[Prepared, int]] = deque()  # (frame without its crops, crop count), not handed out
+        self.batch: np.ndarray | None = None  # float32 (size, rows, cols), filled up to ``filled``
+        self.filled = 0
         self.scores = np.empty(0, np.float32)  # scores of crops through the network, not handed out yet
 
     def add(self, item: Prepared) -> list[tuple[Prepared, np.ndarray]]:
         """Queue a frame's crops; the frames completed by the full batches this allowed, with their tile scores."""
-        self.frames.append(item)
-        self.waiting.append(item[1])
-        return self._run(final=False) if sum(map(len, self.waiting)) >= self.size else []
+        index, crops, origins, facts = item
+        self.frames.append(((index, [], origins, facts), len(crops)))
+        for crop in crops:
+            if self.batch is None:
+                self.batch = np.empty((self.size, *np.shape(crop)), np.float32)
+            self.batch[self.filled] = crop
+            self.filled += 1
+            if self.filled == self.size:
+                self._run()
+        return self._completed()
 
     def finish(self) -> list[tuple[Prepared, np.ndarray]]:
         """Score what is left; every remaining frame with its tile scores."""
-        return self._run(final=True) if self.frames else []
+        if self.filled:
+            self._run()
+        return self._completed()
 
-    def _run(self, final: bool) -> list[tuple[Prepared, np.ndarray]]:
-        # one frame's crops (a large frame brings a thousand) as they are, not copied
-        crops = self.waiting[0] if len(self.waiting) == 1 else np.concatenate(self.waiting)
-        usable = len(crops) if final else len(crops) - len(crops) % self.size
-        if usable:
-            scored = self.runner(crops[:usable], self.mag.expand(usable))
-            self.scores = np.concatenate([self.scores, scored]) if len(self.scores) else scored
-        # the few crops left over, copied: a view would keep a large frame's thousand crops in memory
-        self.waiting = [crops[usable:].copy()] if usable < len(crops) else []
+    def _run(self) -> None:
+        scored = self.runner(self.batch[: self.filled], self.mag.expand(self.filled))
+        self.scores = np.concatenate([self.scores, scored]) if len(self.scores) else scored
+        self.filled = 0
+
+    def _completed(self) -> list[tuple[Prepared, np.ndarray]]:
         done, start = [], 0
-        while self.frames and start + len(self.frames[0][1]) <= len(self.scores):
-            item = self.frames.popleft()
-            done.append((item, self.scores[start : start + len(item[1])]))
-            start += len(item[1])
+        while self.frames and start + self.frames[0][1] <= len(self.scores):
+            item, count = self.frames.popleft()
+            done.append((item, self.scores[start : start + count]))
+            start += count
         self.scores = self.scores[start:]
         return done
 

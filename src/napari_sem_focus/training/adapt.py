@@ -265,7 +265,7 @@ def frame_features(
     for i, (image, magnification, score) in enumerate(samples):
         if should_stop is not None and should_stop():
             raise CancelledError("adaptation cancelled")
-        crops, _origins, _facts = frame_crops(np.asarray(image, np.float32), "structure")
+        crops = np.stack(frame_crops(np.asarray(image, np.float32), "structure")[0])
         views = [crops, crops[:, :, ::-1]] if mirror else [crops]
         batch = torch.from_numpy(np.ascontiguousarray(np.concatenate(views)))[:, None].to(device)
         with torch.inference_mode(), autocast:
