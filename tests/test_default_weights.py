@@ -66,3 +66,19 @@ def test_real_texture_with_a_featureless_centre_is_scored_on_its_structure():
     assert int(np.argmax(scores)) == 3, scores
     assert scores[3] - max(scores[0], scores[6]) > 0.8, scores
     assert all(r.has_structure and r.structure_fraction < 0.5 for r in results)  # the indent only
+
+
+def test_the_background_preload_leaves_the_scoring_modules_and_the_bundled_network_ready():
+    """What the napari widget loads in the background before the click on Score stack: the scoring modules
+    (OpenCV among them) and the bundled network, cached, so the click's job finds the same model at once."""
+    import sys
+
+    from napari_sem_focus.scoring import weights
+    from napari_sem_focus.scoring.preload import load_pytorch
+
+    weights._CACHE.clear()
+    load_pytorch()
+    assert {"cv2", "napari_sem_focus.scoring.analysis", "torchvision.models"} <= set(sys.modules)
+    (key,) = weights._CACHE  # the bundled network on the CPU, loaded by the preload
+    assert key[0] == str(bundled_weights_path().resolve()) and key[2] == "cpu"
+    assert weights.load_model(None) is weights._CACHE[key]
