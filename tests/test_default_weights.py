@@ -82,3 +82,13 @@ def test_the_background_preload_leaves_the_scoring_modules_and_the_bundled_netwo
     (key,) = weights._CACHE  # the bundled network on the CPU, loaded by the preload
     assert key[0] == str(bundled_weights_path().resolve()) and key[2] == "cpu"
     assert weights.load_model(None) is weights._CACHE[key]
+
+
+def test_the_background_preload_runs_once_per_process():
+    from napari_sem_focus.scoring import preload
+
+    preload._LOADED.clear()
+    thread = preload.load_pytorch_in_background()
+    assert thread is not None
+    thread.join(timeout=120)
+    assert preload._LOADED.is_set() and preload.load_pytorch_in_background() is None

@@ -37,10 +37,10 @@ from .tiles import CROP_SIZE, tile_origins
 T = TypeVar("T")
 
 TILE_QUANTILE = 0.75
+MODES = ("structure", "center", "tiles")  # the first is the default (see docs/benchmarks.md)
 
 #: A frame's crops to score: a stack (n, rows, cols) or a list of n 2-D arrays (views into the frame).
 Crops = np.ndarray | list[np.ndarray]
-MODES = ("structure", "center", "tiles")  # the first is the default (see docs/benchmarks.md)
 
 
 def interpret_score(score: float) -> str:

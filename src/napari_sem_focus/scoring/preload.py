@@ -5,7 +5,6 @@ Importing this module imports no torch: only calling its functions does.
 
 from __future__ import annotations
 
-import sys
 import threading
 
 from ..device import lower_thread_priority
@@ -30,17 +29,23 @@ def load_pytorch() -> None:
     load_model(None)  # the bundled weights on the CPU, cached (weights.load_model): what Score stack uses first
 
 
+#: Set once :func:`load_pytorch` has run to its end in this process (another plugin may have imported torchvision
+#: already: the scoring modules and the network still need loading then).
+_LOADED = threading.Event()
+
+
 def load_pytorch_in_background() -> threading.Thread | None:
-    """Import PyTorch and torchvision in a thread of its own at lower priority (:func:`load_pytorch`) unless they
-    are imported already; returns the thread. Not a daemon: a viewer closed meanwhile waits for the import to end
-    rather than tearing down an interpreter in the middle of loading libtorch."""
-    if "torchvision.models" in sys.modules:
+    """Run :func:`load_pytorch` in a thread of its own at lower priority unless it ran already; returns the thread.
+    Not a daemon: a viewer closed meanwhile waits for the import to end rather than tearing down an interpreter in
+    the middle of loading libtorch."""
+    if _LOADED.is_set():
         return None
 
     def load() -> None:
         lower_thread_priority()
         try:
             load_pytorch()
+            _LOADED.set()
         except Exception:  # a broken install: scoring will say so when it is asked for
             pass
 
