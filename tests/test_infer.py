@@ -99,6 +99,26 @@ def test_crops_are_views_of_the_frame_copied_once_into_a_reused_batch():
     assert results[0].tile_scores == pytest.approx(results[2].tile_scores)
 
 
+def test_the_batch_buffer_is_page_locked_for_a_cuda_device_only():
+    import torch
+
+    from napari_sem_focus.scoring.infer import batch_buffer
+
+    cpu = batch_buffer((4, 240, 320), "cpu")
+    assert cpu.shape == (4, 240, 320) and cpu.dtype == np.float32
+    assert not torch.from_numpy(cpu).is_pinned()
+    if torch.cuda.is_available():  # on a GPU machine: pinned, and the scores are those of the CPU
+        pinned = batch_buffer((4, 240, 320), "cuda")
+        assert torch.from_numpy(pinned).is_pinned()
+        net = build_focus_net().eval()
+        frames = [texture((300, 400), seed=i) for i in range(3)]
+        on_cpu = [r.score for r in score_frames(frames, 2000.0, net, "tiles", batch_size=3, bf16=False)]
+        on_gpu = [
+            r.score for r in score_frames(frames, 2000.0, net.cuda(), "tiles", batch_size=3, device="cuda", bf16=False)
+        ]
+        np.testing.assert_allclose(on_gpu, on_cpu, atol=1e-3)
+
+
 def _corner_texture_frame() -> np.ndarray:
     """A 768x1024 frame: flat grey with texture only in its top-left 300x400 px."""
     frame = np.full((768, 1024), 0.4, np.float32)

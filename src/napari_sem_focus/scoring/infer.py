@@ -244,7 +244,9 @@ class ModelRunner:
             return np.concatenate([self(*part) for part in parts])
         try:
             with torch.inference_mode(), inference_autocast(self.device, self.bf16):
-                x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).to(self.device)[:, None]
+                # non-blocking from a page-locked batch (batch_buffer): the .cpu() below waits for the whole job
+                x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))
+                x = x.to(self.device, non_blocking=True)[:, None]
                 x = x.contiguous(memory_format=torch.channels_last)  # the model's layout (weights.load_model)
                 return self.model(x, mag_norm.to(self.device)).float().cpu().numpy()
         except torch.OutOfMemoryError:
@@ -297,6 +299,17 @@ def score_frames(
 BATCH_SIZE = 32
 
 
+def batch_buffer(shape: tuple[int, ...], device: str) -> np.ndarray:
+    """An empty float32 array for the network's batches on ``device``: in page-locked (pinned) memory for a CUDA
+    device, so that each batch's copy to the GPU is one direct transfer that need not block the host (ModelRunner
+    copies with ``non_blocking``), else ordinary memory."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
+    return np.empty(shape, np.float32)
+
+
 class CropBatches:
     """Crops of successive frames through the network in batches of exactly ``size`` crops (the last one may be
     smaller): a frame's crops may span two batches, and a frame is handed out once all of its crops are scored.
@@ -318,7 +331,7 @@ class CropBatches:
         self.frames.append(((index, [], origins, facts), len(crops)))
         for crop in crops:
             if self.batch is None:
-                self.batch = np.empty((self.size, *np.shape(crop)), np.float32)
+                self.batch = batch_buffer((self.size, *np.shape(crop)), self.runner.device)
             self.batch[self.filled] = crop
             self.filled += 1
             if self.filled == self.size:
