@@ -74,7 +74,9 @@ def score_rows(
         if note not in series.notes:  # once, however often the series is scored
             series.notes.append(note)
         names = []
-    read = None if series.is_large else frames()  # a large frame is read band by band by the scorer itself
+    # a large frame is read band by band by the scorer itself; without metrics the scorer reads each frame itself
+    # too, and measures its pixel noise on the stored grey levels (infer.series_crops: the same values, less work)
+    read = frames() if names is None or names else None
     for result in score_series(series, weights, magnification, mode, device, should_stop=should_stop, frames=read):
         row = frame_row(series, result.frame) | score_columns(result) | pending.pop(result.frame, {})
         yield row, result
