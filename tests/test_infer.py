@@ -280,6 +280,52 @@ def test_frames_prepared_ahead_come_in_order_with_their_errors_and_stop_when_clo
     assert len(produced) <= 3
 
 
+def test_frames_prepared_in_parallel_come_in_order_with_their_errors_and_stop_when_closed():
+    import threading
+    import time
+
+    from napari_sem_focus.scoring.infer import prepared_in_parallel
+
+    threads = set()
+
+    def prepare(i):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.002 * (i % 3))  # later items may finish first
+        if i == 7:
+            raise ValueError("frame 7 is damaged")
+        return i * i
+
+    assert list(prepared_in_parallel(prepare, 7, workers=3)) == [i * i for i in range(7)]
+    assert len(threads) > 1 and threading.current_thread().name not in threads
+    got = []
+    with pytest.raises(ValueError, match="frame 7"):
+        for item in prepared_in_parallel(prepare, 20, workers=3):
+            got.append(item)
+    assert got == [i * i for i in range(7)]
+    started = []
+
+    def counted(i):
+        started.append(i)
+        return i
+
+    ahead = prepared_in_parallel(counted, 100, workers=2, depth=4)
+    assert next(ahead) == 0
+    ahead.close()  # the consumer stops (Cancel): no more than what was already ahead was started
+    assert len(started) <= 5
+
+
+def test_series_prepared_in_parallel_give_the_crops_of_the_series_read_in_order(tmp_path):
+    from napari_sem_focus.io.series import read_series, write_series_tiff
+    from napari_sem_focus.scoring.infer import prepared_in_parallel, series_crops
+
+    frames = [(texture((500, 700), seed=i) * 255).astype(np.uint8) for i in range(6)]
+    series = read_series(write_series_tiff(tmp_path / "s.tif", frames, [{"magnification": 2000.0}] * 6))
+    parallel = list(prepared_in_parallel(lambda i: series_crops(series, i, "structure"), len(series), workers=3))
+    for i, (crops, origins, facts) in enumerate(parallel):
+        alone = series_crops(series, i, "structure")
+        assert np.array_equal(np.stack(crops), np.stack(alone[0])) and origins == alone[1] and facts == alone[2]
+
+
 def test_structure_scratch_buffers_are_per_thread_and_change_no_value():
     """The low-pass and Immerkaer buffers a thread reuses give the same structure as fresh arrays; another thread
     gets its own buffer."""

@@ -281,6 +281,36 @@ def prepared_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 future.cancel()
 
 
+def prepared_in_parallel(prepare: Callable[[int], T], count: int, workers: int, depth: int = 0) -> Iterator[T]:
+    """``prepare(0)``, ..., ``prepare(count - 1)`` computed by ``workers`` threads, up to ``depth`` (default twice
+    the workers) ahead of the consumer, handed out in order: what feeds a GPU faster than one thread can read and
+    prepare frames (OpenCV, NumPy and the file reads release the GIL). Exceptions come out where the item would
+    have; closing the iterator stops submitting (the items already running finish)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    depth = depth or 2 * workers
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="sem-focus-prepare") as pool:
+        queue = deque(pool.submit(prepare, i) for i in range(min(depth, count)))
+        submitted = len(queue)
+        try:
+            while queue:
+                item = queue.popleft().result()
+                if submitted < count:
+                    queue.append(pool.submit(prepare, submitted))
+                    submitted += 1
+                yield item
+        finally:
+            for future in queue:
+                future.cancel()
+
+
+def prepare_workers() -> int:
+    """Threads that read and prepare frames for a GPU: the CPU's cores but one for the loop itself, at most 4."""
+    import os
+
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
 #: A frame made ready for the model: (frame index, its crops (:data:`Crops`), their origins, structure facts).
 Prepared = tuple[int, Crops, list, dict]
 
@@ -368,9 +398,11 @@ def score_prepared(
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
     bf16: bool | None = None,
+    ahead: bool | None = None,
 ) -> Iterator[FrameScore]:
     """Yield a :class:`FrameScore` per frame already cut into crops (:func:`frame_crops`, :func:`series_crops`),
     in order, the crops going through the network in batches of ``batch_size`` across frames (:class:`CropBatches`).
+    ``ahead``: draw ``prepared`` in a background thread (:func:`prepared_ahead`); None: on any device but the CPU.
 
     ``bf16``: reduced-precision autocast where the device has it natively (None/True; False: float32; about 2x
     faster on such CPUs, scores within ~0.05 of float32 — see benchmarks/bench_inference.py). Raises
@@ -390,7 +422,9 @@ def score_prepared(
             score, spread, tiles = frame_score(tiles, mode, runner.model)
             yield FrameScore(index, score, tiles, origins, spread=spread, **facts)
 
-    if str(device).split(":")[0] != "cpu":  # on a CPU the reading thread would only take cores from the model
+    if ahead is None:  # on a CPU the reading thread would only take cores from the model
+        ahead = str(device).split(":")[0] != "cpu"
+    if ahead:
         prepared = prepared_ahead(prepared)
     for item in prepared:
         if should_stop is not None and should_stop():
@@ -426,5 +460,12 @@ def score_series(
     if frames is not None:
         yield from score_frames(frames, mag, model, mode, batch_size=batch_size, device=device, should_stop=should_stop)
         return
-    prepared = ((index, *series_crops(series, index, mode)) for index in range(len(series)))
-    yield from score_prepared(prepared, mag, model, mode, batch_size, device, should_stop)
+
+    def prepare(index: int) -> Prepared:
+        return (index, *series_crops(series, index, mode))
+
+    if str(device).split(":")[0] == "cpu" or series.is_large:  # a large frame's crops: one frame at a time
+        prepared: Iterable[Prepared] = (prepare(index) for index in range(len(series)))
+    else:  # frames read and prepared by several threads ahead of the GPU
+        prepared = prepared_in_parallel(prepare, len(series), prepare_workers())
+    yield from score_prepared(prepared, mag, model, mode, batch_size, device, should_stop, ahead=False)
