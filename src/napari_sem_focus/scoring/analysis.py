@@ -62,22 +62,19 @@ def score_rows(
     names = None if metrics is None else list(metrics)
     pending: dict[int, dict[str, float]] = {}
 
-    def frames() -> Iterator[Any]:
-        for i in range(len(series)):
-            frame = series.frame(i)
-            if names is None or names:
-                pending[i] = compute_metrics(frame, names, smooth_sigma_px)
-            yield frame
-
     if series.is_large and (names is None or names):  # band by band there is no whole frame to measure
         note = "classic metrics are not computed for frames above 64 Mpx: score a region (--roi) for them"
         if note not in series.notes:  # once, however often the series is scored
             series.notes.append(note)
         names = []
-    # a large frame is read band by band by the scorer itself; without metrics the scorer reads each frame itself
-    # too, and measures its pixel noise on the stored grey levels (infer.series_crops: the same values, less work)
-    read = frames() if names is None or names else None
-    for result in score_series(series, weights, magnification, mode, device, should_stop=should_stop, frames=read):
+
+    def measure(index: int, frame: Any) -> None:  # the scorer's own read of the frame (one dict entry per frame)
+        pending[index] = compute_metrics(frame, names, smooth_sigma_px)
+
+    on_frame = measure if names is None or names else None
+    for result in score_series(
+        series, weights, magnification, mode, device, should_stop=should_stop, on_frame=on_frame
+    ):
         row = frame_row(series, result.frame) | score_columns(result) | pending.pop(result.frame, {})
         yield row, result
 

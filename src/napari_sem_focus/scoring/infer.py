@@ -125,11 +125,16 @@ def frame_crops(
 
 
 def series_crops(
-    series: Any, index: int, mode: str, crop: tuple[int, int] = CROP_SIZE
-) -> tuple[np.ndarray, list, dict]:
+    series: Any,
+    index: int,
+    mode: str,
+    crop: tuple[int, int] = CROP_SIZE,
+    on_frame: Callable[[int, np.ndarray], None] | None = None,
+) -> tuple[Crops, list, dict]:
     """:func:`frame_crops` of frame ``index`` of a :class:`~napari_sem_focus.io.series.FocusSeries`, its pixel noise
     measured on the stored pixels (:func:`~.structure.raw_noise_sigma`); a large frame (above 64 Mpx) band by band,
-    never whole (:mod:`napari_sem_focus.scoring.large_frames`)."""
+    never whole (:mod:`napari_sem_focus.scoring.large_frames`). ``on_frame(index, frame)``: called with the float
+    frame as it is read (e.g. for classic metrics of the same array; never for a large frame)."""
     from ..io.series import frame_and_raw
     from .structure import raw_noise_sigma
 
@@ -140,6 +145,8 @@ def series_crops(
 
         return large_frame_crops(series, index, mode, crop)
     frame, raw = frame_and_raw(series, index)
+    if on_frame is not None:
+        on_frame(index, frame)
     return frame_crops(frame, mode, crop, raw_noise_sigma(raw, *series.intensity_map))
 
 
@@ -442,11 +449,13 @@ def score_series(
     batch_size: int = BATCH_SIZE,
     should_stop: Callable[[], bool] | None = None,
     frames: Iterable[np.ndarray] | None = None,
+    on_frame: Callable[[int, np.ndarray], None] | None = None,
 ) -> Iterator[FrameScore]:
     """Score every frame of a :class:`FocusSeries` with the given (default: bundled) weights.
 
     ``frames``: the series' frames when the caller already reads them (default: each frame read here, a large one
-    band by band: :func:`series_crops`).
+    band by band: :func:`series_crops`). ``on_frame(index, frame)``: called with each float frame read here (in the
+    preparing threads on a GPU: it must be thread-safe), e.g. to compute classic metrics of the same array.
     """
     from .weights import load_model
 
@@ -462,7 +471,7 @@ def score_series(
         return
 
     def prepare(index: int) -> Prepared:
-        return (index, *series_crops(series, index, mode))
+        return (index, *series_crops(series, index, mode, on_frame=on_frame))
 
     if str(device).split(":")[0] == "cpu" or series.is_large:  # a large frame's crops: one frame at a time
         prepared: Iterable[Prepared] = (prepare(index) for index in range(len(series)))
