@@ -95,7 +95,7 @@ def scoring_rows(stack: Path) -> list[list[str]]:
     """Row 1: end to end vs a bare forward, per mode. The two are timed alternately :data:`REPEATS` times and the
     fastest of each kept (timeit's rule: the slower runs measure the machine's other work, not the code)."""
     from napari_sem_focus.allocator import reuse_freed_memory
-    from napari_sem_focus.scoring.infer import frame_crops, score_series
+    from napari_sem_focus.scoring.infer import frame_crops, score_frames
     from napari_sem_focus.scoring.weights import load_model
 
     # as `sem-focus score` runs (cli.main sets it for every command); ours and bare share the process
@@ -103,7 +103,7 @@ def scoring_rows(stack: Path) -> list[list[str]]:
     model = load_model(None)
     rows = []
     for mode in MODES_MEASURED:
-        list(score_series(read_series(stack), mode=mode, frames=tinball_frames(4)))  # warm-up
+        list(score_frames([f / np.float32(255) for f in tinball_frames(4)], 5000.0, model, mode))  # warm-up
         series = read_series(stack)
         crops = np.concatenate([frame_crops(series.frame(i), mode)[0] for i in range(len(series))])
         repeats = REPEATS[mode]

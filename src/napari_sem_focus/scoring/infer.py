@@ -270,34 +270,33 @@ class ModelRunner:
 
 def prepared_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     """``items`` (frames being read and cut into crops) computed in a background thread up to ``depth`` ahead of
-    the consumer, so that reading and preparing the next frames overlaps the GPU's work on this batch (both
-    release the GIL). Exceptions come out where the item would have; closing the iterator stops the thread.
-    Not used on a CPU: measured on 2 cores, the thread slowed scoring by ~10 % (it takes cores from the model)."""
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
+    the consumer (:func:`prepared_in_parallel` with one thread drawing from ``items``), so that reading and preparing
+    the next frames overlaps the GPU's work on this batch. Exceptions come out where the item would have; closing
+    the iterator stops the thread. Not used on a CPU: measured on 2 cores, the thread slowed scoring by ~10 % (it
+    takes cores from the model)."""
+    import contextlib
 
     source, end = iter(items), object()
-    with ThreadPoolExecutor(1, thread_name_prefix="sem-focus-prepare") as pool:
-        queue = deque(pool.submit(next, source, end) for _ in range(depth))
-        try:
-            while (item := queue.popleft().result()) is not end:
-                queue.append(pool.submit(next, source, end))
-                yield item
-        finally:
-            for future in queue:
-                future.cancel()
+    ahead = prepared_in_parallel(lambda _: next(source, end), None, workers=1, depth=depth)
+    with contextlib.closing(ahead):
+        for item in ahead:
+            if item is end:
+                return
+            yield item
 
 
-def prepared_in_parallel(prepare: Callable[[int], T], count: int, workers: int, depth: int = 0) -> Iterator[T]:
-    """``prepare(0)``, ..., ``prepare(count - 1)`` computed by ``workers`` threads, up to ``depth`` (default twice
-    the workers) ahead of the consumer, handed out in order: what feeds a GPU faster than one thread can read and
-    prepare frames (OpenCV, NumPy and the file reads release the GIL). Exceptions come out where the item would
-    have; closing the iterator stops submitting (the items already running finish)."""
+def prepared_in_parallel(prepare: Callable[[int], T], count: int | None, workers: int, depth: int = 0) -> Iterator[T]:
+    """``prepare(0)``, ..., ``prepare(count - 1)`` (without end when ``count`` is None) computed by ``workers``
+    threads, up to ``depth`` (default twice the workers) ahead of the consumer, handed out in order: what feeds a GPU
+    faster than one thread can read and prepare frames (OpenCV, NumPy and the file reads release the GIL).
+    Exceptions come out where the item would have; closing the iterator stops submitting (the items already running
+    finish)."""
     from concurrent.futures import ThreadPoolExecutor
 
     depth = depth or 2 * workers
+    count = math.inf if count is None else count
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="sem-focus-prepare") as pool:
-        queue = deque(pool.submit(prepare, i) for i in range(min(depth, count)))
+        queue = deque(pool.submit(prepare, i) for i in range(int(min(depth, count))))
         submitted = len(queue)
         try:
             while queue:
@@ -309,6 +308,11 @@ def prepared_in_parallel(prepare: Callable[[int], T], count: int, workers: int, 
         finally:
             for future in queue:
                 future.cancel()
+
+
+def on_cpu(device: Any) -> bool:
+    """Whether ``device`` ("cpu", "cuda:0", a torch.device ...) is the CPU."""
+    return str(device).split(":")[0] == "cpu"
 
 
 def prepare_workers() -> int:
@@ -327,7 +331,9 @@ def score_frames(
 ) -> Iterator[FrameScore]:
     """Yield a :class:`FrameScore` per float [0, 1] frame, batching crops across frames; ``options``: those of
     :func:`score_prepared` (``batch_size``, ``device``, ``should_stop``, ``bf16``)."""
-    prepared = ((index, *frame_crops(frame, mode)) for index, frame in enumerate(frames))
+    prepared: Iterable[Prepared] = ((index, *frame_crops(frame, mode)) for index, frame in enumerate(frames))
+    if not on_cpu(options.get("device", "cpu")):  # on a CPU the reading thread would only take cores from the model
+        prepared = prepared_ahead(prepared)
     yield from score_prepared(prepared, magnification, model, mode, **options)
 
 
@@ -405,11 +411,9 @@ def score_prepared(
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
     bf16: bool | None = None,
-    ahead: bool | None = None,
 ) -> Iterator[FrameScore]:
     """Yield a :class:`FrameScore` per frame already cut into crops (:func:`frame_crops`, :func:`series_crops`),
     in order, the crops going through the network in batches of ``batch_size`` across frames (:class:`CropBatches`).
-    ``ahead``: draw ``prepared`` in a background thread (:func:`prepared_ahead`); None: on any device but the CPU.
 
     ``bf16``: reduced-precision autocast where the device has it natively (None/True; False: float32; about 2x
     faster on such CPUs, scores within ~0.05 of float32 — see benchmarks/bench_inference.py). Raises
@@ -429,10 +433,6 @@ def score_prepared(
             score, spread, tiles = frame_score(tiles, mode, runner.model)
             yield FrameScore(index, score, tiles, origins, spread=spread, **facts)
 
-    if ahead is None:  # on a CPU the reading thread would only take cores from the model
-        ahead = str(device).split(":")[0] != "cpu"
-    if ahead:
-        prepared = prepared_ahead(prepared)
     for item in prepared:
         if should_stop is not None and should_stop():
             raise CancelledError(f"scoring cancelled at frame {item[0]}")
@@ -448,14 +448,12 @@ def score_series(
     device: str = "cpu",
     batch_size: int = BATCH_SIZE,
     should_stop: Callable[[], bool] | None = None,
-    frames: Iterable[np.ndarray] | None = None,
     on_frame: Callable[[int, np.ndarray], None] | None = None,
 ) -> Iterator[FrameScore]:
-    """Score every frame of a :class:`FocusSeries` with the given (default: bundled) weights.
-
-    ``frames``: the series' frames when the caller already reads them (default: each frame read here, a large one
-    band by band: :func:`series_crops`). ``on_frame(index, frame)``: called with each float frame read here (in the
-    preparing threads on a GPU: it must be thread-safe), e.g. to compute classic metrics of the same array.
+    """Score every frame of a :class:`FocusSeries` with the given (default: bundled) weights, each frame read here
+    (:func:`series_crops`; a large one band by band). ``on_frame(index, frame)``: called with each float frame as
+    it is read (in the preparing threads on a GPU: it must be thread-safe), e.g. to compute classic metrics of the
+    same array.
     """
     from .weights import load_model
 
@@ -466,15 +464,12 @@ def score_series(
             "metadata): give it (CLI: --mag)"
         )
     model = load_model(weights, device)
-    if frames is not None:
-        yield from score_frames(frames, mag, model, mode, batch_size=batch_size, device=device, should_stop=should_stop)
-        return
 
     def prepare(index: int) -> Prepared:
         return (index, *series_crops(series, index, mode, on_frame=on_frame))
 
-    if str(device).split(":")[0] == "cpu" or series.is_large:  # a large frame's crops: one frame at a time
+    if on_cpu(device) or series.is_large:  # a large frame's crops: one frame at a time
         prepared: Iterable[Prepared] = (prepare(index) for index in range(len(series)))
     else:  # frames read and prepared by several threads ahead of the GPU
         prepared = prepared_in_parallel(prepare, len(series), prepare_workers())
-    yield from score_prepared(prepared, mag, model, mode, batch_size, device, should_stop, ahead=False)
+    yield from score_prepared(prepared, mag, model, mode, batch_size, device, should_stop)
