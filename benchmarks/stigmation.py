@@ -14,9 +14,9 @@ Success: the final setting is in focus and stigmated, true score >= 9 (within th
 
 Methods (searches within the recognisable range around the start and ±1 stigmator unit):
 
-- ``model / learned``: ours, :func:`napari_sem_focus.focusing.stigmation.focus_and_stigmate` (default method), 24 scans
-  at most; ``model-no-wobble / learned``: the same without stigmating a strongly astigmatic beam by wobbling the
-  focus first (line searches only);
+- ``model / learned``: ours, :func:`napari_sem_focus.focusing.stigmation.focus_and_stigmate` (default method: the
+  beam read from the frames' spectra, then the learned score), 24 scans at most; ``model-lines / learned``: the
+  same with line searches on the learned score only (``beam_model=False``);
 - ``alternating / learned`` and ``alternating / normalized_variance``: SBEMimage's scheme (three scans per setting,
   parabola), 24 scans at most;
 - ``MAPFoSt``: ``mapfost.mapfost.est_aberr`` (Binding, Mikula, Denk 2013) on image pairs at ± the test defocus
@@ -54,7 +54,7 @@ from napari_sem_focus.simulate.virtual_sem import VirtualSEM
 STIGMATION_FAMILIES = tuple(f for f in TRAINING_FAMILIES if f != "lines")
 METHODS = (
     "model/learned",
-    "model-no-wobble/learned",
+    "model-lines/learned",
     "alternating/learned",
     "alternating/normalized_variance",
     "mapfost",
@@ -103,7 +103,7 @@ def make_sem(case: dict) -> tuple[VirtualSEM, float]:
 
 
 def run_ours(sem: VirtualSEM, start: float, method: str, scorer_name: str, scorers: dict) -> tuple:
-    """Our search (method: 'model', 'model-no-wobble' or 'alternating'); (final WD, final stigmators, scans)."""
+    """Our search (method: 'model', 'model-lines' or 'alternating'); (final WD, final stigmators, scans)."""
     scorer = scorers.setdefault(
         (scorer_name, sem.frame.magnification),
         learned_scorer(sem.frame.magnification) if scorer_name == "learned" else metric_scorer(scorer_name),
@@ -113,8 +113,8 @@ def run_ours(sem: VirtualSEM, start: float, method: str, scorer_name: str, score
         start,
         (0.0, 0.0),
         scorer,
-        method=method.removesuffix("-no-wobble"),
-        wobble=not method.endswith("-no-wobble"),
+        method=method.removesuffix("-lines"),
+        beam_model=not method.endswith("-lines"),
         range_um=sem.visible_range_um(),
         stig_range=1.0,
         max_acquisitions=MAX_SCANS,

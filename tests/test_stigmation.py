@@ -188,23 +188,29 @@ def test_cli_stigmate_on_the_virtual_sem(capsys, tmp_path):
     assert out["final_residual_astig_um"] < 12.0 and len(out["best_stigmator"]) == 2
     assert {"working_distance_mm", "stig_x", "stig_y", "score"} <= set(out["scans"][0])
     assert plot.stat().st_size > 20_000
+    assert main([*argv, "--json", "--no-beam-model", "--max-scans", "6"]) == 0  # the score-only path
+    lines = json.loads(capsys.readouterr().out)
+    assert lines["n_acquisitions"] <= 6 and lines["final_true_score"] >= lines["start_true_score"]
 
 
-def test_a_strongly_astigmatic_beam_is_stigmated_by_wobbling_the_focus(scorer):
+def test_a_strongly_astigmatic_beam_is_stigmated_from_the_frames_spectra(scorer):
     """Focal lines 9 depths of field apart at 670x: the learned score prefers either line focus to the circle of
-    least confusion, so stigmator line searches through the focus it finds stall there (this start ended at a true
-    7.3 without the wobble when written). The focus pair's anisotropy steers the stigmators instead: two probes,
-    Newton steps, then the usual line searches; it ends in focus and stigmated."""
+    least confusion, so line searches on the score alone stall there (this start ended at a true 7.3 with them when
+    written). The beam model reads focus and astigmatism from the frames' spectra instead: the working distance's
+    line search, two probes with one stigmator moved a step each, then a jump to the fitted focus and stigmators."""
     frame = FrameParams("rough", 666.0, electrons_per_px=360, astig_um=322.0, astig_angle_deg=105.0, seed=18)
     sem = VirtualSEM(frame, true_wd_mm=5.0, shape=(512, 512), stig_gain_um=440.0, stig_rotation_deg=163.0)
     start = 4.6413
     result = focus_and_stigmate(sem, start, (0.0, 0.0), learned_scorer(666.0), range_um=741.0, keep_images=False)
-    pairs = {}
-    for scan in result.scans:
-        pairs.setdefault((scan.setting.stig_x, scan.setting.stig_y), set()).add(scan.working_distance_mm)
-    wobbled = [stig for stig, wds in pairs.items() if stig != (0.0, 0.0) and len(wds) >= 2]
-    assert len(wobbled) >= 3  # the two probes and at least one Newton step, each a pair under and over focus
+    stigs = [(scan.setting.stig_x, scan.setting.stig_y) for scan in result.scans]
+    assert (0.25, 0.0) in stigs and (0.0, 0.25) in stigs  # the probes: one stigmator a step (a quarter range) each
+    first_move = next(i for i, s in enumerate(stigs) if s != (0.0, 0.0))
+    assert all(s == (0.0, 0.0) for s in stigs[:first_move])  # the working distance first
     final = result.final
     assert sem.true_score(start, (0.0, 0.0)) < 3.0
     assert sem.in_focus_and_stigmated(final.working_distance_mm, (final.stig_x, final.stig_y))
-    assert result.n_acquisitions <= 24
+    assert result.n_acquisitions <= 12
+    lines = focus_and_stigmate(
+        sem, start, (0.0, 0.0), learned_scorer(666.0), range_um=741.0, keep_images=False, beam_model=False
+    )
+    assert all(s.spectrum is None for s in lines.scans)  # the score alone: no spectra taken

@@ -95,6 +95,11 @@ def add_autofocus_parser(sub: Any) -> None:
         "--stig-range", type=float, default=1.0, help="--stigmate: each stigmator within start ± this (units)"
     )
     search.add_argument("--stig-step", type=float, help="--stigmate: first stigmator step (default: range / 4)")
+    search.add_argument(
+        "--no-beam-model",
+        action="store_true",
+        help="--stigmate (model): line searches on the score alone, without reading the beam from the frames' spectra",
+    )
     search.add_argument("--plot", type=Path, help="write the search path as a PNG (on the true curve when known)")
     search.add_argument("--json", action="store_true", help="print the result as JSON")
     af.set_defaults(func=_cmd_autofocus)
@@ -164,6 +169,7 @@ def _stig_options(args: argparse.Namespace, range_um: float) -> dict[str, Any]:
         "stig_step": args.stig_step,
         "max_acquisitions": args.max_scans or 24,
         "keep_images": False,
+        "beam_model": not args.no_beam_model,
     }
 
 

@@ -10,15 +10,20 @@ Methods (``method=``):
 - ``alternating`` — SBEMimage's scheme: three scans along one setting at a time (working distance, stig x, stig y),
   the setting moved to the vertex of the parabola through their scores; round after round, the steps halved, while
   the best score improves.
-- ``model`` (default) — the probe's diameter adds defocus and residual astigmatism in quadrature (``d² = d0² + (2α)²
-  (dz² + |a|²/4)``), so along each setting the score falls off as it does with defocus. One line search per setting with
-  the focus search's fall-off model (:mod:`napari_sem_focus.focusing.autofocus`, ``model``): working distance, stig x,
-  stig y; then jumps to the peak of a joint model of every scan and finer line searches. When the working distance's
-  best frame stays blurred (learned score below :data:`WOBBLE_BELOW`: a strongly astigmatic beam, whose line foci the
-  learned score rates above their truth, so that stigmator line searches through one of them stall), the stigmators
-  are first set by wobbling the focus (:func:`_wobble`, :mod:`.astigmatism`): the anisotropy of a frame over focus
-  minus one under focus points along the residual astigmatism whatever the specimen, and Newton steps drive it to
-  zero; then the working distance is searched again.
+- ``model`` (default) — the working distance first: a line search with the focus search's fall-off model
+  (:mod:`napari_sem_focus.focusing.autofocus`, ``model``) brings the beam near the circle of least confusion. Then
+  the beam is read from the frames themselves (``beam_model``, :func:`_stigmate_from_spectra`): two frames of the
+  same field differ only by the probe, so their power spectra say how much more one is blurred than the other and
+  along which axes (:mod:`.blur_spectrum`); a model of the astigmatic Gaussian probe fitted to every pair
+  (:mod:`.beam_model`) gives the best working distance, the astigmatism, and — after two probes with one stigmator
+  moved each — the 2x2 map from stigmators to astigmatism (the gain and rotation the search is not told). The search
+  jumps to the fitted focus and stigmators; while the learned score has not reached the stigmated level, a focus
+  pair around the jump measures the astigmatism left, and it jumps again. Line searches along each setting with the
+  score alone (the probe's diameter adds defocus and astigmatism in quadrature, ``d² = d0² + (2α)² (dz² + |a|²/4)``,
+  so the score falls off along the stigmators as along the working distance), jumps to the peak of a joint model of
+  every scan, and finer line searches polish the result or take over where the frames are too blurred or noisy to
+  read the beam. Near focus the best scan is the sharpest by its spectrum among those scoring within
+  :data:`SHARPEST_WITHIN` of the top (the learned score rates a frame sharp in one direction above its truth).
 
 With the learned score (an absolute scale) a scan reaching :data:`~napari_sem_focus.focusing.autofocus.IN_FOCUS_SCORE`
 that is the best so far ends the search: in focus and stigmated.
@@ -40,7 +45,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import SemFocusError
-from .astigmatism import focus_pair_anisotropy, image_anisotropy
 from .autofocus import (
     Acquisition,
     Scorer,
@@ -51,12 +55,16 @@ from .autofocus import (
     call_with_timeout,
     scan_and_score,
 )
+from .beam_model import BeamFit, BeamFrame, fit_beam
+from .blur_spectrum import MIN_FRAME_PX, BlurDifference, blur_difference, frame_spectrum, noise_floor
 
 METHODS = ("model", "alternating")
 #: With an absolute score (the learned one), a scan reaching this ends the search: in focus and stigmated. Higher
 #: than the focus search's 9.5: residual astigmatism leaves an image sharp along one direction, which the learned
 #: score rates a little above its true score.
 STIGMATED_SCORE = 9.7
+#: With the beam model on, the best scan is the sharpest by its spectrum among those scoring within this of the top.
+SHARPEST_WITHIN = 1.0
 #: Axis names of a setting: working distance (mm), stigmator x, stigmator y (microscope units).
 AXES = ("working distance", "stig x", "stig y")
 
@@ -95,8 +103,8 @@ class StigScan:
     has_structure: bool
     image: np.ndarray | None = field(default=None, repr=False)
     elapsed_s: float = 0.0
-    # :func:`.astigmatism.image_anisotropy` of the image, measured when the search may wobble the focus (else None)
-    anisotropy: tuple[float, float] | None = None
+    # :func:`.blur_spectrum.frame_spectrum` of the image, when the search reads the beam from the frames' spectra
+    spectrum: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def working_distance_mm(self) -> float:
@@ -171,7 +179,9 @@ class _Search3:
         self.timeout, self.keep_images = acquire_timeout_s, keep_images
         self.scans: list[StigScan] = []
         self.level: float | None = None
-        self.wobble = False  # whether the search may stigmate by wobbling the focus (each scan's anisotropy kept)
+        self.beam_model = False  # whether the beam is read from the frames' spectra (each scan's spectrum kept)
+        self.modelled = False  # whether the beam model jumped and improved the best score (then only polished)
+        self._blur_cache: dict[tuple[int, int], float | None] = {}  # isotropic blur of scan i less scan j (px²)
         self.t0 = time.monotonic()
 
     def clamp(self, setting: Setting) -> Setting:
@@ -201,14 +211,35 @@ class _Search3:
             structure,
             image if self.keep_images else None,
             time.monotonic() - self.t0,
-            image_anisotropy(image) if self.wobble else None,
+            _spectrum(image) if self.beam_model else None,
         )
         self.scans.append(scan)
         return scan
 
     def best(self) -> StigScan:
+        """The scan with the highest score; with the beam model on, the sharpest by its spectrum of those within
+        :data:`SHARPEST_WITHIN` of it (near focus the learned score rates a frame sharp in one direction above
+        its truth; the spectra compare the probes themselves, :func:`.blur_spectrum.blur_difference`)."""
         structured = [a for a in self.scans if a.has_structure]
-        return max(structured or self.scans, key=lambda a: a.score)
+        top = max(structured or self.scans, key=lambda a: a.score)
+        if not self.beam_model or top.spectrum is None:
+            return top
+        candidates = [a for a in structured if a.spectrum is not None and a.score >= top.score - SHARPEST_WITHIN]
+        gains = [(self.sharper_by(a, top) or 0.0, a) for a in candidates if a is not top]
+        gain, sharpest = max(gains, key=lambda g: g[0], default=(0.0, top))
+        return sharpest if gain > 0 else top
+
+    def sharper_by(self, scan: StigScan, than: StigScan) -> float | None:
+        """How much less ``scan``'s probe blurs than ``than``'s (px², isotropic, from their spectra), less the
+        margin of :func:`_margin`: positive when clearly sharper; None when the spectra cannot say."""
+        key = (scan.index, than.index)
+        if key not in self._blur_cache:
+            diff = None
+            if scan.spectrum is not None and than.spectrum is not None:
+                noise = noise_floor([scan.spectrum, than.spectrum])
+                diff = blur_difference(than.spectrum, scan.spectrum, noise)
+            self._blur_cache[key] = None if diff is None else diff.isotropic - _margin(diff)
+        return self._blur_cache[key]
 
     def reached(self) -> bool:
         """Whether the last scan shows structure, reaches the in-focus level and is the best so far."""
@@ -216,6 +247,22 @@ class _Search3:
         if self.level is None or last is None or not last.has_structure or last.score < self.level:
             return False
         return last.score >= max(a.score for a in self.scans)
+
+
+def _spectrum(image: np.ndarray) -> np.ndarray | None:
+    """The frame's power spectrum for the beam model (:func:`.blur_spectrum.frame_spectrum`); None for a frame too
+    small (or not 2-D) to measure."""
+    frame = np.asarray(image)
+    return frame_spectrum(frame) if frame.ndim == 2 and min(frame.shape) >= MIN_FRAME_PX else None
+
+
+def _margin(diff: BlurDifference) -> float:
+    """How much sharper (px², isotropic) a frame must measure to count as sharper: two standard errors of the
+    measurement and half a px² (the least of several noisy comparisons would otherwise win by chance)."""
+    if diff.covariance is None:
+        return 0.5
+    parts = np.array([0.5, 0.5, 0.0])
+    return 0.5 + 2.0 * float(np.sqrt(max(parts @ diff.covariance @ parts, 0.0)))
 
 
 class _Line:
@@ -308,20 +355,9 @@ POLISH_ROUNDS = ((0.25, 0.5, 0.5), (0.125, 0.25, 0.25))
 
 
 def _model_method(search: _Search3, steps: tuple[float, float, float]) -> Generator[StigScan, None, None]:
-    through = search.start
-    for axis, budget, fraction in MODEL_ROUND:
-        if not search.budget_left(reserve=1):
-            return
-        through = yield from _line_search(search, axis, through, steps[axis] * fraction, budget)
-        if search.reached():
-            return
-        if axis == 0 and search.wobble and _strongly_astigmatic(search):
-            through = yield from _wobble(search, through, steps)
-            if search.reached() or not search.budget_left(reserve=1):
-                return
-            through = yield from _line_search(search, 0, through, steps[0] / 2, 4)
-            if search.reached():
-                return
+    done = yield from _first_round(search, steps)
+    if done:
+        return
     for _ in range(JOINT_JUMPS):
         target = _fit_joint(search, steps)
         if target is None or not search.budget_left(reserve=1):
@@ -333,100 +369,177 @@ def _model_method(search: _Search3, steps: tuple[float, float, float]) -> Genera
         if search.reached():
             return
     # polish while the budget lasts: a line search per axis through the best setting, with finer steps each
-    # round (the working distance first: stigmated, its fall-off is narrower than the first round saw)
+    # round (the working distance first: stigmated, its fall-off is narrower than the first round saw); a round
+    # that leaves the best scan where it was ends the search (converged: a noisy, low-dose frame's learned score
+    # may never reach the stigmated level)
     for fractions in POLISH_ROUNDS:
+        best = search.best()
         for axis in range(3):
             if not search.budget_left(reserve=1):
                 return
             yield from _line_search(search, axis, search.best().setting, steps[axis] * fractions[axis], 3)
             if search.reached():
                 return
+        if search.modelled and search.best() is best:
+            return
 
 
-#: Stigmate from the image's anisotropy first (:func:`_wobble`) when the focus search's best score stays below this
-#: (on our scale): a strongly astigmatic beam, whose line foci the learned score rates above their truth.
-WOBBLE_BELOW = 8.0
-#: Newton steps of :func:`_wobble` after its two probes (each step a pair of scans).
-WOBBLE_STEPS = 2
-#: The largest move of one Newton step, in stigmator steps.
-WOBBLE_MAX_MOVE = 2.4
-#: The probes' stigmator step, in stigmator steps.
-WOBBLE_PROBE = 1.0
-#: A Newton step whose pair scores this much below the first pair ends the wobble.
-WOBBLE_SCORE_DROP = 1.0
+def _first_round(search: _Search3, steps: tuple[float, float, float]) -> Generator[StigScan, None, bool]:
+    """The working distance's line search, then the stigmators from the beam model (when it improves the best
+    score, the line searches along the stigmators are skipped: ``search.modelled``) or line searches along each
+    stigmator. Returns whether the search is over."""
+    through = search.start
+    for axis, budget, fraction in MODEL_ROUND:
+        if not search.budget_left(reserve=1):
+            return True
+        through = yield from _line_search(search, axis, through, steps[axis] * fraction, budget)
+        if search.reached():
+            return True
+        if axis == 0 and search.beam_model:
+            before = search.best().score
+            through = yield from _stigmate_from_spectra(search, through, steps)
+            if search.reached() or not search.budget_left(reserve=1):
+                return True
+            search.modelled = search.modelled and search.best().score > before
+            if search.modelled:
+                return False
+    return False
 
 
-def _strongly_astigmatic(search: _Search3) -> bool:
-    level = getattr(search.scorer, "on_model_scale", None)
-    if search.level is None or level is None:
-        return False  # a score without an absolute scale cannot say how sharp the best frame is
-    return search.best().score < level(WOBBLE_BELOW)
+#: The probes' extra blur at their focus error (px², from the fitted K): enough stretching to read the stigmators.
+PROBE_BLUR_PX2 = 10.0
+#: Jumps to the fitted beam's focus and stigmators at most (each after the first follows a focus pair).
+SPECTRAL_JUMPS = 3
 
 
-def _pair(
-    search: _Search3, wds: tuple[float, float], stig: np.ndarray
-) -> Generator[StigScan, None, tuple[np.ndarray, float]]:
-    """The focus pair at the stigmators ``stig``: scans under and over focus (working distances ``wds``, mm), each
-    reused when already scanned; returns their anisotropy difference
-    (:func:`.astigmatism.focus_pair_anisotropy`) and their mean score."""
-    scans = []
-    for wd in wds:
-        setting = search.clamp(Setting(wd, float(stig[0]), float(stig[1])))
-        known = next((a for a in search.scans if a.setting == setting), None)
-        if known is None:
-            known = search.measure(setting)
-            yield known
-        scans.append(known)
-    return focus_pair_anisotropy(scans[0].anisotropy, scans[1].anisotropy), (scans[0].score + scans[1].score) / 2
+def _beam_frames(search: _Search3) -> list[BeamFrame]:
+    origin = search.start.working_distance_mm
+    return [
+        BeamFrame((a.setting.working_distance_mm - origin) * 1e3, (a.setting.stig_x, a.setting.stig_y), a.spectrum)
+        for a in search.scans
+        if a.spectrum is not None
+    ]
 
 
-def _wobble(
+def _stigmate_from_spectra(
     search: _Search3, through: Setting, steps: tuple[float, float, float]
 ) -> Generator[StigScan, None, Setting]:
-    """Stigmate as an operator does, by wobbling the focus: the anisotropy of a frame over focus minus one under
-    focus points along the residual astigmatism and vanishes at the right stigmators, whatever the specimen. Its
-    response to a step of each stigmator (two probes) gives the 2x2 map from stigmators to astigmatism (their gain
-    and rotation), then Newton steps (the map updated by Broyden's rule; a move at most :data:`WOBBLE_MAX_MOVE`
-    stigmator steps) drive it to zero; a move whose pair scores :data:`WOBBLE_SCORE_DROP` below the first pair ends
-    it. Returns ``through`` with the stigmators whose pair showed the least anisotropy."""
-    delta = steps[0]
-    wd = through.working_distance_mm
-    line = [a for a in search.scans if (a.setting.stig_x, a.setting.stig_y) == (through.stig_x, through.stig_y)]
-
-    def near(target: float) -> float:  # a scan of the focus search this close stands for the pair's frame
-        return next((a.working_distance_mm for a in line if abs(a.working_distance_mm - target) <= delta / 4), target)
-
-    wds = (max(near(wd - delta), search.low[0]), min(near(wd + delta), search.high[0]))
-    if wds[1] - wds[0] < delta or not search.budget_left(reserve=7):
-        return through
-    s = np.array([through.stig_x, through.stig_y])
-    d, score = yield from _pair(search, wds, s)
-    best, best_norm = s, float(np.linalg.norm(d))
-    columns = []
-    for k in range(2):
-        probe = s.copy()
-        probe[k] += WOBBLE_PROBE * steps[1 + k]
-        d_probe, _ = yield from _pair(search, wds, probe)
-        columns.append((d_probe - d) / (WOBBLE_PROBE * steps[1 + k]))
-    jac = np.column_stack(columns)
-    for _ in range(WOBBLE_STEPS):
-        if not search.budget_left(reserve=3) or np.linalg.cond(jac) > 1e3:
+    """Fit the beam (:func:`.beam_model.fit_beam`) to the working distance's scans, scan two probes with one
+    stigmator moved each, fit again (the stigmators' map too) and jump to the fitted focus and stigmators; then,
+    while the learned score has not reached the stigmated level, a focus pair around the jump (its stretching is
+    the astigmatism left, through the map; its blur the focus error) and the next jump."""
+    fit = yield from _fit_along_focus(search, through, steps)
+    if fit is None or search.reached():
+        return search.best().setting
+    yield from _stigmator_probes(search, fit, steps)
+    fit = fit_beam(_beam_frames(search))
+    if search.reached() or fit is None or fit.stig_map is None or fit.best_stig is None:
+        return search.best().setting
+    origin = search.start.working_distance_mm
+    target = Setting(origin + fit.best_wd_um * 1e-3, *fit.best_stig)
+    stig_map, last = fit.stig_map.copy(), None  # last: (stigmators, astigmatism measured there)
+    for _ in range(SPECTRAL_JUMPS):
+        target = _within_reach(search, target, steps)
+        if not search.budget_left(reserve=1) or _scanned(search, target, fit.k_px2_per_um2, steps):
             break
-        move = -np.linalg.solve(jac, d)
-        limit = WOBBLE_MAX_MOVE * max(steps[1], steps[2])
-        if np.linalg.norm(move) > limit:
-            move *= limit / np.linalg.norm(move)
-        target = np.clip(s + move, [search.low[1], search.low[2]], [search.high[1], search.high[2]])
-        if np.linalg.norm(target - s) < 1e-9:
+        before = search.best()
+        yield search.measure(target)
+        search.modelled = True
+        if (
+            search.reached()
+            or not search.budget_left(reserve=3)
+            or (search.sharper_by(before, search.scans[-1]) or 0) > 0
+        ):
+            break  # in focus; out of scans; or the jump left the beam clearly blurrier: the model does not hold here
+        pair = yield from _focus_pair(search, target, fit.k_px2_per_um2)
+        if search.reached() or pair is None:
             break
-        d_new, score_new = yield from _pair(search, wds, target)
-        if score_new < score - WOBBLE_SCORE_DROP:
-            break  # the beam got much blurrier: the linear map does not hold here
-        jac = jac + np.outer(d_new - d - jac @ (target - s), target - s) / float((target - s) @ (target - s))
-        s, d = target, d_new
-        if np.linalg.norm(d) < best_norm:
-            best, best_norm = s, float(np.linalg.norm(d))
-    return replace(through, stig_x=float(best[0]), stig_y=float(best[1]))
+        here = (np.array([target.stig_x, target.stig_y]), np.array(pair.astig_um))
+        moved = here[0] - (last[0] if last is not None else here[0])
+        if float(moved @ moved) > 0:  # Broyden: the map made to agree with the last move's measured change
+            stig_map += np.outer(last[1] - here[1] - stig_map @ moved, moved) / float(moved @ moved)
+        last = here
+        move = np.linalg.lstsq(stig_map, here[1], rcond=None)[0]
+        target = Setting(origin + pair.best_wd_um * 1e-3, target.stig_x + move[0], target.stig_y + move[1])
+    return search.best().setting
+
+
+def _fit_along_focus(
+    search: _Search3, through: Setting, steps: tuple[float, float, float]
+) -> Generator[StigScan, None, BeamFit | None]:
+    """The beam fitted to the scans so far (the working distance's line search); two more scans near its best
+    when they cannot say yet (too blurred far out); None when they still cannot."""
+    frames = _beam_frames(search)
+    fit = fit_beam(frames)
+    if fit is not None or not frames:
+        return fit
+    for offset in (-steps[0] / SPECTRAL_CLOSER, steps[0] / SPECTRAL_CLOSER):
+        if not search.budget_left(reserve=4):
+            return None
+        yield search.measure(through.moved(0, through.working_distance_mm + offset))
+        if search.reached():
+            return None
+    return fit_beam(_beam_frames(search))
+
+
+def _stigmator_probes(search: _Search3, fit: BeamFit, steps: tuple[float, float, float]) -> Generator[StigScan]:
+    """Two scans with one stigmator moved a step each, on either side of the fitted focus, where the stretching
+    shows: a quarter of the focal-line separation out (halfway to a focal line: still sharp in every direction),
+    at least the defocus that blurs by :data:`PROBE_BLUR_PX2`, at most a step of the working distance."""
+    dz = max(float(np.hypot(*fit.astig_um)) / 4, float(np.sqrt(PROBE_BLUR_PX2 / fit.k_px2_per_um2))) * 1e-3
+    dz = min(dz, steps[0])
+    w_best = search.start.working_distance_mm + fit.best_wd_um * 1e-3
+    s0 = search.start
+    for sign, axis in ((1, 1), (-1, 2)):
+        if not search.budget_left(reserve=2):
+            return
+        probe = Setting(w_best + sign * dz, s0.stig_x, s0.stig_y).moved(axis, s0.along(axis) + steps[axis])
+        yield search.measure(probe)
+        if search.reached():
+            return
+
+
+def _focus_pair(search: _Search3, centre: Setting, k_px2_per_um2: float) -> Generator[StigScan, None, BeamFit | None]:
+    """Scans either side of ``centre`` (same stigmators; the defocus that blurs by :data:`PROBE_BLUR_PX2`) and the
+    beam fitted to the three: the astigmatism left at ``centre``'s stigmators and the best working distance."""
+    dz = float(np.sqrt(PROBE_BLUR_PX2 / k_px2_per_um2)) * 1e-3
+    for sign in (-1, 1):
+        yield search.measure(centre.moved(0, centre.working_distance_mm + sign * dz))
+        if search.reached():
+            return None
+    origin = search.start.working_distance_mm
+    same = [f for f in _beam_frames(search) if f.stig == (centre.stig_x, centre.stig_y)]
+    near = [f for f in same if abs(f.wd_um - (centre.working_distance_mm - origin) * 1e3) <= 1.01 * dz * 1e3]
+    return fit_beam(near)
+
+
+def _scanned(search: _Search3, target: Setting, k_px2_per_um2: float, steps: tuple[float, float, float]) -> bool:
+    """Whether a scan lies where ``target`` is: within the defocus that blurs by 1 px², an eighth of a step of
+    each stigmator."""
+    tol_wd = float(np.sqrt(1.0 / k_px2_per_um2)) * 1e-3
+    return any(
+        abs(a.setting.working_distance_mm - target.working_distance_mm) <= tol_wd
+        and all(abs(a.setting.along(i) - target.along(i)) <= steps[i] / 8 for i in (1, 2))
+        for a in search.scans
+    )
+
+
+#: Two more scans at the working distance's best ± this fraction of its step when its scans cannot fit the beam.
+SPECTRAL_CLOSER = 6.0
+#: A jump moves the stigmators at most this many stigmator steps from the best setting so far.
+SPECTRAL_REACH = 3.0
+
+
+def _within_reach(search: _Search3, target: Setting, steps: tuple[float, float, float]) -> Setting:
+    """``target`` with its stigmators pulled to within :data:`SPECTRAL_REACH` steps of the best setting's, and
+    clamped to the limits."""
+    best = search.best().setting
+    move = np.array([(target.along(i) - best.along(i)) / steps[i] for i in (1, 2)])
+    length = float(np.hypot(*move))
+    if length > SPECTRAL_REACH:
+        move *= SPECTRAL_REACH / length
+        target = Setting(target.working_distance_mm, *(best.along(i) + move[i - 1] * steps[i] for i in (1, 2)))
+    return search.clamp(target)
 
 
 def _near_a_scan(search: _Search3, target: Setting, steps: tuple[float, float, float], fraction: float) -> bool:
@@ -564,7 +677,7 @@ def iter_focus_and_stigmate(
     acquire_timeout_s: float | None = None,
     keep_images: bool = True,
     in_focus_score: float | str | None = "auto",
-    wobble: bool = True,
+    beam_model: bool = True,
 ) -> Generator[StigScan, None, FocusStigResult]:
     """The focus + stigmation search as a generator of scans (module docstring); returns the :class:`FocusStigResult`.
 
@@ -581,8 +694,8 @@ def iter_focus_and_stigmate(
         acquire_timeout_s: a scan that takes longer stops the search ('acquire failed').
         keep_images: keep each scan's image.
         in_focus_score: a score that ends the search ('auto': the scorer's ``in_focus_score``; None: never).
-        wobble: with the ``model`` method, stigmate a strongly astigmatic beam by wobbling the focus first
-            (:func:`_wobble`; False: line searches only).
+        beam_model: with the ``model`` method, read the beam's focus and astigmatism from the frames' spectra
+            (:func:`_stigmate_from_spectra`; False: line searches on the score only).
     """
     _check_options(method, max_acquisitions, range_um, stig_range)
     steps = ((step_um or range_um / 4) * 1e-3, stig_step or stig_range / 4, stig_step or stig_range / 4)
@@ -601,7 +714,7 @@ def iter_focus_and_stigmate(
     if in_focus_score == "auto" and level is not None:
         level = max(level, getattr(scorer, "on_model_scale", lambda v: v)(STIGMATED_SCORE))
     search.level = level
-    search.wobble = wobble and method == "model"
+    search.beam_model = beam_model and method == "model"
     status, message = "focused", ""
     try:
         yield search.measure(start)
