@@ -10,9 +10,9 @@ stigmators act linearly on the astigmatism: ``r = G (s* - s)``, ``G`` a 2x2 map 
 the setting that cancels it. :mod:`.blur_spectrum` measures ``Σ_i - Σ_j`` of each pair of frames (whatever the
 specimen), and this module fits ``K``, the best working distance ``w*``, ``s*`` and ``G`` to them: a frame's
 isotropic blur says how far it is from focus, its stretching along which axes and on which side. Frames along the
-working distance alone give ``K``, ``w*`` and the astigmatism ``r`` at their stigmators; a frame with the
-stigmators moved (away from focus, where the stretching shows) gives ``G``: a rotation and gain from one such
-probe, the general map from two.
+working distance alone give ``K``, ``w*`` and the astigmatism ``r`` at their stigmators; frames with the
+stigmators moved (away from focus, where the stretching shows) give ``G``: a gain with a rotation (the stigmators'
+axes turned against the astigmatism's) or with a reflection, fitted to every such probe.
 """
 
 from __future__ import annotations
