@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_sem_focus.focusing.beam_model import BeamFrame, fit_beam
+from napari_sem_focus.focusing.beam_model import BeamFrame, fit_beam, stigmators_from_astigmatism
 from napari_sem_focus.focusing.blur_spectrum import blur_difference, frame_spectrum, noise_floor
 from napari_sem_focus.simulate.frame import FrameParams
 from napari_sem_focus.simulate.virtual_sem import VirtualSEM
@@ -110,3 +110,20 @@ def test_real_sem_focus_series_blur_grows_away_from_the_sharpest_frame():
     assert far.isotropic > middle.isotropic > 5.0  # px² more than the sharpest frame
     fit = fit_beam(frames)
     assert fit is not None and fit.best_wd_um > 5.0
+
+
+@pytest.mark.parametrize("kind", ["rotation", "reflection"])
+def test_stigmators_from_the_astigmatism_measured_at_a_few_settings(kind):
+    a, b = 120.0 * math.cos(0.7), 120.0 * math.sin(0.7)  # 120 µm per unit, axes turned by 40°
+    g = np.array([[a, -b], [b, a]]) if kind == "rotation" else np.array([[a, b], [b, -a]])
+    best = np.array([0.31, -0.47])
+    stigs = [np.array([0.0, 0.0]), np.array([0.2, -0.6])]
+    astigs = [g @ (best - s) for s in stigs]
+    like = g + np.array([[10.0, 5.0], [-3.0, 8.0]])  # a rough earlier map: only its kind is taken
+    solved, g_fit = stigmators_from_astigmatism(stigs, astigs, like=like)
+    assert solved == pytest.approx(best, abs=1e-9) and g_fit == pytest.approx(g)
+    noisy = [r + np.array([1.0, -1.5]) for r in astigs] + [g @ (best - np.array([0.5, 0.1]))]
+    solved, _ = stigmators_from_astigmatism([*stigs, np.array([0.5, 0.1])], noisy, like=like)
+    assert np.linalg.norm(solved - best) < 0.02  # 1.8 µm of error on 120 µm/unit
+    assert stigmators_from_astigmatism(stigs[:1], astigs[:1], like=g) is None
+    assert stigmators_from_astigmatism([stigs[0], stigs[0]], [astigs[0], astigs[0]], like=g) is None

@@ -240,3 +240,32 @@ def _refine(
         rms,
         len(pairs),
     )
+
+
+def stigmators_from_astigmatism(
+    stigs: list[np.ndarray], astigs: list[np.ndarray], like: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stigmators that cancel the astigmatism, and the map ``G``, from the astigmatism measured at several
+    stigmator settings (µm vectors, e.g. from focus pairs): ``r_i = c - G s_i`` is linear in ``c = G s*`` and
+    ``G``'s gain-and-angle pair (a rotation or a reflection, as ``like``), solved by least squares; None with fewer
+    than two settings or when they cannot say (the same setting twice)."""
+    if len(stigs) < 2:
+        return None
+    rotation = abs(like[0, 0] - like[1, 1]) + abs(like[0, 1] + like[1, 0]) <= abs(like[0, 0] + like[1, 1]) + abs(
+        like[0, 1] - like[1, 0]
+    )
+    rows, rhs = [], []
+    for s, r in zip(stigs, astigs, strict=True):
+        if rotation:  # G s = (a sx - b sy, b sx + a sy)
+            rows += [[1.0, 0.0, -s[0], s[1]], [0.0, 1.0, -s[1], -s[0]]]
+        else:  # G s = (a sx + b sy, b sx - a sy)
+            rows += [[1.0, 0.0, -s[0], -s[1]], [0.0, 1.0, s[1], -s[0]]]
+        rhs += [r[0], r[1]]
+    design = np.array(rows)
+    if np.linalg.matrix_rank(design) < 4:
+        return None
+    (c0, c1, a, b), *_ = np.linalg.lstsq(design, np.array(rhs), rcond=None)
+    g = _map(a, b, "rotation" if rotation else "reflection")
+    if abs(np.linalg.det(g)) < 1e-12:
+        return None
+    return np.linalg.solve(g, np.array([c0, c1])), g

@@ -55,7 +55,7 @@ from .autofocus import (
     call_with_timeout,
     scan_and_score,
 )
-from .beam_model import BeamFit, BeamFrame, fit_beam
+from .beam_model import BeamFit, BeamFrame, fit_beam, stigmators_from_astigmatism
 from .blur_spectrum import MIN_FRAME_PX, BlurDifference, blur_difference, frame_spectrum, noise_floor
 
 METHODS = ("model", "alternating")
@@ -427,17 +427,19 @@ def _stigmate_from_spectra(
     """Fit the beam (:func:`.beam_model.fit_beam`) to the working distance's scans, scan two probes with one
     stigmator moved each, fit again (the stigmators' map too) and jump to the fitted focus and stigmators; then,
     while the learned score has not reached the stigmated level, a focus pair around the jump (its stretching is
-    the astigmatism left, through the map; its blur the focus error) and the next jump."""
-    fit = yield from _fit_along_focus(search, through, steps)
-    if fit is None or search.reached():
+    the astigmatism left there; its blur the focus error) and the next jump, to the stigmators that the
+    astigmatism measured at the start and at every jump point to (:func:`.beam_model.stigmators_from_astigmatism`)."""
+    first = yield from _fit_along_focus(search, through, steps)
+    if first is None or search.reached():
         return search.best().setting
-    yield from _stigmator_probes(search, fit, steps)
+    yield from _stigmator_probes(search, first, steps)
     fit = fit_beam(_beam_frames(search))
     if search.reached() or fit is None or fit.stig_map is None or fit.best_stig is None:
         return search.best().setting
     origin = search.start.working_distance_mm
     target = Setting(origin + fit.best_wd_um * 1e-3, *fit.best_stig)
-    stig_map, last = fit.stig_map.copy(), None  # last: (stigmators, astigmatism measured there)
+    # the astigmatism measured at each stigmator setting: the start's (the working distance's scans), each jump's
+    stigs, astigs = [np.array([search.start.stig_x, search.start.stig_y])], [np.array(first.astig_um)]
     for _ in range(SPECTRAL_JUMPS):
         target = _within_reach(search, target, steps)
         if not search.budget_left(reserve=1) or _scanned(search, target, fit.k_px2_per_um2, steps):
@@ -454,13 +456,11 @@ def _stigmate_from_spectra(
         pair = yield from _focus_pair(search, target, fit.k_px2_per_um2)
         if search.reached() or pair is None:
             break
-        here = (np.array([target.stig_x, target.stig_y]), np.array(pair.astig_um))
-        moved = here[0] - (last[0] if last is not None else here[0])
-        if float(moved @ moved) > 0:  # Broyden: the map made to agree with the last move's measured change
-            stig_map += np.outer(last[1] - here[1] - stig_map @ moved, moved) / float(moved @ moved)
-        last = here
-        move = np.linalg.lstsq(stig_map, here[1], rcond=None)[0]
-        target = Setting(origin + pair.best_wd_um * 1e-3, target.stig_x + move[0], target.stig_y + move[1])
+        stigs.append(np.array([target.stig_x, target.stig_y]))
+        astigs.append(np.array(pair.astig_um))
+        solved = stigmators_from_astigmatism(stigs, astigs, like=fit.stig_map)
+        best = solved[0] if solved is not None else stigs[-1] + np.linalg.solve(fit.stig_map, astigs[-1])
+        target = Setting(origin + pair.best_wd_um * 1e-3, float(best[0]), float(best[1]))
     return search.best().setting
 
 

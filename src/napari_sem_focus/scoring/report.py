@@ -215,8 +215,8 @@ def plot_stigmator_path(ax: Any, scans: Sequence[Any], result: Any = None, best_
     ax.set_xlabel("stigmator x")
     ax.set_ylabel("stigmator y")
     ax.set_aspect("equal", adjustable="datalim")
-    if best_stigmator is not None or result is not None:
-        ax.legend(loc="best", fontsize="small")
+    if best_stigmator is not None or result is not None:  # above the axes: a search often ends on an edge point
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize="small", frameon=False)
 
 
 def plot_focus_stig_path(
