@@ -151,7 +151,7 @@ def _radius(size: int) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _rings(size: int) -> list[np.ndarray]:
-    """The flat indices of each ring from 0.01 cycles/px outwards (width :data:`RING`)."""
+    """The flat indices of each ring from :data:`INNER_BINS` bins outwards (width :data:`RING` cycles/px)."""
     k = _radius(size).ravel()
     return [np.flatnonzero((k >= r) & (k < r + RING)) for r in np.arange(INNER_BINS / size, 0.5, RING)]
 
