@@ -45,7 +45,7 @@ class BeamFit:
     """The fitted beam: ``best_wd_um`` (same origin as the frames), ``best_stig`` (units) and ``stig_map`` (``G``,
     µm of astigmatism per stigmator unit; None when the frames did not move the stigmators), ``k_px2_per_um2``
     (``K``), the astigmatism left at the frames' first stigmators ``astig_um`` (µm vector), and ``rms`` (the
-    weighted residual, about 1 for a good fit), from ``pairs`` blur differences."""
+    weighted residual, about 1 for a good fit), from ``pairs`` blur differences; ``stig_map_kind``: the map's kind."""
 
     best_wd_um: float
     best_stig: tuple[float, float] | None
@@ -54,6 +54,7 @@ class BeamFit:
     astig_um: tuple[float, float]
     rms: float
     pairs: int
+    stig_map_kind: str | None = None  # "rotation" or "reflection" (:data:`STIG_MAPS`) when there is a map
 
 
 @dataclass(frozen=True)
@@ -239,21 +240,20 @@ def _refine(
         (float(r_first[0]), float(r_first[1])),
         rms,
         len(pairs),
+        kind if g is not None else None,
     )
 
 
 def stigmators_from_astigmatism(
-    stigs: list[np.ndarray], astigs: list[np.ndarray], like: np.ndarray
+    stigs: list[np.ndarray], astigs: list[np.ndarray], kind: str
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The stigmators that cancel the astigmatism, and the map ``G``, from the astigmatism measured at several
     stigmator settings (µm vectors, e.g. from focus pairs): ``r_i = c - G s_i`` is linear in ``c = G s*`` and
-    ``G``'s gain-and-angle pair (a rotation or a reflection, as ``like``), solved by least squares; None with fewer
-    than two settings or when they cannot say (the same setting twice)."""
+    ``G``'s gain-and-angle pair (``kind``: "rotation" or "reflection", :data:`STIG_MAPS`), solved by least squares;
+    None with fewer than two settings or when they cannot say (the same setting twice)."""
     if len(stigs) < 2:
         return None
-    rotation = abs(like[0, 0] - like[1, 1]) + abs(like[0, 1] + like[1, 0]) <= abs(like[0, 0] + like[1, 1]) + abs(
-        like[0, 1] - like[1, 0]
-    )
+    rotation = kind == "rotation"
     rows, rhs = [], []
     for s, r in zip(stigs, astigs, strict=True):
         if rotation:  # G s = (a sx - b sy, b sx + a sy)

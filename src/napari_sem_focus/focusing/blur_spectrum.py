@@ -55,6 +55,14 @@ class BlurDifference:
         return (self.xx + self.yy) / 2
 
     @property
+    def isotropic_error(self) -> float:
+        """The standard error of :attr:`isotropic` (px²; 0 without a covariance)."""
+        if self.covariance is None:
+            return 0.0
+        half = np.array([0.5, 0.5, 0.0])
+        return float(np.sqrt(max(half @ self.covariance @ half, 0.0)))
+
+    @property
     def stretch(self) -> tuple[float, float]:
         """The difference in stretching along the (cos 2θ, sin 2θ) axes: ((xx - yy) / 2, xy) (px²)."""
         return ((self.xx - self.yy) / 2, self.xy)

@@ -259,10 +259,7 @@ def _spectrum(image: np.ndarray) -> np.ndarray | None:
 def _margin(diff: BlurDifference) -> float:
     """How much sharper (px², isotropic) a frame must measure to count as sharper: two standard errors of the
     measurement and half a px² (the least of several noisy comparisons would otherwise win by chance)."""
-    if diff.covariance is None:
-        return 0.5
-    parts = np.array([0.5, 0.5, 0.0])
-    return 0.5 + 2.0 * float(np.sqrt(max(parts @ diff.covariance @ parts, 0.0)))
+    return 0.5 + 2.0 * diff.isotropic_error
 
 
 class _Line:
@@ -363,7 +360,7 @@ def _model_method(search: _Search3, steps: tuple[float, float, float]) -> Genera
         if target is None or not search.budget_left(reserve=1):
             break
         target = search.clamp(target)
-        if _near_a_scan(search, target, steps, 1 / 8):
+        if _near_a_scan(search, target, tuple(step / 8 for step in steps)):
             break  # the model points where the search has looked: converged
         yield search.measure(target)
         if search.reached():
@@ -442,7 +439,9 @@ def _stigmate_from_spectra(
     stigs, astigs = [np.array([search.start.stig_x, search.start.stig_y])], [np.array(first.astig_um)]
     for _ in range(SPECTRAL_JUMPS):
         target = _within_reach(search, target, steps)
-        if not search.budget_left(reserve=1) or _scanned(search, target, fit.k_px2_per_um2, steps):
+        # a scan there already: within the defocus that blurs by 1 px², an eighth of a step of each stigmator
+        scanned = (float(np.sqrt(1.0 / fit.k_px2_per_um2)) * 1e-3, steps[1] / 8, steps[2] / 8)
+        if not search.budget_left(reserve=1) or _near_a_scan(search, target, scanned):
             break
         before = search.best()
         yield search.measure(target)
@@ -458,7 +457,7 @@ def _stigmate_from_spectra(
             break
         stigs.append(np.array([target.stig_x, target.stig_y]))
         astigs.append(np.array(pair.astig_um))
-        solved = stigmators_from_astigmatism(stigs, astigs, like=fit.stig_map)
+        solved = stigmators_from_astigmatism(stigs, astigs, fit.stig_map_kind)
         best = solved[0] if solved is not None else stigs[-1] + np.linalg.solve(fit.stig_map, astigs[-1])
         target = Setting(origin + pair.best_wd_um * 1e-3, float(best[0]), float(best[1]))
     return search.best().setting
@@ -513,17 +512,6 @@ def _focus_pair(search: _Search3, centre: Setting, k_px2_per_um2: float) -> Gene
     return fit_beam(near)
 
 
-def _scanned(search: _Search3, target: Setting, k_px2_per_um2: float, steps: tuple[float, float, float]) -> bool:
-    """Whether a scan lies where ``target`` is: within the defocus that blurs by 1 px², an eighth of a step of
-    each stigmator."""
-    tol_wd = float(np.sqrt(1.0 / k_px2_per_um2)) * 1e-3
-    return any(
-        abs(a.setting.working_distance_mm - target.working_distance_mm) <= tol_wd
-        and all(abs(a.setting.along(i) - target.along(i)) <= steps[i] / 8 for i in (1, 2))
-        for a in search.scans
-    )
-
-
 #: Two more scans at the working distance's best ± this fraction of its step when its scans cannot fit the beam.
 SPECTRAL_CLOSER = 6.0
 #: A jump moves the stigmators at most this many stigmator steps from the best setting so far.
@@ -542,11 +530,9 @@ def _within_reach(search: _Search3, target: Setting, steps: tuple[float, float, 
     return search.clamp(target)
 
 
-def _near_a_scan(search: _Search3, target: Setting, steps: tuple[float, float, float], fraction: float) -> bool:
-    """Whether a scan lies within ``fraction`` of a step of ``target`` on every axis."""
-    return any(
-        all(abs(a.setting.along(i) - target.along(i)) <= fraction * steps[i] for i in range(3)) for a in search.scans
-    )
+def _near_a_scan(search: _Search3, target: Setting, tolerances: tuple[float, float, float]) -> bool:
+    """Whether a scan lies within ``tolerances`` (mm, units, units) of ``target`` on every axis."""
+    return any(all(abs(a.setting.along(i) - target.along(i)) <= tolerances[i] for i in range(3)) for a in search.scans)
 
 
 def _fit_joint(search: _Search3, steps: tuple[float, float, float]) -> Setting | None:
