@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_sem_focus.focusing.beam_model import BeamFrame, fit_beam, stigmators_from_astigmatism
+from napari_sem_focus.focusing.beam_model import BeamFrame, _map, _map_times, fit_beam, stigmators_from_astigmatism
 from napari_sem_focus.focusing.blur_spectrum import blur_difference, frame_spectrum, noise_floor
 from napari_sem_focus.simulate.frame import FrameParams
 from napari_sem_focus.simulate.virtual_sem import VirtualSEM
@@ -94,6 +94,19 @@ def test_fit_beam_with_stigmator_probes_points_at_the_stigmators_that_cancel_the
     start_error = sem.residual_astigmatism((0.0, 0.0))[0]
     assert sem.residual_astigmatism(fit.best_stig)[0] < 0.4 * start_error  # most of the astigmatism corrected
     assert np.linalg.norm(np.array(fit.best_stig) - best) < 0.4 * np.linalg.norm(best)
+    assert fit.stig_map_kind == "rotation"
+    # the same frames on an instrument whose stig y turns the other way: a reflection, the mirrored setting
+    mirrored = fit_beam([BeamFrame(f.wd_um, (f.stig[0], -f.stig[1]), f.spectrum) for f in frames])
+    assert mirrored.stig_map_kind == "reflection"
+    assert mirrored.best_stig == pytest.approx((fit.best_stig[0], -fit.best_stig[1]), abs=0.01)
+
+
+@pytest.mark.parametrize("kind", ["rotation", "reflection"])
+def test_a_stigmator_maps_action_is_linear_in_its_gain_and_angle(kind):
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        (a, b), moved = rng.normal(size=2), rng.normal(size=2)
+        assert _map_times(moved, kind) @ [a, b] == pytest.approx(_map(a, b, kind) @ moved)
 
 
 def test_real_sem_focus_series_blur_grows_away_from_the_sharpest_frame():

@@ -145,6 +145,12 @@ def _map(a: float, b: float, kind: str) -> np.ndarray:
     return np.array([[a, -b], [b, a]]) if kind == "rotation" else np.array([[a, b], [b, -a]])
 
 
+def _map_times(m: np.ndarray, kind: str) -> np.ndarray:
+    """The 2x2 matrix ``A`` with ``A @ (a, b) == _map(a, b, kind) @ m``: a map's action on ``m``, linear in its
+    gain-and-angle pair (a, b)."""
+    return np.array([[m[0], -m[1]], [m[1], m[0]]]) if kind == "rotation" else np.array([[m[0], m[1]], [-m[1], m[0]]])
+
+
 def _first_stig_map(
     wd: np.ndarray, stig: np.ndarray, pairs: list[_Pair], k: float, w_best: float, r0: np.ndarray, kind: str
 ) -> np.ndarray | None:
@@ -159,11 +165,8 @@ def _first_stig_map(
                 continue
             sign = 1.0 if probe == p.i else -1.0
             stretch = sign * np.array(p.diff.stretch) + k * (wd[ref] - w_best) * r0
-            m, change = stig[probe] - stig[0], r0 - stretch / (k * dz)
-            if kind == "rotation":
-                rows += [[m[0], -m[1]], [m[1], m[0]]]
-            else:
-                rows += [[m[0], m[1]], [m[1], -m[0]]]
+            change = r0 - stretch / (k * dz)  # = G (stigmators moved)
+            rows += _map_times(stig[probe] - stig[0], kind).tolist()
             rhs += [change[0], change[1]]
     if not rows:
         return None
@@ -253,19 +256,15 @@ def stigmators_from_astigmatism(
     None with fewer than two settings or when they cannot say (the same setting twice)."""
     if len(stigs) < 2:
         return None
-    rotation = kind == "rotation"
     rows, rhs = [], []
-    for s, r in zip(stigs, astigs, strict=True):
-        if rotation:  # G s = (a sx - b sy, b sx + a sy)
-            rows += [[1.0, 0.0, -s[0], s[1]], [0.0, 1.0, -s[1], -s[0]]]
-        else:  # G s = (a sx + b sy, b sx - a sy)
-            rows += [[1.0, 0.0, -s[0], -s[1]], [0.0, 1.0, s[1], -s[0]]]
+    for s, r in zip(stigs, astigs, strict=True):  # (c0, c1, a, b): r = c - G s
+        rows += np.hstack([np.eye(2), -_map_times(s, kind)]).tolist()
         rhs += [r[0], r[1]]
     design = np.array(rows)
     if np.linalg.matrix_rank(design) < 4:
         return None
     (c0, c1, a, b), *_ = np.linalg.lstsq(design, np.array(rhs), rcond=None)
-    g = _map(a, b, "rotation" if rotation else "reflection")
+    g = _map(a, b, kind)
     if abs(np.linalg.det(g)) < 1e-12:
         return None
     return np.linalg.solve(g, np.array([c0, c1])), g
