@@ -19,7 +19,8 @@ is scored on **all the other frames of the set** against the user's (clean) labe
 ``line`` (least squares ``label = α score + β`` on the model's scores, clipped to 0-10), ``isotonic`` (monotone
 regression of the label on the model's score, flat beyond the labelled range), and ``adapted``
 (:func:`napari_sem_focus.training.adapt.adapt_on_features`: cross-validated choice between its line, its monotone
-curve and, from 10 labels, the head re-weighted after the line; the model unchanged when nothing helps). Reported:
+curve and, from 10 labels, the head re-weighted after the line; the curve also where the labels keep the model's
+order but no line follows them; the model unchanged when nothing helps). Reported:
 held-out RMSE (mean over draws), ``adapted / best simple`` (the done-criterion: <= 1.05) and the regimes adopted.
 The wall time of one whole adaptation from images is printed too.
 

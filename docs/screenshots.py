@@ -7,9 +7,9 @@ docs/images/napari_live_folder.png (Live folder: the sample's frames written one
 docs/images/napari_autofocus.png (Autofocus on the virtual SEM), docs/images/napari_autofocus_fibsem.png
 (Autofocus driving fibsem-os's demo microscope), docs/images/napari_autofocus_stigmate.png (focus + stigmation)
 and docs/images/napari_train_widget.png
-(Label & fine-tune: a user whose scale is stricter than ours labels 11 frames of the tin-ball sample,
-``user = 10 (truth / 10) ** 1.7``, and adapts the model; the script prints the RMSE on the 10 frames nobody
-labelled, before and after).
+(Label & fine-tune: a lab whose scale is 0.75x ours, its best frame a 7.5, labels 11 frames of the tin-ball sample
+in half points and adapts the model; the script prints the RMSE on the 10 frames nobody labelled, before and
+after).
 """
 
 from __future__ import annotations

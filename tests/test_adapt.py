@@ -196,3 +196,24 @@ def test_a_user_whose_scale_bends_gets_a_monotone_curve_that_survives_saving(mod
     # re-adapting the adapted model to a plain compressed user replaces the curve with a line
     again = drive(adapt_on_features(result.model, _relabel(features, 0.75 * ours)[:12]))
     assert again.adopted and again.model.config.score_curve == () and again.regime in ("line", "head")
+
+
+def test_five_labels_of_a_lab_that_says_blurred_or_sharp_adopt_the_curve_that_keeps_our_order(model, features):
+    """A lab that labels 0.5 (blurred) or 9.5 (sharp) with a grey zone between our 4 and 6: with 5 labels,
+    cross-validation cannot show the curve (leaving out the frame where a level starts leaves nothing to predict it
+    from), but the labels keep our order and no line follows them: the monotone curve is adopted and the frames
+    nobody labelled agree better; labels off our order by up to a point (a noisy labeller) keep the model."""
+    ours = predict_from_features(model, features)
+    user = np.interp(ours, [0.0, 4.0, 6.0, 10.0], [0.5, 0.5, 9.5, 9.5])
+    labelled = [2, 7, 12, 17, 22]
+    held_out = [i for i in range(24) if i not in labelled]
+    feats = _relabel(features, user)
+    result = drive(adapt_on_features(model, [feats[i] for i in labelled]))
+    assert result.adopted and result.regime == "monotone" and result.chosen_by == "bend"
+    assert "keep our order" in result.summary() and result.curve is not None
+    before = np.sqrt(np.mean((ours[held_out] - user[held_out]) ** 2))
+    after_pred = predict_from_features(result.model, [feats[i] for i in held_out])
+    assert np.sqrt(np.mean((after_pred - user[held_out]) ** 2)) < 0.6 * before
+    noisy = np.clip(ours + np.random.default_rng(0).uniform(-1.0, 1.0, len(ours)), 0.0, 10.0)
+    kept = drive(adapt_on_features(model, _relabel(features, noisy)[:5]))
+    assert kept.chosen_by == "cross-validation"

@@ -9,8 +9,9 @@ How (figures in docs/benchmarks.md "Few-label adaptation", from ``benchmarks/few
 
 1. **Features once.** The trunk (ResNet18, BatchNorm statistics kept) is frozen, so each labelled frame's trunk features
    are computed once: the 320x240 tiles that the default ``structure`` mode scores (see
-   :mod:`napari_sem_focus.scoring.structure`), plus their left-right mirror images as augmentation. A frame's score is
-   the mean of its tiles' scores, as in scoring.
+   :mod:`napari_sem_focus.scoring.structure`). A frame's score is the mean of its tiles' scores, as in scoring. No
+   mirror images: a mirrored SEM frame is not the same frame to the model (the detector sees the other side of each
+   edge; it scores up to 0.4 lower on real textures), so teaching the head that both carry the label biased it.
 2. **Candidates**, simplest first:
    ``line`` - the user's score as a straight line of ours, ``lo + (hi - lo) s / 10`` clipped to 0-10, fitted by
    least squares in closed form (2 numbers; the ends at our 0 and 10 move anywhere in -10..20: a lab whose best
@@ -29,13 +30,19 @@ How (figures in docs/benchmarks.md "Few-label adaptation", from ``benchmarks/few
 4. **Never worse**: when it does not lower the cross-validated RMSE by at least :data:`MIN_GAIN` (2 %), with a
    mean per-frame gain above :data:`SIGNIFICANCE` standard errors, the result says so and carries the starting
    model unchanged (``adopted = False``).
+5. **A scale that bends** (:func:`bends`): when the labels keep our order of the frames (the monotone curve through
+   them misses them by less than :data:`CURVE_FIT`) but neither the model nor the least-squares line comes within
+   :data:`LINE_MISFIT` of them, the curve is adopted where cross-validation chose the line or nothing: with 5 labels
+   of a lab that says "blurred" or "sharp", leaving out the frame where a level starts leaves nothing to predict it
+   from, so cross-validation cannot show what the labels plainly say (``chosen_by = "bend"``).
 
 Measured (benchmarks/few_labels.py; docs/benchmarks.md "Few-label adaptation"): against the simple remaps a user
 could fit themselves (least-squares line, isotonic regression of the label on our score) over six users' scales and
 seven frame sets. Remaps of the logit with fixed ends (``10 sigmoid(a z + b)``) could not follow a compressed or
 offset scale; four-number remaps (``lo + (hi - lo) sigmoid(a z + b)``) and the head started from the model's own
 line over-fitted 5-10 labels more often than they helped; the head started on the fitted line is what beats the
-simple remaps on real textures from 10 labels on.
+simple remaps on real textures from 10 labels on, once it learns from the frames as they are scored (taught on
+mirror images too it was biased and lost to isotonic regression on three real-texture rows).
 
 The whole-network path (:func:`napari_sem_focus.training.train.iter_fine_tune`) stays for users with hundreds of labels.
 """
@@ -70,6 +77,15 @@ MIN_FRAMES_MONOTONE = 5
 MONOTONE_SIGNIFICANCE = 2.0
 #: Relative cross-validated gain a candidate needs before it replaces the starting model.
 MIN_GAIN = 0.02
+#: A scale that bends: when neither the model nor the least-squares line comes within this RMS (score units) of the
+#: labelled frames...
+LINE_MISFIT = 1.0
+#: ... while the monotone curve through them comes within this RMS (the labels keep our order of the frames), the
+#: curve is adopted although cross-validation cannot show it with few frames: a lab that says "blurred" or "sharp"
+#: labels most frames 0.5 or 9.5, and leaving out the one frame that shows where a level starts leaves nothing to
+#: predict it from (benchmarks/few_labels.py, the two-level user: 5 labels 1.93 -> 1.07; 0.8-1.2 and 0.05-0.4 give
+#: the same rows).
+CURVE_FIT = 0.2
 #: ... and its mean per-frame gain must exceed this many standard errors of the gains.
 SIGNIFICANCE = 0.5
 MIN_FRAMES = 3
@@ -79,10 +95,9 @@ Sample = tuple[np.ndarray, float, float]  # (image float [0, 1], magnification, 
 
 @dataclass
 class FrameFeatures:
-    """Trunk features of one labelled frame's scored tiles (mirrored views appended) and its label."""
+    """Trunk features of one labelled frame's scored tiles and its label."""
 
-    features: np.ndarray  # (views * tiles, n_features) float32
-    views: int
+    features: np.ndarray  # (tiles, n_features) float32
     mag_norm: float
     score: float
 
@@ -114,6 +129,8 @@ class AdaptResult:
         folds: number of cross-validation folds.
         table: cross-validated RMSE of every candidate at every step of :data:`STEP_LADDER`.
         seconds: wall time.
+        chosen_by: "cross-validation", or "bend" when the monotone curve was adopted because the labels keep our
+            order but no line follows them (:func:`bends`; its ``cv_rmse_after`` may then exceed the model's).
     """
 
     model: Any
@@ -132,6 +149,7 @@ class AdaptResult:
     cv_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     start_remap: tuple[float, float] = (0.0, 10.0)
     start_curve: tuple[tuple[float, float], ...] = ()
+    chosen_by: str = "cross-validation"
 
     @property
     def remap(self) -> tuple[float, float] | None:
@@ -179,6 +197,7 @@ class AdaptResult:
             "adaptation": "few-label (trunk frozen, cross-validated)",
             "adopted": self.adopted,
             "regime": self.regime,
+            "chosen_by": self.chosen_by,
             "steps": self.steps,
             "n_frames": self.n_frames,
             "folds": self.folds,
@@ -199,6 +218,12 @@ class AdaptResult:
             return (
                 f"adaptation did not help: cross-validated RMSE on the {self.n_frames} labelled frames "
                 f"{self.cv_rmse_before:.3f} before, at best {best:.3f} after; keeping the current model"
+            )
+        if self.chosen_by == "bend":
+            return (
+                f"your {self.n_frames} labels keep our order of the frames but no straight line of our score follows "
+                f"them (RMSE {self.cv_rmse_before:.3f} before); adopted, although {self.n_frames} frames are too few "
+                f"to cross-validate a curve ({self.cv_rmse_after:.3f}), " + self.describe()
             )
         return (
             f"cross-validated RMSE on the {self.n_frames} labelled frames: {self.cv_rmse_before:.3f} before, "
@@ -248,12 +273,11 @@ def _best_per_candidate(table: dict[str, dict[int, float]]) -> dict[str, float]:
 def frame_features(
     model: Any,
     samples: Sequence[Sample],
-    mirror: bool = True,
     device: str = "cpu",
     should_stop: Callable[[], bool] | None = None,
 ) -> Generator[int, None, list[FrameFeatures]]:
-    """Trunk features of each sample's structure-mode tiles (and their mirror images when ``mirror``); yields the
-    number of frames done, returns the features."""
+    """Trunk features of each sample's structure-mode tiles; yields the number of frames done, returns the
+    features."""
     import torch
 
     from ..scoring.infer import frame_crops, inference_autocast
@@ -266,12 +290,11 @@ def frame_features(
         if should_stop is not None and should_stop():
             raise CancelledError("adaptation cancelled")
         crops = np.stack(frame_crops(np.asarray(image, np.float32), "structure")[0])
-        views = [crops, crops[:, :, ::-1]] if mirror else [crops]
-        batch = torch.from_numpy(np.ascontiguousarray(np.concatenate(views)))[:, None].to(device)
+        batch = torch.from_numpy(np.ascontiguousarray(crops))[:, None].to(device)
         with torch.inference_mode(), autocast:
             feats = model.trunk((batch - 0.5) / 0.25).float().cpu().numpy()
         mag = float(normalize_magnification(magnification))
-        out.append(FrameFeatures(feats, len(views), mag, float(score)))
+        out.append(FrameFeatures(feats, mag, float(score)))
         yield i + 1
     return out
 
@@ -298,19 +321,14 @@ class _Adapter:
         self._ours_of: Any = None  # the stack whose frozen-head scores ``_ours`` holds
 
     @staticmethod
-    def _stack(frames: Sequence[FrameFeatures], views: bool) -> tuple[Any, Any, Any, int]:
-        """(features with magnification, group index of each tile, tiles per group, groups): a group is one view of
-        one frame (only the first view of each frame when ``views`` is False)."""
+    def _stack(frames: Sequence[FrameFeatures]) -> tuple[Any, Any, Any, int]:
+        """(features with magnification, frame index of each tile, tiles per frame, frames)."""
         import torch
 
-        rows, groups, mags, n_groups = [], [], [], 0
-        for f in frames:
-            tiles = len(f.features) // f.views
-            keep = f.views if views else 1
-            rows.append(f.features[: keep * tiles])
-            groups.append(np.repeat(np.arange(n_groups, n_groups + keep), tiles))
-            mags.append(np.full(keep * tiles, f.mag_norm, np.float32))
-            n_groups += keep
+        rows = [f.features for f in frames]
+        groups = [np.full(len(f.features), i) for i, f in enumerate(frames)]
+        mags = [np.full(len(f.features), f.mag_norm, np.float32) for f in frames]
+        n_groups = len(frames)
         x = torch.from_numpy(np.concatenate(rows))
         mag = torch.from_numpy(np.concatenate(mags))[:, None]
         index = torch.from_numpy(np.concatenate(groups))
@@ -381,7 +399,7 @@ class _Adapter:
         if not frames:
             return np.zeros(0)
         with torch.no_grad():
-            return self.group_scores(self._stack(frames, views=False)).numpy().astype(np.float64)
+            return self.group_scores(self._stack(frames)).numpy().astype(np.float64)
 
     def export(self, model: Any) -> Any:
         """A copy of ``model`` with this candidate in it: its line or curve in the config (and the new head)."""
@@ -435,11 +453,8 @@ def _fit_steps(
     adapter = _Adapter(model, regime)
     if regime == "head":  # the head learns what a line of the score cannot: it starts on the fitted line
         adapter.ends, adapter.curve = _fit_steps(model, "line", train, (), 0)[0].ends, ()
-    # the line maps frames as they are scored: a mirrored SEM frame scores lower (the detector sees the other
-    # side of each edge), so the mirror images only augment the head
-    views = regime == "head"
-    stacked = adapter._stack(train, views=views)
-    targets = torch.tensor([f.score for f in train for _ in range(f.views if views else 1)], dtype=torch.float32)
+    stacked = adapter._stack(train)
+    targets = torch.tensor([f.score for f in train], dtype=torch.float32)
     predictions = {}
     if regime in ("line", "monotone"):  # closed form: the same at every step count
         if regime == "line":
@@ -490,6 +505,20 @@ def choose(sq_before: np.ndarray, sq_after: dict[tuple[str, int], np.ndarray]) -
     if clear and math.sqrt(mse[key]) <= (1.0 - MIN_GAIN) * math.sqrt(float(sq_before.mean())):
         return key
     return "none", 0
+
+
+def bends(model: Any, frames: Sequence[FrameFeatures], scores_before: np.ndarray) -> bool:
+    """Whether the labels keep our order of the frames while no straight line of our score follows them: the
+    model and the least-squares line both miss the labels by more than :data:`LINE_MISFIT` (RMS), the monotone
+    curve through them by less than :data:`CURVE_FIT`."""
+    labels = np.array([f.score for f in frames])
+
+    def rms(scores: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((scores - labels) ** 2)))
+
+    first = STEP_LADDER[0]  # both are closed-form fits: the same at every step
+    line, curve = (_fit(model, regime, frames, frames, first)[1][first] for regime in ("line", "monotone"))
+    return min(rms(scores_before), rms(line)) > LINE_MISFIT and rms(curve) < CURVE_FIT
 
 
 def _one_standard_error(sq_after: dict[tuple[str, int], np.ndarray], mse: dict[tuple[str, int], float]) -> Any:
@@ -583,6 +612,9 @@ def adapt_on_features(
     best_regime, best_steps = choose(
         sq_before, {(c, s): (held[c][s] - labels) ** 2 for c in candidates for s in STEP_LADDER}
     )
+    chosen_by = "cross-validation"
+    if best_regime in ("none", "line") and "monotone" in candidates and bends(model, frames, scores_before):
+        best_regime, best_steps, chosen_by = "monotone", STEP_LADDER[0], "bend"
     adopted = best_regime != "none"
     best_rmse = table[best_regime][best_steps] if adopted else rmse_before
     result_model, scores_after, cv_scores = model, scores_before, scores_before
@@ -608,6 +640,7 @@ def adapt_on_features(
         cv_scores=cv_scores,
         start_remap=tuple(model.config.score_remap),
         start_curve=tuple(model.config.score_curve),
+        chosen_by=chosen_by if adopted else "cross-validation",
     )
 
 
