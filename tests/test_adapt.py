@@ -7,9 +7,11 @@ import json
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from napari_sem_focus.errors import CancelledError, SemFocusError
 from napari_sem_focus.scoring.infer import score_frames
+from napari_sem_focus.scoring.report import plot_adaptation
 from napari_sem_focus.scoring.weights import load_model, save_weights
 from napari_sem_focus.simulate import simulate_series
 from napari_sem_focus.training.adapt import (
@@ -211,6 +213,9 @@ def test_five_labels_of_a_lab_that_says_blurred_or_sharp_adopt_the_curve_that_ke
     result = drive(adapt_on_features(model, [feats[i] for i in labelled]))
     assert result.adopted and result.regime == "monotone" and result.chosen_by == "bend"
     assert "keep our order" in result.summary() and result.curve is not None
+    figure = Figure()
+    plot_adaptation(figure.add_subplot(), result)
+    assert "keep our order" in figure.axes[0].get_title()
     before = np.sqrt(np.mean((ours[held_out] - user[held_out]) ** 2))
     after_pred = predict_from_features(result.model, [feats[i] for i in held_out])
     assert np.sqrt(np.mean((after_pred - user[held_out]) ** 2)) < 0.6 * before

@@ -278,7 +278,9 @@ def plot_adaptation(ax: Any, result: Any) -> None:
     ax.set_ylim(0, 10.2)
     ax.set_xlabel("current model's score")
     ax.set_ylabel("label / adapted score")
-    if result.adopted:
+    if result.adopted and result.chosen_by == "bend":
+        title = f"monotone: your labels keep our order (RMSE {result.cv_rmse_before:.2f} before)"
+    elif result.adopted:
         title = f"{result.regime}: RMSE {result.cv_rmse_before:.2f} -> {result.cv_rmse_after:.2f} (cross-validated)"
     else:
         title = f"kept the current model (RMSE {result.cv_rmse_before:.2f}; no remap helped)"

@@ -77,6 +77,8 @@ MIN_FRAMES_MONOTONE = 5
 MONOTONE_SIGNIFICANCE = 2.0
 #: Relative cross-validated gain a candidate needs before it replaces the starting model.
 MIN_GAIN = 0.02
+#: ... and its mean per-frame gain must exceed this many standard errors of the gains.
+SIGNIFICANCE = 0.5
 #: A scale that bends: when neither the model nor the least-squares line comes within this RMS (score units) of the
 #: labelled frames...
 LINE_MISFIT = 1.0
@@ -86,8 +88,6 @@ LINE_MISFIT = 1.0
 #: predict it from (benchmarks/few_labels.py, the two-level user: 5 labels 1.93 -> 1.07; 0.8-1.2 and 0.05-0.4 give
 #: the same rows).
 CURVE_FIT = 0.2
-#: ... and its mean per-frame gain must exceed this many standard errors of the gains.
-SIGNIFICANCE = 0.5
 MIN_FRAMES = 3
 
 Sample = tuple[np.ndarray, float, float]  # (image float [0, 1], magnification, score)
