@@ -640,7 +640,7 @@ def adapt_on_features(
         cv_scores=cv_scores,
         start_remap=tuple(model.config.score_remap),
         start_curve=tuple(model.config.score_curve),
-        chosen_by=chosen_by if adopted else "cross-validation",
+        chosen_by=chosen_by,
     )
 
 
