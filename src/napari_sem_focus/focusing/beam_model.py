@@ -68,10 +68,11 @@ class _Pair:
 def _pairs(frames: list[BeamFrame]) -> list[_Pair]:
     """The blur difference of every pair of frames that both stand above the noise."""
     noise = noise_floor([f.spectrum for f in frames])
-    usable = [i for i, f in enumerate(frames) if usable_radius(f.spectrum, noise) >= MIN_RADIUS]
+    radius = [usable_radius(f.spectrum, noise) for f in frames]  # once a frame, not once a pair
+    usable = [i for i in range(len(frames)) if radius[i] >= MIN_RADIUS]
     pairs = []
     for i, j in combinations(usable, 2):
-        diff = blur_difference(frames[i].spectrum, frames[j].spectrum, noise)
+        diff = blur_difference(frames[i].spectrum, frames[j].spectrum, noise, (radius[i], radius[j]))
         if diff is not None:
             pairs.append(_Pair(i, j, diff, _whitener(diff)))
     return pairs

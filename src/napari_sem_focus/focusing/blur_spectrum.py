@@ -114,9 +114,12 @@ def noise_floor(spectra: list[np.ndarray]) -> np.ndarray:
     return np.broadcast_to(np.maximum(column, 1e-12)[None, :], stack.shape)
 
 
-def blur_difference(a: np.ndarray, b: np.ndarray, noise: np.ndarray) -> BlurDifference | None:
+def blur_difference(
+    a: np.ndarray, b: np.ndarray, noise: np.ndarray, radii: tuple[float, float] | None = None
+) -> BlurDifference | None:
     """``Σ_a - Σ_b`` from two spectra (:func:`frame_spectrum`) of the same field and their :func:`noise_floor`;
-    None where too few frequencies stand above the noise in both (one of them too blurred or too noisy)."""
+    None where too few frequencies stand above the noise in both (one of them too blurred or too noisy).
+    ``radii``: the two spectra's :func:`usable_radius` when the caller has them (a fit over many pairs)."""
     import cv2
 
     size = a.shape[0]
@@ -125,7 +128,7 @@ def blur_difference(a: np.ndarray, b: np.ndarray, noise: np.ndarray) -> BlurDiff
     # and the choice of frequencies above the noise is no longer biased by each bin's own noise
     signal_a = cv2.blur(np.ascontiguousarray(a - noise), (SMOOTH_BINS, SMOOTH_BINS))
     signal_b = cv2.blur(np.ascontiguousarray(b - noise), (SMOOTH_BINS, SMOOTH_BINS))
-    k_max = min(usable_radius(a, noise), usable_radius(b, noise))
+    k_max = min(radii if radii is not None else (usable_radius(a, noise), usable_radius(b, noise)))
     if k_max < MIN_RADIUS:
         return None
     use = (_radius(size) > INNER_BINS / size) & (_radius(size) < k_max) & (ky > 0) & (np.abs(kx) > 1.5 / size)

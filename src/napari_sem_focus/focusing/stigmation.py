@@ -410,12 +410,21 @@ SPECTRAL_JUMPS = 3
 
 
 def _beam_frames(search: _Search3) -> list[BeamFrame]:
-    origin = search.start.working_distance_mm
     return [
-        BeamFrame((a.setting.working_distance_mm - origin) * 1e3, (a.setting.stig_x, a.setting.stig_y), a.spectrum)
+        BeamFrame(_model_wd_um(search, a.setting), (a.setting.stig_x, a.setting.stig_y), a.spectrum)
         for a in search.scans
         if a.spectrum is not None
     ]
+
+
+def _model_wd_um(search: _Search3, setting: Setting) -> float:
+    """A setting's working distance as the beam model takes it: µm from the search's start."""
+    return (setting.working_distance_mm - search.start.working_distance_mm) * 1e3
+
+
+def _wd_mm(search: _Search3, model_wd_um: float) -> float:
+    """The working distance (mm) of a beam model's one (µm from the search's start)."""
+    return search.start.working_distance_mm + model_wd_um * 1e-3
 
 
 def _stigmate_from_spectra(
@@ -433,8 +442,7 @@ def _stigmate_from_spectra(
     fit = fit_beam(_beam_frames(search))
     if search.reached() or fit is None or fit.stig_map is None or fit.best_stig is None:
         return search.best().setting
-    origin = search.start.working_distance_mm
-    target = Setting(origin + fit.best_wd_um * 1e-3, *fit.best_stig)
+    target = Setting(_wd_mm(search, fit.best_wd_um), *fit.best_stig)
     # the astigmatism measured at each stigmator setting: the start's (the working distance's scans), each jump's
     stigs, astigs = [np.array([search.start.stig_x, search.start.stig_y])], [np.array(first.astig_um)]
     for _ in range(SPECTRAL_JUMPS):
@@ -459,7 +467,7 @@ def _stigmate_from_spectra(
         astigs.append(np.array(pair.astig_um))
         solved = stigmators_from_astigmatism(stigs, astigs, fit.stig_map_kind)
         best = solved[0] if solved is not None else stigs[-1] + np.linalg.solve(fit.stig_map, astigs[-1])
-        target = Setting(origin + pair.best_wd_um * 1e-3, float(best[0]), float(best[1]))
+        target = Setting(_wd_mm(search, pair.best_wd_um), float(best[0]), float(best[1]))
     return search.best().setting
 
 
@@ -487,7 +495,7 @@ def _stigmator_probes(search: _Search3, fit: BeamFit, steps: tuple[float, float,
     at least the defocus that blurs by :data:`PROBE_BLUR_PX2`, at most a step of the working distance."""
     dz = max(float(np.hypot(*fit.astig_um)) / 4, float(np.sqrt(PROBE_BLUR_PX2 / fit.k_px2_per_um2))) * 1e-3
     dz = min(dz, steps[0])
-    w_best = search.start.working_distance_mm + fit.best_wd_um * 1e-3
+    w_best = _wd_mm(search, fit.best_wd_um)
     s0 = search.start
     for sign, axis in ((1, 1), (-1, 2)):
         if not search.budget_left(reserve=2):
@@ -506,9 +514,8 @@ def _focus_pair(search: _Search3, centre: Setting, k_px2_per_um2: float) -> Gene
         yield search.measure(centre.moved(0, centre.working_distance_mm + sign * dz))
         if search.reached():
             return None
-    origin = search.start.working_distance_mm
     same = [f for f in _beam_frames(search) if f.stig == (centre.stig_x, centre.stig_y)]
-    near = [f for f in same if abs(f.wd_um - (centre.working_distance_mm - origin) * 1e3) <= 1.01 * dz * 1e3]
+    near = [f for f in same if abs(f.wd_um - _model_wd_um(search, centre)) <= 1.01 * dz * 1e3]
     return fit_beam(near)
 
 
