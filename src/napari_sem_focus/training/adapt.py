@@ -222,8 +222,9 @@ class AdaptResult:
         if self.chosen_by == "bend":
             return (
                 f"your {self.n_frames} labels keep our order of the frames but no straight line of our score follows "
-                f"them (RMSE {self.cv_rmse_before:.3f} before); adopted, although {self.n_frames} frames are too few "
-                f"to cross-validate a curve ({self.cv_rmse_after:.3f}), " + self.describe()
+                f"them (RMSE {self.cv_rmse_before:.3f} before); adopted "
+                + self.describe()
+                + f" ({self.n_frames} frames are too few to cross-validate a curve: {self.cv_rmse_after:.3f})"
             )
         return (
             f"cross-validated RMSE on the {self.n_frames} labelled frames: {self.cv_rmse_before:.3f} before, "
