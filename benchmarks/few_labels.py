@@ -22,14 +22,17 @@ regression of the label on the model's score, flat beyond the labelled range), a
 curve and, from 10 labels, the head re-weighted after the line; the curve also where the labels keep the model's
 order but no line follows them; the model unchanged when nothing helps). Reported:
 held-out RMSE (mean over draws), ``adapted / best simple`` (the done-criterion: <= 1.05) and the regimes adopted.
-The wall time of one whole adaptation from images is printed too.
+The wall time of one whole adaptation from images is printed too, and the audit of benchmarks/few_label_audit.py:
+whether any threshold on what the labelled frames show could have made every keep-or-change decision the criterion
+needs (``--save FILE`` keeps every draw's figures in JSON for it).
 
-Run: python benchmarks/few_labels.py [--repeats 5] [--weights default] [--sets sim real-tescan ...]
+Run: python benchmarks/few_labels.py [--repeats 5] [--weights default] [--sets sim real-tescan ...] [--save F]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import Counter
@@ -40,11 +43,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from few_label_audit import audit
+
 from napari_sem_focus.scoring.model import remap_scores
 from napari_sem_focus.scoring.weights import load_model
 from napari_sem_focus.simulate.frame import simulate_frame
 from napari_sem_focus.simulate.series import dataset_params
 from napari_sem_focus.training.adapt import (
+    MIN_FRAMES_HEAD,
     adapt,
     adapt_on_features,
     frame_features,
@@ -120,7 +126,7 @@ def isotonic(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
     return remap_scores(x_new, curve=monotone_curve(x, y))
 
 
-def run_set(model, set_name: str, samples, users: list[str], repeats: int) -> list[dict]:
+def run_set(model, set_name: str, samples, users: list[str], repeats: int, draws: list[dict]) -> list[dict]:
     started = time.time()
     feats = drive(frame_features(model, samples))
     print(f"  {set_name}: {len(samples)} frames, features {time.time() - started:.0f} s", file=sys.stderr, flush=True)
@@ -147,6 +153,11 @@ def run_set(model, set_name: str, samples, users: list[str], repeats: int) -> li
                 errors["isotonic"].append(rmse(isotonic(x, given, x_rest), labels[rest]))
                 pred = predict_from_features(result.model, [feats[i] for i in rest])
                 errors["adapted"].append(rmse(pred, labels[rest]))
+                draws.append(
+                    {"set": set_name, "user": user, "n": n, "draw": r, "regime": result.regime}
+                    | {k: v[-1] for k, v in errors.items()}
+                    | {"scores": x.tolist(), "labels": given.tolist()}
+                )
             mean = {k: float(np.mean(v)) for k, v in errors.items()}
             simple = min(mean["line"], mean["isotonic"])
             rows.append(
@@ -192,14 +203,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--weights", default=None)
     parser.add_argument("--sets", nargs="*", default=None, help="frame sets to run (default: all of PLAN)")
+    parser.add_argument("--save", type=Path, default=None, help="write every draw's figures here (JSON)")
     args = parser.parse_args()
     model = load_model(args.weights)
-    rows, times = [], {}
+    rows, times, draws = [], {}, []
     for name, users in PLAN.items():
         if args.sets and name not in args.sets:
             continue
         samples = frame_set(name)
-        rows += run_set(model, name, samples, users, args.repeats)
+        rows += run_set(model, name, samples, users, args.repeats, draws)
         if name in ("sim", "real tescan"):
             times[name] = {n: timing(model, samples, n) for n in (10, 20)}
     print("\nHeld-out RMSE (score units, mean of the draws) after n labelled frames; ratio = adapted / best of line")
@@ -221,6 +233,10 @@ def main() -> None:
         if sel:
             change = np.mean([r["adapted"] / r["before"] - 1.0 for r in sel])
             print(f"n={n}: mean change against the model {change:+.0%}, worst ratio {max(r['ratio'] for r in sel):.2f}")
+    if args.save:
+        args.save.write_text(json.dumps(draws, indent=1))
+    print("\nKeep the model or change the scale: the draws where the criterion forces the choice (few_label_audit.py)")
+    print("\n".join(audit([d for d in draws if d["n"] < MIN_FRAMES_HEAD])))
     print("\nWall time of one adaptation from images (features + cross-validation + final fit), this machine")
     for name, t in times.items():
         print(f"  {name}: " + ", ".join(f"{n} frames {s:.1f} s" for n, s in t.items()))
