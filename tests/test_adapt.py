@@ -70,6 +70,7 @@ def test_a_stricter_users_scale_is_learned_from_ten_frames(model, features):
     after = np.sqrt(np.mean((after_pred - user[held_out]) ** 2))
     assert after < 0.6 * before  # frames it was not adapted on agree better with the user
     assert result.model is not model and "lower" in result.summary()
+    assert "cannot always tell" not in result.summary()  # 10 labelled frames: no warning that they are too few
 
 
 def test_a_compressed_users_scale_moves_the_ends_and_the_remap_is_what_scoring_gives(model, frames, features):
@@ -120,6 +121,8 @@ def test_labels_the_model_already_agrees_with_keep_the_model(model, features):
     assert not result.adopted and result.model is model and result.regime == "none"
     assert result.cv_rmse_after == result.cv_rmse_before
     assert "did not help" in result.summary() and "keeping the current model" in result.summary()
+    assert "8 labelled frames cannot always tell whether to keep our scale" in result.summary()
+    assert "label 10 or more" in result.summary()
 
 
 def test_too_few_frames_and_cancel(model, frames):
@@ -213,6 +216,7 @@ def test_five_labels_of_a_lab_that_says_blurred_or_sharp_adopt_the_curve_that_ke
     result = drive(adapt_on_features(model, [feats[i] for i in labelled]))
     assert result.adopted and result.regime == "monotone" and result.chosen_by == "bend"
     assert "keep our order" in result.summary() and result.curve is not None
+    assert result.summary().endswith("label 10 or more if you can (then the head can be re-weighted too)")
     figure = Figure()
     plot_adaptation(figure.add_subplot(), result)
     assert "keep our order" in figure.axes[0].get_title()

@@ -211,7 +211,10 @@ class AdaptResult:
         }
 
     def summary(self) -> str:
-        """One sentence for the CLI and the widget."""
+        """One sentence for the CLI and the widget (two with fewer than :data:`MIN_FRAMES_HEAD` labelled frames)."""
+        return self._outcome() + (self._too_few() if self.n_frames < MIN_FRAMES_HEAD else "")
+
+    def _outcome(self) -> str:
         gain = 1.0 - self.cv_rmse_after / self.cv_rmse_before if self.cv_rmse_before > 0 else 0.0
         if not self.adopted:
             best = min(_best_per_candidate(self.table).values(), default=self.cv_rmse_before)
@@ -230,6 +233,14 @@ class AdaptResult:
             f"cross-validated RMSE on the {self.n_frames} labelled frames: {self.cv_rmse_before:.3f} before, "
             f"{self.cv_rmse_after:.3f} after ({gain:.0%} lower; {self.steps} steps, {self.folds}-fold); adopted "
             + self.describe()
+        )
+
+    def _too_few(self) -> str:
+        """Why fewer than 10 labels may decide wrongly: benchmarks/few_label_audit.py finds 5-label draws that must
+        keep the model showing more evidence for a change than draws that must change it."""
+        return (
+            f". {self.n_frames} labelled frames cannot always tell whether to keep our scale or change it; "
+            f"label {MIN_FRAMES_HEAD} or more if you can (then the head can be re-weighted too)"
         )
 
 
