@@ -46,7 +46,8 @@ from napari_sem_focus.training.adapt import MIN_FRAMES_HEAD, monotone_curve
 TOLERANCE = 1.05  # the done-criterion: adapted <= 1.05x the best simple remap
 
 
-def _line(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
+def least_squares_line(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
+    """``α x + β`` fitted to (x, y) by least squares, evaluated at ``x_new`` and clipped to 0-10."""
     alpha, beta = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(np.mean(y)))
     return np.clip(alpha * x_new + beta, 0.0, 10.0)
 
@@ -55,8 +56,8 @@ def evidence(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """How strongly n labelled pairs (our score x, the user's label y) say "change the scale", six ways."""
     n = len(x)
     sq_model = (y - x) ** 2
-    sq_line = (y - _line(x, y, x)) ** 2
-    loo = np.array([_line(np.delete(x, i), np.delete(y, i), x[i : i + 1])[0] for i in range(n)])
+    sq_line = (y - least_squares_line(x, y, x)) ** 2
+    loo = np.array([least_squares_line(np.delete(x, i), np.delete(y, i), x[i : i + 1])[0] for i in range(n)])
     gains = sq_model - (y - loo) ** 2
     spread = gains.std(ddof=1) / math.sqrt(n)
     return {

@@ -43,7 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from few_label_audit import audit
+from few_label_audit import audit, least_squares_line
 
 from napari_sem_focus.scoring.model import remap_scores
 from napari_sem_focus.scoring.weights import load_model
@@ -111,12 +111,6 @@ def real_texture(name: str) -> list[tuple[np.ndarray, float, float]]:
 
 def rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
-
-
-def least_squares_line(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
-    """``α x + β`` fitted to (x, y) by least squares, evaluated at ``x_new`` and clipped to 0-10."""
-    alpha, beta = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(np.mean(y)))
-    return np.clip(alpha * x_new + beta, 0.0, 10.0)
 
 
 def isotonic(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
