@@ -52,6 +52,13 @@ def least_squares_line(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.nd
     return np.clip(alpha * x_new + beta, 0.0, 10.0)
 
 
+def isotonic(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
+    """Monotone (non-decreasing) regression of y on x, evaluated at ``x_new`` by linear interpolation between the
+    fitted points (flat beyond them): the adaptation's own ``monotone`` curve, fitted on the model's frame scores as a
+    user would."""
+    return remap_scores(x_new, curve=monotone_curve(x, y))
+
+
 def evidence(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """How strongly n labelled pairs (our score x, the user's label y) say "change the scale", six ways."""
     n = len(x)
@@ -66,7 +73,7 @@ def evidence(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         "F": float((sq_model.sum() - sq_line.sum()) / 2 / max(sq_line.sum() / (n - 2), 1e-12)),
         "cv gain": float(1.0 - math.sqrt((y - loo).dot(y - loo) / max(sq_model.sum(), 1e-12))),
         "cv t": float(gains.mean() / spread) if spread > 0 else float("inf"),
-        "order": -float(np.sqrt(np.mean((y - remap_scores(x, curve=monotone_curve(x, y))) ** 2))),
+        "order": -float(np.sqrt(np.mean((y - isotonic(x, y, x)) ** 2))),
     }
 
 

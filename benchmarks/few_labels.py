@@ -43,9 +43,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from few_label_audit import audit, least_squares_line
+from few_label_audit import audit, isotonic, least_squares_line
 
-from napari_sem_focus.scoring.model import remap_scores
 from napari_sem_focus.scoring.weights import load_model
 from napari_sem_focus.simulate.frame import simulate_frame
 from napari_sem_focus.simulate.series import dataset_params
@@ -54,7 +53,6 @@ from napari_sem_focus.training.adapt import (
     adapt,
     adapt_on_features,
     frame_features,
-    monotone_curve,
     predict_from_features,
 )
 from napari_sem_focus.training.train import drive
@@ -111,13 +109,6 @@ def real_texture(name: str) -> list[tuple[np.ndarray, float, float]]:
 
 def rmse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
-
-
-def isotonic(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
-    """Monotone (non-decreasing) regression of y on x, evaluated at ``x_new`` by linear interpolation between the
-    fitted points (flat beyond them): the adaptation's own ``monotone`` curve, fitted on the model's frame scores as a
-    user would."""
-    return remap_scores(x_new, curve=monotone_curve(x, y))
 
 
 def run_set(model, set_name: str, samples, users: list[str], repeats: int, draws: list[dict]) -> list[dict]:

@@ -333,38 +333,34 @@ class _Adapter:
         self._ours_of: Any = None  # the stack whose frozen-head scores ``_ours`` holds
 
     @staticmethod
-    def _stack(frames: Sequence[FrameFeatures]) -> tuple[Any, Any, Any, int]:
-        """(features with magnification, frame index of each tile, tiles per frame, frames)."""
+    def _stack(frames: Sequence[FrameFeatures]) -> tuple[Any, Any, Any]:
+        """(every tile's features with its frame's magnification, the frame index of each tile, tiles per frame)."""
         import torch
 
-        rows = [f.features for f in frames]
-        groups = [np.full(len(f.features), i) for i, f in enumerate(frames)]
-        mags = [np.full(len(f.features), f.mag_norm, np.float32) for f in frames]
-        n_groups = len(frames)
-        x = torch.from_numpy(np.concatenate(rows))
-        mag = torch.from_numpy(np.concatenate(mags))[:, None]
-        index = torch.from_numpy(np.concatenate(groups))
-        count = torch.bincount(index, minlength=n_groups).float()
-        return torch.cat([x, mag], dim=1), index, count, n_groups
+        tiles = [len(f.features) for f in frames]
+        x = torch.from_numpy(np.concatenate([f.features for f in frames]))
+        mag = torch.from_numpy(np.repeat(np.float32([f.mag_norm for f in frames]), tiles))[:, None]
+        index = torch.from_numpy(np.repeat(np.arange(len(frames)), tiles))
+        return torch.cat([x, mag], dim=1), index, torch.tensor(tiles, dtype=torch.float32)
 
-    def our_scores(self, stacked: tuple[Any, Any, Any, int]) -> Any:
-        """Each group's score on our scale: the mean of its tiles' ``10 sigmoid(head)``, as structure-mode scoring
+    def our_scores(self, stacked: tuple[Any, Any, Any]) -> Any:
+        """Each frame's score on our scale: the mean of its tiles' ``10 sigmoid(head)``, as structure-mode scoring
         pools them (computed once per stack while the head is frozen)."""
         import torch
 
-        x, index, count, n_groups = stacked
+        x, index, count = stacked
         frozen = self.regime != "head"
         if frozen and self._ours_of is stacked:
             return self._ours
         with torch.no_grad() if frozen else contextlib.nullcontext():
             tiles = 10.0 * torch.sigmoid(self.head(x if self.use_mag else x[:, :-1]).squeeze(1))
-            ours = torch.zeros(n_groups).index_add(0, index, tiles) / count
+            ours = torch.zeros(len(count)).index_add(0, index, tiles) / count
         if frozen:
             self._ours, self._ours_of = ours, stacked
         return ours
 
-    def group_scores(self, stacked: tuple[Any, Any, Any, int]) -> Any:
-        """Score of each group on the user's scale: our score through the line or the curve (clipped to [0, 10])."""
+    def frame_scores(self, stacked: tuple[Any, Any, Any]) -> Any:
+        """Score of each frame on the user's scale: our score through the line or the curve (clipped to [0, 10])."""
         import torch
 
         if self.curve:
@@ -375,9 +371,9 @@ class _Adapter:
         lo, hi = 10.0 * self.ends[0], 10.0 * self.ends[1]
         return (lo + (hi - lo) * self.our_scores(stacked) / 10.0).clamp(0.0, 10.0)
 
-    def fit_line(self, stacked: tuple[Any, Any, Any, int], targets: Any, pull: float) -> None:
+    def fit_line(self, stacked: tuple[Any, Any, Any], targets: Any, pull: float) -> None:
         """``line``: the ends by least squares in closed form (the clip to [0, 10] set aside, as for any fitted
-        line): a group's score is ``lo (1 - m) + hi m`` with ``m`` its score on our scale / 10, so (lo, hi) solve a
+        line): a frame's score is ``lo (1 - m) + hi m`` with ``m`` its score on our scale / 10, so (lo, hi) solve a
         2x2 system, ridge-pulled towards the start by ``pull``; then kept within
         :data:`~napari_sem_focus.scoring.model.REMAP_END_LIMITS`, at least :data:`MIN_SPAN` apart."""
         import torch
@@ -396,12 +392,12 @@ class _Adapter:
         hi = min(max(hi, lo + MIN_SPAN / 10.0), high)
         self.ends, self.curve = torch.tensor([lo, hi]), ()
 
-    def fit_curve(self, stacked: tuple[Any, Any, Any, int], targets: Any) -> None:
+    def fit_curve(self, stacked: tuple[Any, Any, Any], targets: Any) -> None:
         """``monotone``: the isotonic regression of the labels on our scores (:func:`monotone_curve`)."""
         self.curve = monotone_curve(self.our_scores(stacked).detach().numpy(), targets.numpy())
 
-    def loss(self, stacked: tuple[Any, Any, Any, int], targets: Any, pull: float) -> Any:
-        err = (self.group_scores(stacked) - targets) / 10.0
+    def loss(self, stacked: tuple[Any, Any, Any], targets: Any, pull: float) -> Any:
+        err = (self.frame_scores(stacked) - targets) / 10.0
         penalty = sum(((p - p0) ** 2).sum() for p, p0 in zip(self.params, self.start, strict=True))
         return (err**2).mean() + pull * penalty
 
@@ -411,7 +407,7 @@ class _Adapter:
         if not frames:
             return np.zeros(0)
         with torch.no_grad():
-            return self.group_scores(self._stack(frames)).numpy().astype(np.float64)
+            return self.frame_scores(self._stack(frames)).numpy().astype(np.float64)
 
     def export(self, model: Any) -> Any:
         """A copy of ``model`` with this candidate in it: its line or curve in the config (and the new head)."""
